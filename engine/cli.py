@@ -1,0 +1,158 @@
+"""`python -m engine` / `imagine`: generate one image from a prompt on this machine.
+
+    python -m engine "a cityscape at night | trending on artstation" -o city.png --size 512x288 --steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import EngineError
+from engine.models import registry
+from engine.spec import JobSpec, random_seed
+
+log = logging.getLogger("engine.cli")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, _, h = text.lower().partition("x")
+        return int(w), int(h or w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 512x288 or 256, not {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imagine", description="CLIP-guided image generation (VQGAN+CLIP and friends).")
+    p.add_argument("prompt", nargs="?", help='text prompts: "a | b:0.5 | c:-1" (weight, optional :stop)')
+    p.add_argument("-o", "--output", default="output.png", help="where to write the PNG (default output.png)")
+    p.add_argument("-s", "--size", type=parse_size, default=(256, 256), help="WxH, rounded down to the model's grid")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, help="random when omitted; printed and stored in the PNG")
+    p.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
+    p.add_argument("--cutn", type=int, default=32, help="cutouts per step (default 32)")
+    p.add_argument("--cut-pow", type=float, default=1.0)
+    p.add_argument("--generator", choices=["vqgan", "fourier"], default="vqgan")
+    p.add_argument("--model", default=registry.DEFAULT_VQGAN, help="VQGAN name in the models directory")
+    p.add_argument("--clip", default=registry.DEFAULT_CLIP, help="open_clip architecture (default ViT-B-32)")
+    p.add_argument("--init-image", help="start from this image instead of noise")
+    p.add_argument("--init-weight", type=float, default=0.0, help="pull towards the init image (MSE weight)")
+    p.add_argument("--image-prompt", action="append", default=[], help="an image to aim for (path[:weight])")
+    p.add_argument("--save-every", type=int, default=0, help="also write every Nth frame next to the output")
+    p.add_argument("--snapshot", help="write the run's state here at the end (for --resume)")
+    p.add_argument("--resume", help="continue from a snapshot; --steps is the new total")
+    p.add_argument("--recipe", help="reproduce the image whose PNG recipe this is (flags given also apply)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--models-dir", help="models directory (default $IMAGINE_MODELS_DIR or ./models)")
+    p.add_argument("--vqgan-config", help="explicit VQGAN .yaml (else from the models directory)")
+    p.add_argument("--vqgan-checkpoint", help="explicit VQGAN .ckpt (else from the models directory)")
+    p.add_argument("--clip-checkpoint", help="explicit CLIP checkpoint (open_clip or OpenAI .pt)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
+    base: dict = {}
+    if args.recipe:
+        from engine.images import read_recipe
+
+        meta = read_recipe(args.recipe)
+        if not meta:
+            raise EngineError(f"{args.recipe} holds no imagine recipe.")
+        base = dict(meta["spec"])
+    given = {a.split("=")[0] for a in argv if a.startswith("-")}
+    flag = lambda *names: not base or any(n in given for n in names)  # noqa: E731
+    fields = {
+        "prompt": args.prompt if args.prompt or not base else base["prompt"],
+        "width": args.size[0] if flag("-s", "--size") else base["width"],
+        "height": args.size[1] if flag("-s", "--size") else base["height"],
+        "steps": args.steps if flag("--steps") else base["steps"],
+        "lr": args.lr if flag("--lr") else base["lr"],
+        "cutn": args.cutn if flag("--cutn") else base["cutn"],
+        "cut_pow": args.cut_pow if flag("--cut-pow") else base["cut_pow"],
+        "generator": args.generator if flag("--generator") else base["generator"],
+        "model": args.model if flag("--model") else base["model"],
+        "clip_model": args.clip if flag("--clip") else base["clip_model"],
+        "init_image": args.init_image if flag("--init-image") else base.get("init_image"),
+        "init_weight": args.init_weight if flag("--init-weight") else base.get("init_weight", 0.0),
+        "image_prompts": tuple(args.image_prompt) if flag("--image-prompt") else tuple(base.get("image_prompts", ())),
+    }
+    seed = args.seed if args.seed is not None else (base.get("seed") if base else None)
+    fields["seed"] = random_seed() if seed is None else seed
+    if not fields["prompt"]:
+        raise EngineError("Give a prompt, e.g. imagine \"a lighthouse in a storm | oil painting\".")
+    return JobSpec(**fields)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _generate(args, argv)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _generate(args: argparse.Namespace, argv: list[str]) -> int:
+    spec = spec_from_args(args, argv)
+    from tqdm import tqdm
+
+    from engine.images import to_pil
+    from engine.loading import EnginePool, ModelSettings
+    from engine.run import load_snapshot, save_snapshot
+
+    env = ModelSettings.from_env()
+    settings = ModelSettings(
+        models_dir=registry.models_dir(args.models_dir) if args.models_dir else env.models_dir,
+        vqgan_config=Path(args.vqgan_config) if args.vqgan_config else env.vqgan_config,
+        vqgan_checkpoint=Path(args.vqgan_checkpoint) if args.vqgan_checkpoint else env.vqgan_checkpoint,
+        clip_checkpoint=Path(args.clip_checkpoint) if args.clip_checkpoint else env.clip_checkpoint,
+        device=args.device or env.device,
+    )
+    engine = EnginePool(settings).engine_for(spec)
+    snapshot = load_snapshot(args.resume) if args.resume else None
+    run = engine.start(spec, snapshot)
+    if (run.width, run.height) != (spec.width, spec.height):
+        print(f"note: {spec.width}x{spec.height} rounded to {run.width}x{run.height} (the model's grid)", file=sys.stderr)
+    print(f"seed {spec.seed}, {run.width}x{run.height}, {spec.steps} steps on {engine.device}", file=sys.stderr)
+
+    stop = {"asked": False}
+
+    def on_sigint(signum, frame):
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+        print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=spec.steps, initial=run.step_index, disable=args.quiet, dynamic_ncols=True)
+    started = time.monotonic()
+    try:
+        while not run.done and not stop["asked"]:
+            engine.step([run])
+            bar.update(1)
+            if run.step_index % 5 == 0 or run.done:
+                bar.set_postfix(loss=f"{float(run.last_losses.sum()):.4f}")
+            if args.save_every and run.step_index % args.save_every == 0:
+                frame = output.with_name(f"{output.stem}-{run.step_index:05d}.png")
+                to_pil(run.last_image).save(frame)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    result = engine.result(run, time.monotonic() - started, cancelled=stop["asked"])
+    output.write_bytes(result.image)
+    if args.snapshot:
+        save_snapshot(run.snapshot(), args.snapshot)
+    scores = ", ".join(f"{t!r} {s:.3f}" for t, s in result.scores)
+    state = "stopped early at" if stop["asked"] else "finished"
+    print(f"{state} step {result.steps_done}: {output} (CLIP {scores})", file=sys.stderr)
+    return 130 if stop["asked"] else 0

@@ -1,0 +1,171 @@
+"""Generators: what the loop optimises (parameters) and how they become an image.
+
+A generator implements the small interface below; the loop never asks what kind it has. VQGAN is the
+community's favourite; the Fourier generator needs no weights at all besides CLIP's.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from engine.errors import InvalidSpec
+
+
+class Generator(Protocol):
+    """Parameters -> image in [0, 1]; optionally image -> parameters (for init images)."""
+
+    name: str
+    factor: int  # output sizes are multiples of this
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size this generator really makes for a requested size."""
+        ...
+
+    def init_params(self, batch: int, width: int, height: int, gen: torch.Generator) -> torch.Tensor:
+        """Random starting parameters drawn from `gen`, (batch, ...)."""
+        ...
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] at an output size -> parameters that decode to about that image."""
+        ...
+
+    def decode(self, params: torch.Tensor) -> torch.Tensor:
+        """Parameters -> (B, 3, H, W) in [0, 1], differentiable."""
+        ...
+
+    def project_(self, params: torch.Tensor) -> None:
+        """Bring parameters back into their valid range after an optimiser step (in place, no grad)."""
+        ...
+
+
+class _ClampWithGrad(torch.autograd.Function):
+    """Clamp whose backward still passes a gradient at an out-of-range value when descent moves it back in range."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        ctx.low, ctx.high = low, high
+        ctx.save_for_backward(x)
+        return x.clamp(low, high)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        outside = x - x.clamp(ctx.low, ctx.high)  # > 0 above, < 0 below, 0 inside
+        return grad * (outside * grad >= 0), None, None
+
+
+def clamp_with_grad(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    return _ClampWithGrad.apply(x, low, high)
+
+
+def quantize_straight_through(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Nearest codebook vectors forward, identity backward. (B, D, h, w) -> (B, D, h, w)."""
+    from engine.models.vqgan import quantize_nearest
+
+    with torch.no_grad():
+        z_q = quantize_nearest(z, codebook)
+    return z + (z_q - z).detach()
+
+
+def _check_size(width: int, height: int, factor: int, name: str) -> tuple[int, int]:
+    w, h = width // factor * factor, height // factor * factor
+    if w < factor or h < factor:
+        raise InvalidSpec(f"The {name} generator needs at least {factor}x{factor} pixels, not {width}x{height}.")
+    return w, h
+
+
+class VQGANGenerator:
+    """Optimise a latent grid z of a taming VQGAN; straight-through quantised before decoding."""
+
+    name = "vqgan"
+
+    def __init__(self, vqgan) -> None:
+        self.vqgan = vqgan
+        self.factor = vqgan.factor
+        codebook = vqgan.codebook
+        self.z_min = codebook.min(0).values.view(1, -1, 1, 1)
+        self.z_max = codebook.max(0).values.view(1, -1, 1, 1)
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        return _check_size(width, height, self.factor, self.name)
+
+    def init_params(self, batch: int, width: int, height: int, gen: torch.Generator) -> torch.Tensor:
+        codebook = self.vqgan.codebook
+        toks_x, toks_y = width // self.factor, height // self.factor
+        idx = torch.randint(codebook.shape[0], (batch, toks_y, toks_x), generator=gen, device=gen.device)
+        return codebook[idx.to(codebook.device)].permute(0, 3, 1, 2).contiguous()  # (B, D, toks_y, toks_x)
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        return self.vqgan.encode(image * 2 - 1)
+
+    def decode(self, params: torch.Tensor) -> torch.Tensor:
+        z_q = quantize_straight_through(params, self.vqgan.codebook)
+        out = self.vqgan.decode(z_q)  # (B, 3, H, W) in about [-1, 1]
+        return clamp_with_grad(out.add(1).div(2), 0.0, 1.0)
+
+    @torch.no_grad()
+    def project_(self, params: torch.Tensor) -> None:
+        params.copy_(torch.maximum(torch.minimum(params, self.z_max), self.z_min))
+
+
+class FourierGenerator:
+    """Optimise the image's 2-D spectrum, scaled so low frequencies dominate; no weights needed.
+
+    decode = sigmoid(irfft2(spectrum * scale) * gain). The 1/f scale makes Adam's steps act like natural-image
+    statistics, which plain pixels lack; encode is the exact inverse, so init images work.
+    """
+
+    name = "fourier"
+    factor = 2  # the real FFT's inverse needs an even width
+
+    def __init__(self, decay: float = 1.0, gain: float = 0.25, std: float = 0.01) -> None:
+        self.decay, self.gain, self.std = decay, gain, std
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        return _check_size(width, height, self.factor, self.name)
+
+    def _scale(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        fy = torch.fft.fftfreq(height, device=device)[:, None]
+        fx = torch.fft.rfftfreq(width, device=device)[None, :]
+        freq = (fx**2 + fy**2).sqrt()
+        return 1.0 / freq.clamp(min=1.0 / max(width, height)) ** self.decay  # (H, W//2+1)
+
+    def init_params(self, batch: int, width: int, height: int, gen: torch.Generator) -> torch.Tensor:
+        shape = (batch, 3, height, width // 2 + 1, 2)
+        params = torch.randn(shape, generator=gen, device=gen.device) * self.std
+        params[..., 0, 0, :] = 0  # start from mid grey: no DC offset
+        return params
+
+    def _spatial(self, params: torch.Tensor) -> torch.Tensor:
+        b, c, h, wf, _ = params.shape
+        width = (wf - 1) * 2
+        spectrum = torch.view_as_complex(params.contiguous()) * self._scale(h, width, params.device)
+        return torch.fft.irfft2(spectrum, s=(h, width), norm="ortho")
+
+    def decode(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self._spatial(params) * self.gain)
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = image.shape
+        logits = torch.logit(image.clamp(1e-3, 1 - 1e-3)) / self.gain
+        spectrum = torch.fft.rfft2(logits, norm="ortho") / self._scale(h, w, image.device)
+        return torch.view_as_real(spectrum).contiguous()
+
+    def project_(self, params: torch.Tensor) -> None:
+        pass
+
+
+def make_generator(name: str, vqgan=None) -> Generator:
+    """The generator `name` of a spec, given the loaded models it needs."""
+    if name == "vqgan":
+        if vqgan is None:
+            raise InvalidSpec("The vqgan generator needs a VQGAN model; none is loaded.")
+        return VQGANGenerator(vqgan)
+    if name == "fourier":
+        return FourierGenerator()
+    raise InvalidSpec(f"Unknown generator {name!r}.")

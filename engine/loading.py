@@ -1,0 +1,100 @@
+"""From settings to a ready Engine: find the model files, load them once, keep them for every later job."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import CheckpointError
+from engine.models import registry
+from engine.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Where the models are. Explicit paths win over the models directory's layout."""
+
+    models_dir: Path = Path(registry.DEFAULT_MODELS_DIR)
+    vqgan_config: Path | None = None
+    vqgan_checkpoint: Path | None = None
+    clip_checkpoint: Path | None = None
+    device: str = "auto"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ModelSettings:
+        env = os.environ if environ is None else environ
+        opt = lambda key: Path(env[key]) if env.get(key) else None  # noqa: E731
+        return cls(
+            models_dir=registry.models_dir(env.get("IMAGINE_MODELS_DIR")),
+            vqgan_config=opt("IMAGINE_VQGAN_CONFIG"),
+            vqgan_checkpoint=opt("IMAGINE_VQGAN_CHECKPOINT"),
+            clip_checkpoint=opt("IMAGINE_CLIP_CHECKPOINT"),
+            device=env.get("IMAGINE_DEVICE") or "auto",
+        )
+
+    def vqgan_files(self, name: str) -> tuple[Path, Path]:
+        config, checkpoint = registry.vqgan_paths(name, self.models_dir)
+        return self.vqgan_config or config, self.vqgan_checkpoint or checkpoint
+
+
+class EnginePool:
+    """One Engine per (VQGAN, CLIP) pair, loaded on first use and shared by every job after."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        self.settings = settings
+        self._engines: dict[tuple[str, str], object] = {}
+        self._perceptors: dict[str, object] = {}
+        self._vqgans: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self._device = None
+
+    @property
+    def device(self):
+        if self._device is None:
+            from engine.run import pick_device
+
+            self._device = pick_device(self.settings.device)
+        return self._device
+
+    def engine_for(self, spec: JobSpec):
+        """The Engine for `spec`'s models (loading them if needed)."""
+        from engine.models.clip import load_clip
+        from engine.models.vqgan import load_vqgan
+        from engine.run import Engine
+
+        vqgan_name = spec.model if spec.generator == "vqgan" else ""
+        key = (vqgan_name, spec.clip_model)
+        with self._lock:
+            if key in self._engines:
+                return self._engines[key]
+            if spec.clip_model not in self._perceptors:
+                log.info("loading CLIP %s on %s", spec.clip_model, self.device)
+                self._perceptors[spec.clip_model] = load_clip(
+                    spec.clip_model, self.settings.clip_checkpoint, self.settings.models_dir, self.device
+                )
+            vqgan = None
+            if vqgan_name:
+                if vqgan_name not in self._vqgans:
+                    config, checkpoint = self.settings.vqgan_files(vqgan_name)
+                    log.info("loading VQGAN %s from %s on %s", vqgan_name, checkpoint, self.device)
+                    self._vqgans[vqgan_name] = load_vqgan(config, checkpoint, self.device)
+                vqgan = self._vqgans[vqgan_name]
+            engine = Engine(self._perceptors[spec.clip_model], vqgan=vqgan, device=self.device)
+            self._engines[key] = engine
+            return engine
+
+    def check(self, spec: JobSpec) -> None:
+        """Raise CheckpointError now if the files `spec` needs are absent (before a job is queued)."""
+        if spec.generator == "vqgan":
+            for path in self.settings.vqgan_files(spec.model):
+                if not path.is_file():
+                    raise CheckpointError(
+                        f"The model {spec.model} is not installed ({path} is missing). "
+                        f"Run `python -m engine.models download {spec.model}`.",
+                        str(path),
+                    )

@@ -1,0 +1,93 @@
+"""The models the engine knows by name: where to download them and where they live in the models directory.
+
+Standard library only: the bot reads it to offer model choices without loading torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODELS_DIR = "models"
+DEFAULT_VQGAN = "vqgan_imagenet_f16_16384"
+DEFAULT_CLIP = "ViT-B-32"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to fetch: mirrors in order of preference, and its SHA-256 where it was published."""
+
+    urls: tuple[str, ...]
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class VQGANEntry:
+    """A released VQGAN: its yaml and checkpoint."""
+
+    name: str
+    description: str
+    config: RemoteFile
+    checkpoint: RemoteFile
+    size_mb: int
+
+
+_HEIBOX = "https://heibox.uni-heidelberg.de/d/{}/files/?p=%2F{}&dl=1"
+_MIRROR = "http://mirror.io.community/blob/vqgan/{}"
+
+VQGANS: dict[str, VQGANEntry] = {
+    e.name: e
+    for e in (
+        VQGANEntry(
+            "vqgan_imagenet_f16_16384",
+            "ImageNet, f16, 16384 codes: the community's default",
+            RemoteFile(
+                (
+                    _HEIBOX.format("a7530b09fed84f80a887", "configs%2Fmodel.yaml"),
+                    _MIRROR.format("vqgan_imagenet_f16_16384.yaml"),
+                )
+            ),
+            RemoteFile(
+                (
+                    _HEIBOX.format("a7530b09fed84f80a887", "ckpts%2Flast.ckpt"),
+                    _MIRROR.format("vqgan_imagenet_f16_16384.ckpt"),
+                )
+            ),
+            980,
+        ),
+        VQGANEntry(
+            "vqgan_wikiart_16384",
+            "WikiArt, f16, 16384 codes: painterly",
+            RemoteFile((_MIRROR.format("wikiart_16384.yaml"),)),
+            RemoteFile((_MIRROR.format("wikiart_16384.ckpt"),)),
+            980,
+        ),
+        VQGANEntry(
+            "vqgan_gumbel_f8_8192",
+            "OpenImages, f8, 8192 codes, gumbel quantiser: finer detail, 4x the tokens",
+            RemoteFile((_HEIBOX.format("2e5662443a6b4307b470", "configs%2Fmodel.yaml"),)),
+            RemoteFile((_HEIBOX.format("2e5662443a6b4307b470", "ckpts%2Flast.ckpt"),)),
+            376,
+        ),
+    )
+}
+
+
+def models_dir(explicit: str | Path | None = None) -> Path:
+    """The models directory: the flag, else IMAGINE_MODELS_DIR, else ./models."""
+    return Path(explicit or os.environ.get("IMAGINE_MODELS_DIR") or DEFAULT_MODELS_DIR)
+
+
+def vqgan_paths(name: str, directory: str | Path) -> tuple[Path, Path]:
+    """Where the yaml and the checkpoint of VQGAN `name` live in a models directory."""
+    base = Path(directory) / "vqgan"
+    return base / f"{name}.yaml", base / f"{name}.ckpt"
+
+
+def installed_vqgans(directory: str | Path) -> list[str]:
+    """Names of the VQGANs whose yaml and checkpoint are both present."""
+    base = Path(directory) / "vqgan"
+    if not base.is_dir():
+        return []
+    return sorted(p.stem for p in base.glob("*.yaml") if p.with_suffix(".ckpt").is_file())

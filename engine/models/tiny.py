@@ -1,0 +1,151 @@
+"""Tiny random-weight checkpoints in the real file formats, and real-size random-weight models for benchmarks.
+
+`python -m engine.models tiny DIR` writes a models directory that the CLI and the bot can use on any machine:
+taming-style Lightning `.ckpt` + `.yaml` VQGANs (f16 and gumbel f8) and an open_clip training checkpoint with
+its model config. The weights are random, so the pictures are noise, but every loading path is the real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from engine.models.vqgan import VQGAN, VQGANConfig
+
+TINY_VQGAN = "tiny_f16"
+TINY_GUMBEL = "tiny_gumbel_f8"
+TINY_CLIP = "tiny-clip"
+
+IMAGENET_F16_16384 = VQGANConfig(
+    ddconfig={
+        "double_z": False,
+        "z_channels": 256,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 128,
+        "ch_mult": [1, 1, 2, 2, 4],
+        "num_res_blocks": 2,
+        "attn_resolutions": [16],
+        "dropout": 0.0,
+    },
+    embed_dim=256,
+    n_embed=16384,
+)
+GUMBEL_F8_8192 = VQGANConfig(
+    ddconfig={**IMAGENET_F16_16384.ddconfig, "ch_mult": [1, 1, 2, 4], "attn_resolutions": [32]},
+    embed_dim=256,
+    n_embed=8192,
+    gumbel=True,
+)
+
+
+def tiny_vqgan_config(gumbel: bool = False) -> VQGANConfig:
+    """The smallest VQGAN taming's modules allow (GroupNorm needs multiples of 32 channels)."""
+    ch_mult = [1, 1, 1, 2] if gumbel else [1, 1, 1, 1, 2]
+    return VQGANConfig(
+        ddconfig={
+            "double_z": False,
+            "z_channels": 32,
+            "resolution": 256,
+            "in_channels": 3,
+            "out_ch": 3,
+            "ch": 32,
+            "ch_mult": ch_mult,
+            "num_res_blocks": 1,
+            "attn_resolutions": [16] if not gumbel else [32],
+            "dropout": 0.0,
+        },
+        embed_dim=16,
+        n_embed=128,
+        gumbel=gumbel,
+    )
+
+
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def write_vqgan(directory: Path, name: str, config: VQGANConfig, seed: int = 0) -> tuple[Path, Path]:
+    """A random VQGAN saved as taming saved them: Lightning checkpoint with loss.* keys, and the yaml."""
+    torch.manual_seed(seed)
+    model = VQGAN(config)
+    with torch.no_grad():
+        model.codebook.normal_()  # a spread-out codebook, like a trained one (taming initialises it near zero)
+    state = dict(model.state_dict())
+    # What the released checkpoints also hold and the loader must ignore.
+    state["loss.discriminator.main.0.weight"] = torch.randn(8, 3, 4, 4)
+    state["loss.perceptual_loss.net.slice1.0.weight"] = torch.randn(8, 3, 3, 3)
+    checkpoint = {
+        "epoch": 3,
+        "global_step": 1000,
+        "pytorch-lightning_version": "1.0.8",
+        "state_dict": state,
+        "callbacks": {},
+        "optimizer_states": [{"state": {}, "param_groups": [{"lr": 4.5e-6}]}],
+        "lr_schedulers": [],
+        # Lightning 1.0 pickled the hyperparameters as a Namespace: weights-only loading refuses it.
+        "hparams": argparse.Namespace(base_learning_rate=4.5e-6, name=name),
+    }
+    directory = Path(directory) / "vqgan"
+    directory.mkdir(parents=True, exist_ok=True)
+    yaml_path, ckpt_path = directory / f"{name}.yaml", directory / f"{name}.ckpt"
+    yaml_path.write_text(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
+    torch.save(checkpoint, ckpt_path)
+    return yaml_path, ckpt_path
+
+
+def write_clip(directory: Path, name: str = TINY_CLIP, config: dict | None = None, seed: int = 0) -> Path:
+    """A random open_clip model saved as open_clip's trainer saves it (`module.`-prefixed, under state_dict)."""
+    import open_clip
+
+    directory = Path(directory) / "clip"
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / f"{name}.json"
+    config_path.write_text(json.dumps(config or TINY_CLIP_CONFIG, indent=2))
+    open_clip.add_model_config(config_path)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name, pretrained=None)
+    checkpoint = {
+        "epoch": 1,
+        "name": name,
+        "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
+        "optimizer": {"state": {}, "param_groups": []},
+    }
+    path = directory / f"{name}.pt"
+    torch.save(checkpoint, path)
+    return path
+
+
+def write_tiny_models(directory: str | Path) -> Path:
+    """Write the tiny VQGANs and the tiny CLIP into `directory` (a models directory); returns it."""
+    directory = Path(directory)
+    write_vqgan(directory, TINY_VQGAN, tiny_vqgan_config())
+    write_vqgan(directory, TINY_GUMBEL, tiny_vqgan_config(gumbel=True), seed=1)
+    write_clip(directory)
+    return directory
+
+
+def real_size_vqgan(device: str | torch.device = "cpu") -> VQGAN:
+    """The imagenet f16 16384 architecture with random weights (compute does not depend on weight values)."""
+    model = VQGAN(IMAGENET_F16_16384)
+    with torch.no_grad():
+        model.codebook.normal_()
+    return model.eval().requires_grad_(False).to(device)
+
+
+def real_size_clip(name: str = "ViT-B-32", device: str | torch.device = "cpu"):
+    """An open_clip architecture with random weights, wrapped for guidance."""
+    import open_clip
+
+    from engine.models.clip import Perceptor
+
+    model = open_clip.create_model(name, pretrained=None).eval().requires_grad_(False)
+    return Perceptor(model, open_clip.get_tokenizer(name), name).to(device)

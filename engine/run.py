@@ -1,0 +1,302 @@
+"""The optimisation loop: a Run holds one job's state; an Engine advances one or several runs per step.
+
+    engine = Engine(perceptor, vqgan=vqgan)           # models loaded once, shared by every run
+    result = engine.generate(spec, on_progress=..., should_stop=...)
+
+`Engine.step(runs)` advances runs of the same size and generator in one batched decode + CLIP pass; each run
+keeps its own latent, optimiser and random generator, so a run's result does not depend on its neighbours
+(up to float rounding). A run can be snapshotted and resumed to give the same continuation.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from engine.cutouts import Augment, Cutouts
+from engine.errors import Cancelled, InvalidSpec, OutOfMemory
+from engine.generators import Generator, make_generator
+from engine.images import encode_png, fit, from_pil, load_image, recipe, to_pil
+from engine.losses import cosine_scores, prompt_losses
+from engine.spec import JobSpec, Progress, Result
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = 1
+
+
+class Run:
+    """All the state of one job: parameters, optimiser, random generator, targets and step count."""
+
+    def __init__(self, engine: Engine, spec: JobSpec, snapshot: dict[str, Any] | None = None) -> None:
+        self.engine = engine
+        self.spec = spec
+        self.generator: Generator = engine.generator_for(spec)
+        self.width, self.height = self.generator.output_size(spec.width, spec.height)
+        device = engine.device
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(spec.seed)
+
+        prompts = spec.prompts
+        self.texts = [p.text for p in prompts]
+        embeds = [engine.text_embeddings(self.texts)]
+        weights = [p.weight for p in prompts]
+        stops = [p.stop if p.stop is not None else float("-inf") for p in prompts]
+        for target in spec.image_targets:
+            embeds.append(engine.image_embedding(load_image(target.text)))
+            weights.append(target.weight)
+            stops.append(target.stop if target.stop is not None else float("-inf"))
+        self.targets = torch.cat(embeds)  # (P, D)
+        self.weights = torch.tensor(weights, device=device)
+        self.stops = torch.tensor(stops, device=device)
+
+        self.init_image: torch.Tensor | None = None
+        if snapshot is not None:
+            self._restore(snapshot)
+            return
+        if spec.init_image:
+            picture = fit(load_image(spec.init_image), self.width, self.height)
+            self.init_image = from_pil(picture, device)
+            params = self.generator.encode(self.init_image)
+        else:
+            params = self.generator.init_params(1, self.width, self.height, self.gen)
+        self.params = params.detach().clone().requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.params], lr=spec.lr)
+        self.step_index = 0
+        self.last_losses: torch.Tensor | None = None
+        self.last_image: torch.Tensor | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.step_index >= self.spec.steps
+
+    def group_key(self) -> tuple:
+        """Runs with equal keys can share one batched step."""
+        return (self.generator.name, self.width, self.height, self.spec.cutn, self.spec.cut_pow)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here (tensors on the CPU; save with torch.save)."""
+        opt = self.optimizer.state_dict()
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "spec": self.spec.to_json(),
+            "step": self.step_index,
+            "params": self.params.detach().cpu().clone(),
+            "optimizer": _to_cpu(opt),
+            "rng": self.gen.get_state().clone(),
+            "init_image": None if self.init_image is None else self.init_image.cpu().clone(),
+        }
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        if snap.get("format") != SNAPSHOT_FORMAT:
+            raise InvalidSpec("The snapshot was written by an incompatible engine version.")
+        device = self.engine.device
+        self.params = snap["params"].to(device).clone().requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.params], lr=self.spec.lr)
+        self.optimizer.load_state_dict(snap["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.spec.lr
+        self.gen.set_state(snap["rng"])
+        self.step_index = int(snap["step"])
+        self.init_image = None if snap["init_image"] is None else snap["init_image"].to(device)
+        self.last_losses = None
+        self.last_image = None
+
+    @torch.no_grad()
+    def image(self) -> torch.Tensor:
+        """The current image (1, 3, H, W) in [0, 1]."""
+        return self.generator.decode(self.params)
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """The device to use: `name` if given ("cpu", "cuda", "cuda:1"), else cuda when available, else cpu."""
+    if name and name != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InvalidSpec(f"Device {name} was asked for, but no CUDA device is available here.")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Engine:
+    """Shared models plus the step that advances runs. Create once per process (or per GPU)."""
+
+    def __init__(self, perceptor, vqgan=None, device: torch.device | str | None = None, augment: Augment = Augment()):
+        self.device = torch.device(device) if device is not None else perceptor.device
+        self.perceptor = perceptor
+        self.vqgan = vqgan
+        self.augment = augment
+        self._generators: dict[str, Generator] = {}
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    # -- models ---------------------------------------------------------------------------------------------
+    def generator_for(self, spec: JobSpec) -> Generator:
+        if spec.generator not in self._generators:
+            self._generators[spec.generator] = make_generator(spec.generator, self.vqgan)
+        return self._generators[spec.generator]
+
+    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        missing = [t for t in texts if t not in self._text_cache]
+        if missing:
+            for text, emb in zip(missing, self.perceptor.encode_text(missing), strict=True):
+                self._text_cache[text] = emb
+        return torch.stack([self._text_cache[t] for t in texts])
+
+    @torch.no_grad()
+    def image_embedding(self, picture) -> torch.Tensor:
+        """One unit embedding (1, D) of a PIL image (centre crop at CLIP's input size)."""
+        size = self.perceptor.input_size
+        return self.perceptor.encode_image(from_pil(fit(picture, size, size), self.device))
+
+    @torch.no_grad()
+    def scores(self, image: torch.Tensor, texts: list[str]) -> list[float]:
+        """CLIP cosine similarity of an image (1, 3, H, W) to each text: mean over square crops covering it."""
+        _, _, h, w = image.shape
+        side, size = min(w, h), self.perceptor.input_size
+        count = max(1, -(-max(w, h) // side))
+        crops = []
+        for i in range(count):
+            offset = 0 if count == 1 else round(i * (max(w, h) - side) / (count - 1))
+            crop = image[..., :, offset : offset + side] if w >= h else image[..., offset : offset + side, :]
+            crops.append(F.interpolate(crop, size=(size, size), mode="bicubic", antialias=True, align_corners=False))
+        embeds = self.perceptor.encode_image(torch.cat(crops).clamp(0, 1))
+        return cosine_scores(embeds, self.text_embeddings(texts)).tolist()
+
+    # -- runs -----------------------------------------------------------------------------------------------
+    def start(self, spec: JobSpec, snapshot: dict[str, Any] | None = None) -> Run:
+        """A new run of `spec`, or the continuation of `snapshot` (whose spec may ask for more steps)."""
+        return self._guard(lambda: Run(self, spec, snapshot), spec)
+
+    def step(self, runs: list[Run]) -> None:
+        """Advance each run by one optimiser step, all in one batched decode and CLIP forward."""
+        if not runs:
+            return
+        keys = {r.group_key() for r in runs}
+        if len(keys) > 1:
+            raise ValueError(f"runs of different shapes cannot share a step: {keys}")
+        self._guard(lambda: self._step(runs), runs[0].spec)
+
+    def _step(self, runs: list[Run]) -> None:
+        first = runs[0]
+        generator, spec = first.generator, first.spec
+        params = torch.cat([r.params for r in runs])  # (B, ...)
+        images = generator.decode(params)  # (B, 3, H, W)
+        cutouts = Cutouts(self.perceptor.input_size, spec.cutn, spec.cut_pow, self.augment)
+        batch = cutouts(images, [r.gen for r in runs])
+        embeds = self.perceptor.encode_image(batch.images).view(len(runs), spec.cutn, -1)  # (B, cutn, D)
+        total = images.new_zeros(())
+        for i, run in enumerate(runs):
+            losses = prompt_losses(embeds[i], run.targets, run.weights, run.stops)  # (P,)
+            loss = losses.sum()
+            if run.spec.init_weight > 0 and run.init_image is not None:
+                loss = loss + run.spec.init_weight * F.mse_loss(images[i : i + 1], run.init_image)
+            total = total + loss
+            run.last_losses = losses.detach()
+            run.last_image = images[i : i + 1].detach()
+        for run in runs:
+            run.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        for run in runs:
+            run.optimizer.step()
+            generator.project_(run.params)
+            run.step_index += 1
+
+    def _guard(self, fn: Callable[[], Any], spec: JobSpec) -> Any:
+        try:
+            return fn()
+        except torch.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise OutOfMemory(
+                f"The GPU ran out of memory at {spec.width}x{spec.height} with {spec.cutn} cutouts. "
+                "Try a smaller size or fewer cutouts."
+            ) from None
+
+    # -- reports --------------------------------------------------------------------------------------------
+    def progress(self, run: Run, elapsed: float, preview: bool = True) -> Progress:
+        losses = run.last_losses.tolist() if run.last_losses is not None else []
+        png = None
+        if preview:
+            image = run.last_image if run.last_image is not None else run.image()
+            png = encode_png(to_pil(image), compress_level=1)
+        return Progress(
+            step=run.step_index,
+            steps=run.spec.steps,
+            loss=float(sum(losses)),
+            losses=tuple(losses),
+            elapsed=elapsed,
+            preview=png,
+            width=run.width,
+            height=run.height,
+        )
+
+    def result(self, run: Run, elapsed: float, cancelled: bool = False) -> Result:
+        image = run.image()
+        scores = self.scores(image, run.texts)
+        meta = recipe(run.spec, run.width, run.height, run.step_index, {"scores": dict(zip(run.texts, scores))})
+        return Result(
+            spec=run.spec,
+            image=encode_png(to_pil(image), meta),
+            width=run.width,
+            height=run.height,
+            steps_done=run.step_index,
+            scores=tuple(zip(run.texts, scores, strict=True)),
+            elapsed=elapsed,
+            cancelled=cancelled,
+        )
+
+    def generate(
+        self,
+        spec: JobSpec,
+        on_progress: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        snapshot: dict[str, Any] | None = None,
+        on_snapshot: Callable[[dict[str, Any]], None] | None = None,
+        snapshot_every: int = 0,
+    ) -> Result:
+        """Run `spec` to the end (or continue `snapshot`); raise Cancelled (with the last image) if stopped."""
+        run = self.start(spec, snapshot)
+        started = time.monotonic()
+        while not run.done:
+            if should_stop is not None and should_stop():
+                raise Cancelled(result=self.result(run, time.monotonic() - started, cancelled=True))
+            self.step([run])
+            at = run.step_index
+            if on_progress is not None and (at % spec.progress_every == 0 or run.done):
+                on_progress(self.progress(run, time.monotonic() - started))
+            if on_snapshot is not None and snapshot_every and at % snapshot_every == 0 and not run.done:
+                on_snapshot(run.snapshot())
+        return self.result(run, time.monotonic() - started)
+
+
+def save_snapshot(snapshot: dict[str, Any], path) -> None:
+    """Write a snapshot atomically (a crash mid-write leaves the previous one)."""
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    buffer = io.BytesIO()
+    torch.save(snapshot, buffer)
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
+
+
+def load_snapshot(path) -> dict[str, Any]:
+    """Read a snapshot written by `save_snapshot` (weights-only: safe to load)."""
+    return torch.load(path, map_location="cpu", weights_only=True)

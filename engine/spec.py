@@ -1,0 +1,234 @@
+"""Job specs, progress reports and results: frozen, self-validating, JSON-serialisable.
+
+Standard library only, so the bot (and a queue broker) can build and check specs without loading torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import InvalidSpec
+
+ENGINE_VERSION = "0.1.0"
+
+MAX_PROMPTS = 8
+MAX_PROMPT_CHARS = 1000
+MIN_SIDE, MAX_SIDE = 16, 4096
+MAX_STEPS = 10_000
+MAX_CUTN = 256
+MAX_SEED = 2**32 - 1
+GENERATORS = ("vqgan", "fourier")
+
+# A trailing ":<one token that starts like a number>" is a weight (or stop); anything else stays text, so
+# "12 o'clock: noon", "http://x" and "16:9 poster" keep their colons. A part that ends in ":number" ("at 12:30")
+# reads as a weight, as in the syntax the community uses; write "12.30" or put words after it.
+_NUMBERISH = re.compile(r"^\s*[-+]?(\d|\.\d)\S*\s*$")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One weighted target: text (or an image path), a weight (negative pushes away) and an optional stop."""
+
+    text: str
+    weight: float = 1.0
+    stop: float | None = None
+
+    def __str__(self) -> str:
+        s = self.text
+        if self.weight != 1.0 or self.stop is not None:
+            s += f":{self.weight:g}"
+        if self.stop is not None:
+            s += f":{self.stop:g}"
+        return s
+
+
+def _number(token: str, whole: str) -> float:
+    try:
+        value = float(token)
+    except ValueError:
+        raise InvalidSpec(f"The weight {token.strip()!r} in {whole.strip()!r} is not a number.") from None
+    if not math.isfinite(value):
+        raise InvalidSpec(f"The weight {token.strip()!r} in {whole.strip()!r} must be a finite number.")
+    return value
+
+
+def parse_prompt(part: str) -> Prompt:
+    """Parse one `text[:weight[:stop]]` part, reading numbers from the right and leaving the text alone."""
+    numbers: list[str] = []
+    text = part
+    while len(numbers) < 2 and ":" in text:
+        head, tail = text.rsplit(":", 1)
+        if not _NUMBERISH.match(tail):
+            break
+        numbers.insert(0, tail)
+        text = head
+    text = text.strip()
+    if not text:
+        raise InvalidSpec(f"The prompt part {part.strip()!r} has a weight but no text.")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InvalidSpec(f"A prompt part is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}.")
+    values = [_number(n, part) for n in numbers]
+    weight = values[0] if values else 1.0
+    stop = values[1] if len(values) > 1 else None
+    return Prompt(text=text, weight=weight, stop=stop)
+
+
+def parse_prompts(text: str) -> tuple[Prompt, ...]:
+    """Parse `a | b:0.5 | c:-1` into prompts; raises InvalidSpec with a sentence a member understands."""
+    if not text or not text.strip():
+        raise InvalidSpec("The prompt is empty: describe what you want to see.")
+    parts = [p for p in text.split("|") if p.strip()]
+    if not parts:
+        raise InvalidSpec("The prompt is empty: describe what you want to see.")
+    if len(parts) > MAX_PROMPTS:
+        raise InvalidSpec(f"The prompt has {len(parts)} parts; at most {MAX_PROMPTS} are allowed.")
+    prompts = tuple(parse_prompt(p) for p in parts)
+    if all(p.weight == 0 for p in prompts):
+        raise InvalidSpec("Every prompt part has weight 0, so there is nothing to aim for.")
+    return prompts
+
+
+def random_seed() -> int:
+    """A fresh seed in the range that every backend accepts."""
+    return random.SystemRandom().randint(0, MAX_SEED)
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not (low <= value <= high):
+        raise InvalidSpec(f"{name} must be between {low:g} and {high:g}, not {value:g}.")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything that decides a generation: the same spec gives the same image on the same device and models."""
+
+    prompt: str
+    width: int = 256
+    height: int = 256
+    steps: int = 300
+    seed: int = 0
+    lr: float = 0.1
+    cutn: int = 32
+    cut_pow: float = 1.0
+    generator: str = "vqgan"
+    model: str = "vqgan_imagenet_f16_16384"
+    clip_model: str = "ViT-B-32"
+    init_image: str | None = None
+    init_weight: float = 0.0
+    image_prompts: tuple[str, ...] = ()
+    progress_every: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height", "steps", "seed", "cutn", "progress_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidSpec(f"{name} must be a whole number, not {value!r}.")
+        for name in ("lr", "cut_pow", "init_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InvalidSpec(f"{name} must be a finite number, not {value!r}.")
+        parse_prompts(self.prompt)
+        _check_range("width", self.width, MIN_SIDE, MAX_SIDE)
+        _check_range("height", self.height, MIN_SIDE, MAX_SIDE)
+        _check_range("steps", self.steps, 1, MAX_STEPS)
+        _check_range("seed", self.seed, 0, MAX_SEED)
+        _check_range("cutn", self.cutn, 1, MAX_CUTN)
+        _check_range("progress_every", self.progress_every, 1, MAX_STEPS)
+        if not (0 < self.lr <= 10):
+            raise InvalidSpec(f"The learning rate must be above 0 and at most 10, not {self.lr:g}.")
+        if self.cut_pow <= 0:
+            raise InvalidSpec(f"cut_pow must be above 0, not {self.cut_pow:g}.")
+        if self.init_weight < 0:
+            raise InvalidSpec(f"init_weight cannot be negative ({self.init_weight:g}).")
+        if self.generator not in GENERATORS:
+            raise InvalidSpec(f"Unknown generator {self.generator!r}; choose one of {', '.join(GENERATORS)}.")
+        if len(self.image_prompts) > MAX_PROMPTS:
+            raise InvalidSpec(f"At most {MAX_PROMPTS} image prompts are allowed, not {len(self.image_prompts)}.")
+        for item in self.image_prompts:
+            parse_prompt(item)
+        if not isinstance(self.image_prompts, tuple):
+            object.__setattr__(self, "image_prompts", tuple(self.image_prompts))
+
+    @property
+    def prompts(self) -> tuple[Prompt, ...]:
+        """The text prompts, parsed."""
+        return parse_prompts(self.prompt)
+
+    @property
+    def image_targets(self) -> tuple[Prompt, ...]:
+        """The image prompts, parsed (text holds the path)."""
+        return tuple(parse_prompt(p) for p in self.image_prompts)
+
+    def replace(self, **changes: Any) -> JobSpec:
+        """A copy with some fields changed, validated again."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["image_prompts"] = list(self.image_prompts)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidSpec(f"Unknown spec fields: {', '.join(unknown)}.")
+        data = dict(data)
+        if "image_prompts" in data:
+            data["image_prompts"] = tuple(data["image_prompts"] or ())
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidSpec(f"The spec is not valid JSON: {exc}.") from None
+        if not isinstance(data, dict):
+            raise InvalidSpec("The spec must be a JSON object.")
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A report from a running job; `preview` is a PNG of the current image when one was made."""
+
+    step: int
+    steps: int
+    loss: float
+    losses: tuple[float, ...]
+    elapsed: float
+    preview: bytes | None = field(default=None, repr=False)
+    width: int = 0
+    height: int = 0
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished (or stopped) job: the PNG with its recipe, the real size and the CLIP score per text prompt."""
+
+    spec: JobSpec
+    image: bytes = field(repr=False)
+    width: int
+    height: int
+    steps_done: int
+    scores: tuple[tuple[str, float], ...]
+    elapsed: float
+    cancelled: bool = False
+
+    @property
+    def score(self) -> float:
+        """Mean cosine similarity over the positively weighted text prompts (the leaderboard's number)."""
+        weights = {p.text: p.weight for p in self.spec.prompts}
+        good = [s for text, s in self.scores if weights.get(text, 1.0) > 0]
+        return sum(good) / len(good) if good else 0.0
