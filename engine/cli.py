@@ -1,6 +1,6 @@
 """`python -m engine` / `imagine`: generate one image from a prompt on this machine.
 
-    python -m engine "a cityscape at night | trending on artstation" -o city.png --size 512x288 --steps 300
+python -m engine "a cityscape at night | trending on artstation" -o city.png --size 512x288 --steps 300
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
     seed = args.seed if args.seed is not None else (base.get("seed") if base else None)
     fields["seed"] = random_seed() if seed is None else seed
     if not fields["prompt"]:
-        raise EngineError("Give a prompt, e.g. imagine \"a lighthouse in a storm | oil painting\".")
+        raise EngineError('Give a prompt, e.g. imagine "a lighthouse in a storm | oil painting".')
     return JobSpec(**fields)
 
 
@@ -120,7 +120,9 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
     snapshot = load_snapshot(args.resume) if args.resume else None
     run = engine.start(spec, snapshot)
     if (run.width, run.height) != (spec.width, spec.height):
-        print(f"note: {spec.width}x{spec.height} rounded to {run.width}x{run.height} (the model's grid)", file=sys.stderr)
+        print(
+            f"note: {spec.width}x{spec.height} rounded to {run.width}x{run.height} (the model's grid)", file=sys.stderr
+        )
     print(f"seed {spec.seed}, {run.width}x{run.height}, {spec.steps} steps on {engine.device}", file=sys.stderr)
 
     stop = {"asked": False}

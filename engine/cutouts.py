@@ -116,7 +116,9 @@ class Cutouts:
 
         if levels > 1:
             volume = _pyramid_volume(images, levels)  # (B, 3, L, H, W)
-            out = F.grid_sample(volume, grid.unsqueeze(1), mode="bilinear", padding_mode="reflection", align_corners=False)
+            out = F.grid_sample(
+                volume, grid.unsqueeze(1), mode="bilinear", padding_mode="reflection", align_corners=False
+            )
             out = out.squeeze(2)  # (B, 3, n*s, s)
         else:
             out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -249,7 +249,9 @@ class Engine:
     def result(self, run: Run, elapsed: float, cancelled: bool = False) -> Result:
         image = run.image()
         scores = self.scores(image, run.texts)
-        meta = recipe(run.spec, run.width, run.height, run.step_index, {"scores": dict(zip(run.texts, scores))})
+        meta = recipe(
+            run.spec, run.width, run.height, run.step_index, {"scores": dict(zip(run.texts, scores, strict=True))}
+        )
         return Result(
             spec=run.spec,
             image=encode_png(to_pil(image), meta),

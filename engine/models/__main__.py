@@ -48,7 +48,9 @@ def _download(args: argparse.Namespace) -> int:
 
         url = open_clip.get_pretrained_url(clip_name, "openai")
         if not url:
-            print(f"No OpenAI weights are known for {clip_name!r}; known: ViT-B-32, ViT-B-16, RN50, ...", file=sys.stderr)
+            print(
+                f"No OpenAI weights are known for {clip_name!r}; known: ViT-B-32, ViT-B-16, RN50, ...", file=sys.stderr
+            )
             return 2
         dest = Path(directory) / "clip" / f"{clip_name}-openai.pt"
         bar, update = _bar(dest.name)
@@ -110,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.models", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("download", help="download VQGAN checkpoints and CLIP weights into the models directory")
-    p.add_argument("names", nargs="*", help=f"VQGAN names (default {registry.DEFAULT_VQGAN}): {', '.join(registry.VQGANS)}")
+    p.add_argument(
+        "names", nargs="*", help=f"VQGAN names (default {registry.DEFAULT_VQGAN}): {', '.join(registry.VQGANS)}"
+    )
     p.add_argument("--clip", action="append", metavar="NAME", help="also fetch OpenAI's CLIP weights, e.g. ViT-B-32")
     p.add_argument("--dir", help="models directory (default: $IMAGINE_MODELS_DIR or ./models)")
     p.set_defaults(func=_download)

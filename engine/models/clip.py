@@ -101,7 +101,7 @@ def load_clip(
     quick_gelu = _is_torchscript(path) or name.endswith("quickgelu")
     try:
         model = open_clip.create_model(name, pretrained=str(path), device="cpu", force_quick_gelu=quick_gelu)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AssertionError) as exc:
         raise CheckpointError(
             f"The CLIP checkpoint {path} could not be loaded as {name} ({type(exc).__name__}: {str(exc)[:200]}). "
             "Check that it belongs to this architecture, or delete it and download it again.",

@@ -60,7 +60,7 @@ def tiny_vqgan_config(gumbel: bool = False) -> VQGANConfig:
             "attn_resolutions": [16] if not gumbel else [32],
             "dropout": 0.0,
         },
-        embed_dim=16,
+        embed_dim=32 if gumbel else 16,  # taming's GumbelVQ projects from quant_conv's output: embed_dim == z_channels
         n_embed=128,
         gumbel=gumbel,
     )

@@ -68,7 +68,13 @@ class VQGANConfig:
             params["kl_weight"] = 1.0e-08
             params["temperature_scheduler_config"] = {
                 "target": "taming.lr_scheduler.LambdaWarmUpCosineScheduler",
-                "params": {"warm_up_steps": 0, "max_decay_steps": 1000001, "lr_start": 0.9, "lr_max": 0.9, "lr_min": 1e-6},
+                "params": {
+                    "warm_up_steps": 0,
+                    "max_decay_steps": 1000001,
+                    "lr_start": 0.9,
+                    "lr_max": 0.9,
+                    "lr_min": 1e-6,
+                },
             }
         return {"model": {"base_learning_rate": 4.5e-06, "target": target, "params": params}}
 
@@ -203,7 +209,9 @@ def load_vqgan(config_path: str | Path, checkpoint_path: str | Path, device: tor
     wrong = sorted(k for k in expected if k in state and state[k].shape != expected[k].shape)
     if missing or wrong:
         detail = (
-            f"{len(missing)} missing (e.g. {missing[0]})" if missing else f"{len(wrong)} of another shape (e.g. {wrong[0]})"
+            f"{len(missing)} missing (e.g. {missing[0]})"
+            if missing
+            else f"{len(wrong)} of another shape (e.g. {wrong[0]})"
         )
         raise CheckpointError(
             f"The VQGAN checkpoint {checkpoint_path} does not match the config {config_path}: {detail}. "

@@ -1,0 +1,196 @@
+"""`python -m bench.engine`: steps per second of the real-size architectures, ours beside a plain reference loop.
+
+Builds the imagenet f16 16384 VQGAN and CLIP ViT-B/32 with random weights (compute does not depend on weight
+values), runs a fixed number of steps per configuration and prints steps/s, images/hour at 300 steps, peak
+memory and, where the device's peak is known, the achieved fraction of peak FLOP/s. The plain loop is fp32,
+makes its cutouts one by one, augments each cutout on its own and runs one CLIP forward per step.
+
+    python -m bench.engine --sizes 128 --cutn 32 --steps 3             # this CPU
+    python -m bench.engine --device cuda --sizes 256 512 --batch 1 4 8  # a GPU
+    python -m bench.engine --tiny --steps 2                             # smoke run on tiny models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from engine.models.tiny import real_size_clip, real_size_vqgan
+from engine.run import Engine, pick_device
+from engine.spec import JobSpec
+
+# Dense bf16 peak of known devices (TFLOP/s), for the fraction of peak.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "RTX 4090": 165.0, "A10": 125.0}
+
+
+class PlainLoop:
+    """The deliberately plain reference: per-cutout crops, resizes and augmentations, fp32, nothing compiled."""
+
+    def __init__(self, engine: Engine, spec: JobSpec) -> None:
+        self.engine, self.spec = engine, spec
+        self.run = engine.start(spec)
+        self.gen = torch.Generator(device=engine.device).manual_seed(spec.seed)
+
+    def step(self) -> None:
+        run, engine, spec = self.run, self.engine, self.spec
+        size = engine.perceptor.input_size
+        image = run.generator.decode(run.params)  # (1, 3, H, W)
+        _, _, h, w = image.shape
+        max_size, min_size = min(w, h), min(w, h, size)
+        cutouts = []
+        for _ in range(spec.cutn):
+            r = lambda: torch.rand((), generator=self.gen, device=engine.device).item()  # noqa: E731
+            s = int(r() ** spec.cut_pow * (max_size - min_size) + min_size)
+            x, y = int(r() * (w - s + 1)), int(r() * (h - s + 1))
+            cut = F.adaptive_avg_pool2d(image[:, :, y : y + s, x : x + s], size)
+            if r() < 0.5:
+                cut = cut.flip(3)
+            angle = math.radians((r() * 2 - 1) * 10)
+            theta = torch.tensor(
+                [[[math.cos(angle), -math.sin(angle), 0.0], [math.sin(angle), math.cos(angle), 0.0]]],
+                device=engine.device,
+            )
+            grid = F.affine_grid(theta, list(cut.shape), align_corners=False)
+            cut = F.grid_sample(cut, grid, padding_mode="reflection", align_corners=False)
+            cut = cut + torch.randn(cut.shape, generator=self.gen, device=engine.device) * r() * 0.1
+            cutouts.append(cut)
+        embeds = engine.perceptor.encode_image(torch.cat(cutouts))
+        from engine.losses import prompt_losses
+
+        loss = prompt_losses(embeds, run.targets, run.weights, run.stops).sum()
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.generator.project_(run.params)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(step, steps: int, device: torch.device) -> float:
+    step()  # warm-up (allocations, kernels)
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - started) / steps
+
+
+def _flops(step) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def _peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def bench(args: argparse.Namespace) -> list[dict]:
+    device = pick_device(args.device)
+    if args.tiny:
+        from engine.loading import EnginePool, ModelSettings
+        from engine.models.tiny import write_tiny_models
+
+        directory = write_tiny_models(Path(args.tiny_dir))
+        pool = EnginePool(ModelSettings(models_dir=directory, device=str(device)))
+        engine = pool.engine_for(JobSpec("x", model="tiny_f16", clip_model="tiny-clip"))
+        model, clip = "tiny_f16", "tiny-clip"
+    else:
+        engine = Engine(real_size_clip(args.clip, device), vqgan=real_size_vqgan(device), device=device)
+        model, clip = "vqgan_imagenet_f16_16384 (random weights)", f"{args.clip} (random weights)"
+    peak = _peak_tflops(device)
+    rows = []
+    for size in args.sizes:
+        for batch in args.batch:
+            specs = [
+                JobSpec(f"bench prompt {i}", width=size, height=size, cutn=args.cutn, seed=i, steps=10_000)
+                for i in range(batch)
+            ]
+            runs = [engine.start(s) for s in specs]
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            ours = _time(lambda runs=runs: engine.step(runs), args.steps, device)
+            flops = _flops(lambda runs=runs: engine.step(runs)) if args.flops else None
+            row = {
+                "device": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else f"cpu x{torch.get_num_threads()}",
+                "model": model,
+                "clip": clip,
+                "size": size,
+                "cutn": args.cutn,
+                "batch": batch,
+                "ours_s_per_step": ours,
+                "ours_steps_per_s": batch / ours,
+                "images_per_hour_300": 3600 * batch / (ours * 300),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+                "tflop_per_step": flops / 1e12 if flops else None,
+                "fraction_of_peak": (flops / ours / 1e12 / peak) if (flops and peak) else None,
+            }
+            if batch == 1 and not args.no_plain:
+                plain = PlainLoop(engine, specs[0])
+                row["plain_s_per_step"] = _time(plain.step, args.steps, device)
+                row["ours_over_plain"] = row["plain_s_per_step"] / ours
+            rows.append(row)
+            _print(row)
+    return rows
+
+
+def _print(row: dict) -> None:
+    parts = [
+        f"{row['size']}x{row['size']} cutn={row['cutn']} batch={row['batch']}",
+        f"{row['ours_steps_per_s']:.2f} steps/s ({row['ours_s_per_step']:.3f} s/step)",
+        f"{row['images_per_hour_300']:.1f} img/h@300",
+        f"rss {row['peak_rss_mb']:.0f} MB",
+    ]
+    if row["peak_cuda_mb"] is not None:
+        parts.append(f"cuda {row['peak_cuda_mb']:.0f} MB")
+    if row["tflop_per_step"]:
+        parts.append(f"{row['tflop_per_step']:.2f} TFLOP/step")
+    if row["fraction_of_peak"]:
+        parts.append(f"{100 * row['fraction_of_peak']:.1f}% of peak")
+    if "ours_over_plain" in row:
+        parts.append(f"plain {row['plain_s_per_step']:.3f} s/step, ours/plain {row['ours_over_plain']:.2f}x")
+    print(" | ".join(parts), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default=None)
+    p.add_argument("--sizes", type=int, nargs="+", default=[128])
+    p.add_argument("--batch", type=int, nargs="+", default=[1], help="concurrent jobs advanced in one step")
+    p.add_argument("--cutn", type=int, default=32)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--clip", default="ViT-B-32")
+    p.add_argument("--no-plain", action="store_true", help="skip the plain reference loop")
+    p.add_argument("--flops", action="store_true", help="count FLOPs of one step (slow on CPU)")
+    p.add_argument("--tiny", action="store_true", help="tiny models instead of the real-size ones (smoke test)")
+    p.add_argument("--tiny-dir", default="/tmp/imagine-bench-models")
+    p.add_argument("--json", default="bench-engine.json", help="where to write the figures")
+    args = p.parse_args(argv)
+    rows = bench(args)
+    Path(args.json).write_text(json.dumps(rows, indent=2))
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The command lines as a user runs them: `python -m engine` and `python -m engine.models`."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from engine.images import read_recipe
+
+TINY = ["--model", "tiny_f16", "--clip", "tiny-clip", "-s", "48x32", "--cutn", "4", "--device", "cpu"]
+
+
+def _run(args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300, **kw)
+
+
+def test_cli_writes_png_with_recipe_and_frames(tiny_models, tmp_path):
+    out = tmp_path / "city.png"
+    args = ["-m", "engine", "a city | night:0.5", "-o", str(out), "--steps", "4", "--seed", "9"]
+    proc = _run(
+        [*args, *TINY, "--models-dir", str(tiny_models), "--save-every", "2", "--snapshot", str(tmp_path / "s.pt")]
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "48x32 rounded to 48x32" not in proc.stderr and "seed 9" in proc.stderr
+    meta = read_recipe(out)
+    assert meta["spec"]["prompt"] == "a city | night:0.5" and meta["spec"]["seed"] == 9 and meta["steps_done"] == 4
+    assert (tmp_path / "city-00002.png").is_file() and (tmp_path / "city-00004.png").is_file()
+    # the recipe reproduces the same bytes; a snapshot continues it
+    again = tmp_path / "again.png"
+    proc = _run(["-m", "engine", "--recipe", str(out), "-o", str(again), "-q", "--models-dir", str(tiny_models)])
+    assert proc.returncode == 0, proc.stderr
+    assert again.read_bytes() == out.read_bytes()
+    longer = tmp_path / "longer.png"
+    proc = _run(
+        [
+            "-m",
+            "engine",
+            "--recipe",
+            str(out),
+            "--resume",
+            str(tmp_path / "s.pt"),
+            "--steps",
+            "6",
+            "-o",
+            str(longer),
+            "-q",
+            "--models-dir",
+            str(tiny_models),
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert read_recipe(longer)["steps_done"] == 6
+
+
+def test_cli_reports_rounding_and_bad_input(tiny_models, tmp_path):
+    proc = _run(["-m", "engine", "x:1,5", "-o", str(tmp_path / "o.png"), *TINY, "--models-dir", str(tiny_models)])
+    assert proc.returncode == 2 and "is not a number" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _run(["-m", "engine", "x", "-o", str(tmp_path / "o.png"), "--models-dir", str(tmp_path)])
+    assert proc.returncode == 2 and "python -m engine.models download" in proc.stderr
+    proc = _run(
+        [
+            "-m",
+            "engine",
+            "x",
+            "--steps",
+            "1",
+            "-q",
+            "-o",
+            str(tmp_path / "o.png"),
+            *TINY[:-4],
+            "-s",
+            "50x40",
+            "--models-dir",
+            str(tiny_models),
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "50x40 rounded to 48x32" in proc.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_image(tiny_models, tmp_path):
+    out = tmp_path / "stopped.png"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "slow",
+            "--steps",
+            "10000",
+            "-o",
+            str(out),
+            *TINY,
+            "--models-dir",
+            str(tiny_models),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    seen = ""
+    while "steps on" not in seen and time.monotonic() < deadline and proc.poll() is None:
+        seen += proc.stderr.readline()
+    assert "steps on" in seen, seen
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopped early at step" in err
+    meta = read_recipe(out)
+    assert 0 < meta["steps_done"] < 10000
+
+
+def test_models_tiny_command_writes_loadable_models(tmp_path):
+    proc = _run(["-m", "engine.models", "tiny", str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr
+    proc = _run(["-m", "engine.models", "list", "--dir", str(tmp_path)])
+    assert "tiny_f16" in proc.stdout and "vqgan_imagenet_f16_16384" in proc.stdout and "not installed" in proc.stdout

@@ -1,0 +1,104 @@
+import json
+import math
+
+import pytest
+
+from engine.errors import InvalidSpec
+from engine.spec import JobSpec, Prompt, Result, parse_prompt, parse_prompts
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a cat", [Prompt("a cat")]),
+        ("a | b:0.5 | c:-1", [Prompt("a"), Prompt("b", 0.5), Prompt("c", -1.0)]),
+        ("sunset:2:0.3", [Prompt("sunset", 2.0, 0.3)]),
+        ("  padded  :  1.5 ", [Prompt("padded", 1.5)]),
+        ("http://example.com/cat.png", [Prompt("http://example.com/cat.png")]),
+        ("http://example.com/cat.png:0.5", [Prompt("http://example.com/cat.png", 0.5)]),
+        ("12 o'clock: noon", [Prompt("12 o'clock: noon")]),
+        ("a poster 16:9 wide", [Prompt("a poster 16:9 wide")]),
+        ("ratio: a:b", [Prompt("ratio: a:b")]),
+        ("x:.5", [Prompt("x", 0.5)]),
+        ("x:1e-1", [Prompt("x", 0.1)]),
+        ("a||b", [Prompt("a"), Prompt("b")]),
+        ("colon at end:", [Prompt("colon at end:")]),
+        ("cat:nan", [Prompt("cat:nan")]),
+    ],
+)
+def test_prompt_table(text, expected):
+    assert list(parse_prompts(text)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("   |  | ", "empty"),
+        ("cat:1,5", "not a number"),
+        ("cat:0.5.3", "not a number"),
+        ("cat:1e999", "finite"),
+        (":0.5", "no text"),
+        ("a:0 | b:0", "weight 0"),
+        (" | ".join(f"p{i}" for i in range(9)), "at most 8"),
+        ("x" * 1001, "limit is 1000"),
+    ],
+)
+def test_prompt_errors(text, message):
+    with pytest.raises(InvalidSpec, match=message):
+        parse_prompts(text)
+
+
+def test_prompt_str_round_trips():
+    for text in ["a", "b:0.5", "c:-1:0.2"]:
+        p = parse_prompt(text)
+        assert parse_prompt(str(p)) == p
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("width", 8, "width must be between"),
+        ("height", 5000, "height must be between"),
+        ("steps", 0, "steps must be between"),
+        ("cutn", 1000, "cutn must be between"),
+        ("seed", -1, "seed must be between"),
+        ("lr", 0, "learning rate"),
+        ("lr", float("nan"), "finite number"),
+        ("width", 64.5, "whole number"),
+        ("steps", True, "whole number"),
+        ("generator", "dalle", "Unknown generator"),
+        ("cut_pow", -1.0, "cut_pow"),
+        ("init_weight", -0.1, "negative"),
+        ("image_prompts", tuple(f"p{i}.png" for i in range(9)), "image prompts"),
+    ],
+)
+def test_spec_validation(field, value, message):
+    with pytest.raises(InvalidSpec, match=message):
+        JobSpec("a cat", **{field: value})
+
+
+def test_spec_json_round_trip():
+    spec = JobSpec("a | b:-0.5", width=512, height=288, seed=42, image_prompts=("x.png:0.5",), init_image="i.png")
+    again = JobSpec.from_json(spec.to_json())
+    assert again == spec
+    assert json.loads(spec.to_json())["image_prompts"] == ["x.png:0.5"]
+    with pytest.raises(InvalidSpec, match="Unknown spec fields"):
+        JobSpec.from_dict({**spec.to_dict(), "bogus": 1})
+    with pytest.raises(InvalidSpec, match="not valid JSON"):
+        JobSpec.from_json("{")
+
+
+def test_spec_is_frozen_and_replace_validates():
+    spec = JobSpec("a cat")
+    with pytest.raises(AttributeError):
+        spec.steps = 5
+    assert spec.replace(steps=10).steps == 10
+    with pytest.raises(InvalidSpec):
+        spec.replace(steps=-1)
+
+
+def test_result_score_ignores_negative_prompts():
+    spec = JobSpec("good | bad:-1")
+    result = Result(spec, b"", 1, 1, 1, (("good", 0.3), ("bad", 0.9)), 0.0)
+    assert math.isclose(result.score, 0.3)

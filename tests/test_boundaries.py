@@ -1,0 +1,81 @@
+"""The import rules of the layout: engine/ is torch-side and never touches discord, asyncio or storage;
+bot/ and cogs/ never import torch; engine/spec.py and engine/errors.py are standard library only;
+storage/ is the only place that speaks SQL."""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCH_SIDE = {"torch", "torchvision", "open_clip", "taming", "kornia", "numpy"}
+DISCORD_SIDE = {"discord", "asyncio", "aiosqlite", "aiohttp", "storage", "bot", "cogs", "celery", "redis"}
+SQL = {"sqlite3", "aiosqlite"}
+STDLIB_ONLY = {"engine/spec.py", "engine/errors.py", "engine/models/registry.py", "engine/models/__init__.py"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _files(package: str):
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", ["engine", "bot", "cogs", "storage"])
+def test_package_exists(package):
+    assert _files(package), f"{package}/ has no modules"
+
+
+def test_engine_never_imports_the_bot_side():
+    for path in _files("engine"):
+        bad = _imports(path) & DISCORD_SIDE
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("package", ["bot", "cogs", "storage"])
+def test_bot_side_never_imports_torch(package):
+    for path in _files(package):
+        bad = _imports(path) & TORCH_SIDE
+        # engine modules that load torch are off limits too; engine.spec/errors/registry are fine
+        engine_mods = {
+            n.module for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom) and n.module
+        }
+        heavy = {
+            m
+            for m in engine_mods
+            if m.startswith("engine")
+            and f"{m.replace('.', '/')}.py" not in STDLIB_ONLY
+            and m not in {"engine", "engine.models"}
+        }
+        assert not bad and not heavy, f"{path.relative_to(ROOT)} imports {sorted(bad | heavy)}"
+
+
+def test_stdlib_only_modules():
+    stdlib = set(sys.stdlib_module_names) | {"engine", "__future__"}
+    for rel in STDLIB_ONLY:
+        bad = _imports(ROOT / rel) - stdlib
+        assert not bad, f"{rel} imports {sorted(bad)}"
+
+
+def test_only_storage_speaks_sql():
+    for package in ["engine", "bot", "cogs"]:
+        for path in _files(package):
+            bad = _imports(path) & SQL
+            assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_engine_spec_loads_without_torch():
+    import subprocess
+
+    code = "import sys, engine.spec, engine.errors, engine.models.registry; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"
