@@ -1,0 +1,126 @@
+"""Settings: the only reader of the environment (and of `.env`). The token never appears in a repr or a log."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.models import registry
+
+# Every key the bot reads, with its default and meaning; `.env.example` is checked against this table.
+KEYS: dict[str, tuple[str, str]] = {
+    "DISCORD_TOKEN": ("", "the bot's token from the Discord developer portal (required)"),
+    "DEV_GUILD_ID": ("", "a guild id to copy the commands to for instant updates while developing"),
+    "IMAGINE_DATA_DIR": ("data", "where the database, images and snapshots are kept"),
+    "IMAGINE_MODELS_DIR": ("models", "models directory (python -m engine.models download puts files here)"),
+    "IMAGINE_VQGAN_CONFIG": ("", "explicit VQGAN .yaml (overrides the models directory)"),
+    "IMAGINE_VQGAN_CHECKPOINT": ("", "explicit VQGAN .ckpt (overrides the models directory)"),
+    "IMAGINE_CLIP_CHECKPOINT": ("", "explicit CLIP checkpoint (overrides the models directory)"),
+    "IMAGINE_CLIP_MODEL": (registry.DEFAULT_CLIP, "open_clip architecture used for guidance"),
+    "IMAGINE_DEVICE": ("auto", "cpu, cuda, cuda:1 or auto"),
+    "IMAGINE_MAX_STEPS": ("500", "the most steps a member may ask for"),
+    "IMAGINE_DEFAULT_STEPS": ("300", "steps when a member does not say"),
+    "IMAGINE_MAX_QUEUED_PER_USER": ("3", "waiting jobs one member may have at once"),
+    "IMAGINE_MAX_QUEUE": ("50", "waiting jobs in all"),
+    "IMAGINE_CONTINUE_STEPS": ("100", "steps the Continue button adds"),
+    "IMAGINE_SNAPSHOT_EVERY": ("50", "steps between snapshots (crash recovery, Continue)"),
+    "IMAGINE_EDIT_INTERVAL": ("5", "seconds between edits of one job's status message"),
+    "IMAGINE_LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING"),
+}
+
+
+def _load_dotenv(path: str | Path | None) -> None:
+    from dotenv import load_dotenv
+
+    load_dotenv(path or ".env", override=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the bot needs to run. Build with `Settings.from_env()`."""
+
+    token: str = field(repr=False)
+    dev_guild_id: int | None = None
+    data_dir: Path = Path("data")
+    models_dir: Path = Path("models")
+    vqgan_config: Path | None = None
+    vqgan_checkpoint: Path | None = None
+    clip_checkpoint: Path | None = None
+    clip_model: str = registry.DEFAULT_CLIP
+    device: str = "auto"
+    max_steps: int = 500
+    default_steps: int = 300
+    max_queued_per_user: int = 3
+    max_queue: int = 50
+    continue_steps: int = 100
+    snapshot_every: int = 50
+    edit_interval: float = 5.0
+    log_level: str = "INFO"
+
+    def __repr__(self) -> str:  # the dataclass repr already hides the token; say so explicitly
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if k != "token")
+        return f"Settings(token=<hidden>, {shown})"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "imagine.sqlite"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, dotenv: str | Path | None = None) -> Settings:
+        """Read settings from `environ` (default: os.environ after loading `.env`). Raises ValueError with the
+        key name for a value that is not of the right kind."""
+        if environ is None:
+            _load_dotenv(dotenv)
+            environ = dict(os.environ)
+        get = lambda key: (environ.get(key) or KEYS[key][0]).strip()  # noqa: E731
+
+        def integer(key: str, low: int = 0) -> int:
+            try:
+                value = int(get(key))
+            except ValueError:
+                raise ValueError(f"{key} must be a whole number, not {get(key)!r}") from None
+            if value < low:
+                raise ValueError(f"{key} must be at least {low}")
+            return value
+
+        def path(key: str) -> Path | None:
+            return Path(get(key)) if get(key) else None
+
+        try:
+            edit_interval = float(get("IMAGINE_EDIT_INTERVAL"))
+        except ValueError:
+            raise ValueError("IMAGINE_EDIT_INTERVAL must be a number of seconds") from None
+        return cls(
+            token=get("DISCORD_TOKEN"),
+            dev_guild_id=integer("DEV_GUILD_ID") if get("DEV_GUILD_ID") else None,
+            data_dir=Path(get("IMAGINE_DATA_DIR")),
+            models_dir=Path(get("IMAGINE_MODELS_DIR")),
+            vqgan_config=path("IMAGINE_VQGAN_CONFIG"),
+            vqgan_checkpoint=path("IMAGINE_VQGAN_CHECKPOINT"),
+            clip_checkpoint=path("IMAGINE_CLIP_CHECKPOINT"),
+            clip_model=get("IMAGINE_CLIP_MODEL"),
+            device=get("IMAGINE_DEVICE"),
+            max_steps=integer("IMAGINE_MAX_STEPS", 1),
+            default_steps=integer("IMAGINE_DEFAULT_STEPS", 1),
+            max_queued_per_user=integer("IMAGINE_MAX_QUEUED_PER_USER", 1),
+            max_queue=integer("IMAGINE_MAX_QUEUE", 1),
+            continue_steps=integer("IMAGINE_CONTINUE_STEPS", 1),
+            snapshot_every=integer("IMAGINE_SNAPSHOT_EVERY", 0),
+            edit_interval=max(1.0, edit_interval),
+            log_level=get("IMAGINE_LOG_LEVEL").upper(),
+        )
+
+    def problems(self) -> list[str]:
+        """What stops the bot from starting, as sentences for the operator."""
+        found = []
+        if not self.token:
+            found.append("DISCORD_TOKEN is not set: put the bot token in .env (see .env.example).")
+        installed = registry.installed_vqgans(self.models_dir)
+        if not installed and not (self.vqgan_config and self.vqgan_checkpoint):
+            found.append(
+                f"No VQGAN is installed in {self.models_dir}: run `python -m engine.models download "
+                f"{registry.DEFAULT_VQGAN} --clip {self.clip_model}`, or set IMAGINE_VQGAN_CONFIG and "
+                "IMAGINE_VQGAN_CHECKPOINT."
+            )
+        return found

@@ -1,0 +1,35 @@
+"""Pacing of message edits so that progress never provokes Discord's rate limits.
+
+Discord allows about 5 message edits per 5 seconds per channel. Each job's status message is edited at most
+every `interval` seconds, and all the jobs that share a channel share a budget of `per_channel` edits per
+`window` seconds. Updates are coalesced: only the newest preview matters, so a skipped one is simply dropped.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+
+class EditPacer:
+    """Decides whether an edit may go out now; call `allow` before every progress edit."""
+
+    def __init__(self, interval: float = 5.0, per_channel: int = 4, window: float = 5.0) -> None:
+        self.interval, self.per_channel, self.window = interval, per_channel, window
+        self._last_edit: dict[int, float] = {}  # message id -> time of its last edit
+        self._channel: defaultdict[int, deque[float]] = defaultdict(deque)
+
+    def allow(self, channel_id: int, message_id: int, now: float) -> bool:
+        last = self._last_edit.get(message_id)
+        if last is not None and now - last < self.interval:
+            return False
+        recent = self._channel[channel_id]
+        while recent and now - recent[0] >= self.window:
+            recent.popleft()
+        if len(recent) >= self.per_channel:
+            return False
+        recent.append(now)
+        self._last_edit[message_id] = now
+        return True
+
+    def forget(self, message_id: int) -> None:
+        self._last_edit.pop(message_id, None)

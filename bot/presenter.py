@@ -1,0 +1,28 @@
+"""What the job service needs from the chat side. cogs/ implements it for Discord; tests may implement it too."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from engine.spec import Progress, Result
+from storage import Job
+
+
+class Presenter(Protocol):
+    async def job_started(self, job: Job) -> Job:
+        """The job begins: make sure its status message exists (returns the job with ids filled in)."""
+
+    async def job_progress(self, job: Job, progress: Progress) -> None:
+        """A progress report; the presenter decides whether an edit goes out now (pacing)."""
+
+    async def job_finished(self, job: Job, result: Result, image_bytes: bytes) -> Job:
+        """Post the final image with its buttons; returns the job with the result message id."""
+
+    async def job_failed(self, job: Job, message: str) -> None:
+        """Say in the job's thread that it failed and why, in a sentence a member understands."""
+
+    async def job_cancelled(self, job: Job, result: Result | None) -> None:
+        """Say that the job was cancelled (with the image reached, when there is one)."""
+
+    async def queue_changed(self) -> None:
+        """The waiting line moved (positions and ETAs in queued messages may be refreshed)."""

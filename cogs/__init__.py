@@ -1,0 +1,1 @@
+"""Discord glue: slash commands, views, embeds. Thin; no SQL, no torch."""

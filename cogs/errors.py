@@ -1,0 +1,65 @@
+"""One error handler for the command tree and the views: a sentence for the member, the traceback for the log.
+
+Order of the mapping (first match wins):
+    InvalidSpec, QueueFull        -> their own message (written for members)
+    CheckpointError               -> "this model is not installed" (details in the log)
+    CommandOnCooldown             -> "slow down, try again in N s"
+    MissingPermissions/CheckFailure -> "you cannot use this here"
+    TransformerError              -> "that value is not valid for <option>"
+    anything else                 -> "something went wrong; it was logged"
+"""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.queue import QueueFull
+from engine.errors import CheckpointError, InvalidSpec
+
+log = logging.getLogger(__name__)
+
+
+def message_for(error: Exception) -> str:
+    original = getattr(error, "original", None) or error.__cause__ or error
+    if isinstance(original, InvalidSpec | QueueFull):
+        return str(original)
+    if isinstance(original, CheckpointError):
+        return "That model is not installed on this bot; ask the operator, or pick another model."
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"Slow down a little: try again in {error.retry_after:.0f} s."
+    if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
+        return "You cannot use this command here."
+    if isinstance(error, app_commands.TransformerError):
+        return f"{error.value!r} is not a valid value for this option."
+    return "Something went wrong on our side; the error was logged. Please try again."
+
+
+async def reply(interaction: discord.Interaction, text: str) -> None:
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not tell the member about an error: %s", text)
+
+
+class Errors(commands.Cog):
+    def __init__(self, bot) -> None:
+        self.bot = bot
+        bot.tree.on_error = self.on_app_command_error
+
+    async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError):
+        text = message_for(error)
+        original = getattr(error, "original", error)
+        if not isinstance(original, InvalidSpec | QueueFull) and not isinstance(error, app_commands.CommandOnCooldown):
+            log.error("command %s failed", getattr(interaction.command, "name", "?"), exc_info=original)
+        await reply(interaction, text)
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(Errors(bot))

@@ -1,0 +1,236 @@
+"""Slash commands: /imagine, /queue, /history, /top; and the Reroll / Continue follow-ups of the buttons."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import uuid
+from typing import Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from PIL import Image, UnidentifiedImageError
+
+from bot.jobs import continue_spec, reroll_spec
+from bot.queue import QueueFull
+from cogs.errors import reply
+from cogs.imagine._embeds import duration, jump_url, queued_line, short, top_embed
+from engine.errors import InvalidSpec
+from engine.models import registry
+from engine.spec import JobSpec, random_seed
+from storage import Job
+
+log = logging.getLogger(__name__)
+
+SIZES = {
+    "square": (512, 512),
+    "square-small": (256, 256),
+    "landscape": (512, 288),
+    "portrait": (288, 512),
+    "wide": (640, 320),
+}
+SizeChoice = Literal["square", "square-small", "landscape", "portrait", "wide"]
+STYLES = {
+    "artstation": "trending on artstation",
+    "unreal": "unreal engine",
+    "gurney": "oil painting by James Gurney",
+    "matte": "matte painting",
+    "watercolor": "watercolor painting",
+    "pixel": "pixel art",
+}
+StyleChoice = Literal["artstation", "unreal", "gurney", "matte", "watercolor", "pixel"]
+MAX_ATTACHMENT = 10 * 1024 * 1024
+
+
+class Imagine(commands.Cog):
+    """Text to image, in a thread of its own."""
+
+    def __init__(self, bot) -> None:
+        self.bot = bot
+
+    @property
+    def settings(self):
+        return self.bot.settings
+
+    # -- /imagine -------------------------------------------------------------------------------------------
+    @app_commands.command(name="imagine", description="Turn a text prompt into a picture")
+    @app_commands.describe(
+        prompt="What to paint. Separate ideas with |, add :weight (negative pushes away), e.g. 'a castle | fog:0.5'",
+        seed="Starting point; the same seed and settings give the same picture (random if empty)",
+        steps="How long to work on it (more steps, more detail; default set by the server)",
+        size="Shape of the picture",
+        style="Append a well-known style modifier",
+        init_image="Start from this picture instead of noise",
+        image_prompt="Aim towards this picture as well as the text",
+        model="Which installed generator to use",
+    )
+    @app_commands.checks.cooldown(2, 10.0, key=lambda i: i.user.id)
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 1000],
+        seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
+        steps: app_commands.Range[int, 10, 2000] | None = None,
+        size: SizeChoice = "square",
+        style: StyleChoice | None = None,
+        init_image: discord.Attachment | None = None,
+        image_prompt: discord.Attachment | None = None,
+        model: str | None = None,
+    ) -> None:
+        settings = self.settings
+        if steps is not None and steps > settings.max_steps:
+            raise InvalidSpec(f"This server allows at most {settings.max_steps} steps.")
+        model = model or self.default_model()
+        if model not in self.available_models():
+            raise InvalidSpec(f"The model {model!r} is not installed here; choose one from the list.")
+        text = f"{prompt} | {STYLES[style]}" if style else prompt
+        width, height = SIZES[size]
+        spec = JobSpec(
+            text,
+            width=width,
+            height=height,
+            steps=steps or settings.default_steps,
+            seed=random_seed() if seed is None else seed,
+            generator="fourier" if model == "fourier" else "vqgan",
+            model=model if model != "fourier" else registry.DEFAULT_VQGAN,
+            clip_model=settings.clip_model,
+            init_image=await self._save_attachment(init_image, "init image") if init_image else None,
+            image_prompts=(await self._save_attachment(image_prompt, "image prompt"),) if image_prompt else (),
+        )
+        job = await self.bot.jobs.submit(
+            guild_id=interaction.guild_id, channel_id=interaction.channel_id, author_id=interaction.user.id, spec=spec
+        )
+        eta = await self.bot.jobs.eta(job.id)
+        await interaction.response.send_message(queued_line(job, spec, eta, self.bot.jobs.queue.position(job.id)))
+        message = await interaction.original_response()
+        thread_id = await self._open_thread(interaction, message, job, spec)
+        await self.bot.store.update_job(job.id, queued_message_id=message.id, thread_id=thread_id)
+        self.bot.jobs.pump()
+
+    @imagine.autocomplete("model")
+    async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return [
+            app_commands.Choice(name=name, value=name)
+            for name in self.available_models()
+            if current.lower() in name.lower()
+        ][:25]
+
+    def available_models(self) -> list[str]:
+        names = registry.installed_vqgans(self.settings.models_dir)
+        if self.settings.vqgan_checkpoint and self.settings.vqgan_config:
+            names.append(self.default_model())
+        return sorted(set(names)) + ["fourier"]
+
+    def default_model(self) -> str:
+        installed = registry.installed_vqgans(self.settings.models_dir)
+        if registry.DEFAULT_VQGAN in installed or not installed:
+            return registry.DEFAULT_VQGAN
+        return installed[0]
+
+    async def _save_attachment(self, attachment: discord.Attachment, what: str) -> str:
+        if attachment.size > MAX_ATTACHMENT:
+            raise InvalidSpec(f"The {what} is {attachment.size // 1024 // 1024} MB; the limit is 10 MB.")
+        if attachment.content_type and not attachment.content_type.startswith("image/"):
+            raise InvalidSpec(f"The {what} must be a picture (PNG, JPEG, WebP), not {attachment.content_type}.")
+        data = await attachment.read()
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            raise InvalidSpec(f"The {what} ({attachment.filename}) is not a picture that can be read.") from None
+        folder = self.settings.data_dir / "inputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{uuid.uuid4().hex}-{attachment.filename[-40:]}"
+        path.write_bytes(data)
+        return str(path)
+
+    async def _open_thread(self, interaction: discord.Interaction, message, job: Job, spec: JobSpec) -> int | None:
+        channel = interaction.channel
+        if interaction.guild_id is None or not isinstance(channel, discord.TextChannel):
+            return None
+        settings = await self.bot.store.guild_settings(interaction.guild_id)
+        if not settings["use_threads"]:
+            return None
+        try:
+            thread = await message.create_thread(name=short(f"#{job.id} {spec.prompt}", 90), auto_archive_duration=1440)
+            return thread.id
+        except discord.HTTPException as exc:  # no permission, too many active threads (160006), ...
+            log.info("no thread for job %d (%s); posting in the channel", job.id, exc)
+            return None
+
+    # -- buttons' follow-ups ----------------------------------------------------------------------------------
+    async def follow_up(self, interaction: discord.Interaction, parent_id: int, kind: str) -> None:
+        """Queue a Reroll or Continue of `parent_id`; limits and bad states answer the member ephemerally."""
+        try:
+            await self._follow_up(interaction, parent_id, kind)
+        except (InvalidSpec, QueueFull) as exc:
+            await reply(interaction, str(exc))
+
+    async def _follow_up(self, interaction: discord.Interaction, parent_id: int, kind: str) -> None:
+        parent = await self.bot.store.get_job(parent_id)
+        if parent is None:
+            await interaction.response.send_message("That job no longer exists.", ephemeral=True)
+            return
+        spec = JobSpec.from_json(parent.spec_json)
+        if kind == "reroll":
+            spec = reroll_spec(spec, random_seed())
+        else:
+            if not parent.snapshot_path:
+                await interaction.response.send_message(
+                    "This image has no saved state to continue from; try Reroll instead.", ephemeral=True
+                )
+                return
+            spec = continue_spec(spec, parent.steps_done, self.settings.continue_steps)
+        job = await self.bot.jobs.submit(
+            guild_id=interaction.guild_id,
+            channel_id=parent.channel_id,
+            author_id=interaction.user.id,
+            spec=spec,
+            kind=kind,
+            parent_id=parent.id,
+            thread_id=parent.post_channel_id if parent.thread_id else None,
+        )
+        eta = await self.bot.jobs.eta(job.id)
+        label = "Reroll" if kind == "reroll" else f"Continue (+{self.settings.continue_steps} steps)"
+        await interaction.response.send_message(f"{label} of #{parent.id} → {queued_line(job, spec, eta, None)}")
+        message = await interaction.original_response()
+        await self.bot.store.update_job(job.id, queued_message_id=message.id)
+        self.bot.jobs.pump()
+
+    # -- /queue /history /top -------------------------------------------------------------------------------
+    @app_commands.command(name="queue", description="What is being painted now and what is waiting")
+    async def queue(self, interaction: discord.Interaction) -> None:
+        jobs = self.bot.jobs
+        lines = []
+        for info in jobs.running():
+            lines.append(f"▶️ #{info.job_id} · <@{info.author_id}> · step {info.step}/{info.steps}")
+        for position, entry in enumerate(jobs.queue.order(), 1):
+            eta = await jobs.eta(entry.job_id)
+            lines.append(f"{position}. #{entry.job_id} · <@{entry.user_id}> · ETA ~{duration(eta)}")
+        text = "\n".join(lines) if lines else "Nothing is running and nobody is waiting. `/imagine` something!"
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+
+    @app_commands.command(name="history", description="Your recent images")
+    async def history(self, interaction: discord.Interaction) -> None:
+        jobs = await self.bot.store.history(interaction.guild_id, interaction.user.id, limit=10)
+        if not jobs:
+            await interaction.response.send_message("You have not made any images here yet.", ephemeral=True)
+            return
+        lines = []
+        for job in jobs:
+            spec = JobSpec.from_json(job.spec_json)
+            link = jump_url(job.guild_id, job.post_channel_id, job.result_message_id or job.status_message_id)
+            where = f" · {link}" if link else ""
+            lines.append(f"#{job.id} · {job.state.value} · {short(spec.prompt, 80)}{where}")
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    @app_commands.command(name="top", description="The best-voted images of this server")
+    @app_commands.describe(period="This week or all time")
+    async def top(self, interaction: discord.Interaction, period: Literal["week", "all time"] = "week") -> None:
+        since = time.time() - 7 * 86400 if period == "week" else 0.0
+        entries = await self.bot.store.top(interaction.guild_id, since=since, limit=10)
+        await interaction.response.send_message(
+            embed=top_embed(entries, period), allowed_mentions=discord.AllowedMentions.none()
+        )

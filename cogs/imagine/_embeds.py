@@ -1,0 +1,96 @@
+"""Pure functions that build what members read: status lines, embeds, recipes."""
+
+from __future__ import annotations
+
+import json
+
+import discord
+
+from engine.spec import JobSpec, Progress, Result
+from storage import Job
+
+COLOR = discord.Color.from_rgb(114, 92, 255)
+MAX_PROMPT_SHOWN = 200
+
+
+def short(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def queued_line(job: Job, spec: JobSpec, eta: float, position: int | None) -> str:
+    where = f" · position {position}" if position and position > 1 else ""
+    return f"Queued #{job.id} · {short(spec.prompt)} · ETA ~{duration(eta)}{where}"
+
+
+def status_embed(job: Job, spec: JobSpec, progress: Progress | None, *, state: str = "running") -> discord.Embed:
+    title = {"running": "Painting…", "starting": "Starting…", "done": "Done", "cancelled": "Cancelled"}.get(
+        state, state
+    )
+    embed = discord.Embed(title=f"#{job.id} · {title}", description=short(spec.prompt, 300), color=COLOR)
+    if progress is not None:
+        bar = int(20 * progress.step / max(1, progress.steps))
+        embed.add_field(name="Step", value=f"`{'█' * bar}{'░' * (20 - bar)}` {progress.step}/{progress.steps}")
+        embed.add_field(name="Loss", value=f"{progress.loss:.4f}")
+        embed.add_field(name="Elapsed", value=duration(progress.elapsed))
+        embed.set_image(url="attachment://preview.png")
+    else:
+        embed.add_field(name="Step", value=f"{job.steps_done}/{spec.steps}")
+    embed.set_footer(text=f"seed {spec.seed} · {spec.width}x{spec.height} · {spec.model}")
+    return embed
+
+
+def result_embed(job: Job, spec: JobSpec, result: Result, filename: str) -> discord.Embed:
+    embed = discord.Embed(title=f"#{job.id}", description=short(spec.prompt, 1000), color=COLOR)
+    embed.set_image(url=f"attachment://{filename}")
+    embed.add_field(name="Seed", value=str(spec.seed))
+    embed.add_field(name="Steps", value=str(result.steps_done))
+    embed.add_field(name="Size", value=f"{result.width}x{result.height}")
+    embed.add_field(
+        name="Model", value=f"{spec.model if spec.generator == 'vqgan' else spec.generator} + {spec.clip_model}"
+    )
+    embed.add_field(name="CLIP score", value=f"{result.score:.3f}")
+    embed.add_field(name="Time", value=duration(result.elapsed))
+    embed.set_footer(text="Vote with 👍 / 👎 · Reroll = same settings, new seed · Continue = more steps")
+    return embed
+
+
+def recipe_text(job: Job, spec: JobSpec) -> str:
+    scores = ", ".join(f"{t!r}: {s:.3f}" for t, s in job.scores.items()) or "n/a"
+    body = json.dumps(spec.to_dict(), indent=1, ensure_ascii=False)
+    return (
+        f"**Recipe of #{job.id}** · {job.steps_done} steps done · CLIP {scores}\n```json\n{body[:1500]}\n```\n"
+        "The PNG carries this recipe: `python -m engine --recipe image.png` reproduces it."
+    )
+
+
+def jump_url(guild_id: int | None, channel_id: int, message_id: int | None) -> str:
+    if message_id is None:
+        return ""
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+def top_embed(entries, period: str) -> discord.Embed:
+    embed = discord.Embed(title=f"Top images · {period}", color=COLOR)
+    if not entries:
+        embed.description = "No finished images yet. Be the first: `/imagine`."
+        return embed
+    lines = []
+    for rank, entry in enumerate(entries, 1):
+        job = entry.job
+        spec = JobSpec.from_json(job.spec_json)
+        link = jump_url(job.guild_id, job.post_channel_id, job.result_message_id)
+        lines.append(f"**{rank}.** {entry.votes:+d} · [{short(spec.prompt, 80)}]({link}) · <@{job.author_id}>")
+    embed.description = "\n".join(lines)
+    return embed

@@ -1,0 +1,176 @@
+"""The job service's presenter for Discord: status messages, paced progress edits, the final post."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+
+import discord
+from PIL import Image
+
+from bot.pacing import EditPacer
+from cogs.imagine._embeds import jump_url, result_embed, short, status_embed
+from cogs.imagine._views import result_view, running_view
+from engine.spec import JobSpec, Progress, Result
+from storage import Job
+
+log = logging.getLogger(__name__)
+
+VOTE_EMOJI = ("👍", "👎")
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+STATUS_MAX_AGE = 50 * 60  # Discord refuses many edits to messages older than an hour (30046): post a fresh one
+
+
+def fit_upload(png: bytes, limit: int) -> tuple[bytes, str]:
+    """The image as PNG if it fits the upload limit, else as WebP at falling quality."""
+    if len(png) <= limit:
+        return png, "png"
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    for quality in (95, 85, 70, 50):
+        out = io.BytesIO()
+        image.save(out, format="WEBP", quality=quality)
+        if out.tell() <= limit:
+            return out.getvalue(), "webp"
+    raise ValueError("the image does not fit the upload limit even as WebP")
+
+
+class DiscordPresenter:
+    """Shows jobs in their threads. Edits go out at most every `interval` seconds per job and within a shared
+    budget per channel, and only the newest preview is ever sent (older ones are dropped, not queued)."""
+
+    def __init__(self, bot, interval: float = 5.0) -> None:
+        self.bot = bot
+        self.pacer = EditPacer(interval=interval)
+        self._inflight: dict[int, asyncio.Task] = {}
+        self._status_born: dict[int, float] = {}
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _channel(self, channel_id: int):
+        channel = self.bot.get_channel(channel_id)
+        if channel is None:
+            channel = await self.bot.fetch_channel(channel_id)
+        if isinstance(channel, discord.Thread) and channel.archived:
+            await channel.edit(archived=False)
+        return channel
+
+    async def job_started(self, job: Job) -> Job:
+        spec = JobSpec.from_json(job.spec_json)
+        channel = await self._channel(job.post_channel_id)
+        if job.status_message_id is not None:
+            try:
+                message = await channel.fetch_message(job.status_message_id)
+                await message.edit(embed=status_embed(job, spec, None, state="starting"), view=running_view(job.id))
+                self._status_born.setdefault(job.id, self._now())
+                return job
+            except discord.NotFound:
+                pass
+        message = await channel.send(embed=status_embed(job, spec, None, state="starting"), view=running_view(job.id))
+        self._status_born[job.id] = self._now()
+        return await self.bot.store.update_job(job.id, status_message_id=message.id)
+
+    async def job_progress(self, job: Job, progress: Progress) -> None:
+        if job.status_message_id is None or progress.preview is None:
+            return
+        if job.id in self._inflight and not self._inflight[job.id].done():
+            return  # an edit is still on its way: drop this one, the next will carry a newer preview
+        if not self.pacer.allow(job.post_channel_id, job.status_message_id, self._now()):
+            return
+        self._inflight[job.id] = asyncio.create_task(self._edit_status(job, progress))
+
+    async def _edit_status(self, job: Job, progress: Progress) -> None:
+        spec = JobSpec.from_json(job.spec_json)
+        embed = status_embed(job, spec, progress)
+        file = discord.File(io.BytesIO(progress.preview), filename="preview.png")
+        try:
+            channel = await self._channel(job.post_channel_id)
+            if self._now() - self._status_born.get(job.id, self._now()) > STATUS_MAX_AGE:
+                old = channel.get_partial_message(job.status_message_id)
+                await old.edit(view=None)
+                message = await channel.send(embed=embed, file=file, view=running_view(job.id))
+                self._status_born[job.id] = self._now()
+                await self.bot.store.update_job(job.id, status_message_id=message.id)
+                return
+            await channel.get_partial_message(job.status_message_id).edit(
+                embed=embed, attachments=[file], view=running_view(job.id)
+            )
+        except discord.HTTPException as exc:
+            log.warning("status edit of job %d failed: %s", job.id, exc)
+
+    async def _settle_status(self, job: Job, state: str, progress: Progress | None = None) -> None:
+        task = self._inflight.pop(job.id, None)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        if job.status_message_id is None:
+            return
+        fresh = await self.bot.store.get_job(job.id)
+        spec = JobSpec.from_json(job.spec_json)
+        try:
+            channel = await self._channel(job.post_channel_id)
+            await channel.get_partial_message(fresh.status_message_id).edit(
+                embed=status_embed(fresh, spec, None, state=state), attachments=[], view=None
+            )
+        except discord.HTTPException as exc:
+            log.warning("final status edit of job %d failed: %s", job.id, exc)
+        self.pacer.forget(job.status_message_id)
+
+    async def job_finished(self, job: Job, result: Result, image_bytes: bytes) -> Job:
+        await self._settle_status(job, "done")
+        spec = JobSpec.from_json(job.spec_json)
+        channel = await self._channel(job.post_channel_id)
+        limit = getattr(getattr(channel, "guild", None), "filesize_limit", DEFAULT_UPLOAD_LIMIT)
+        data, ext = fit_upload(image_bytes, limit)
+        filename = f"imagine-{job.id}.{ext}"
+        message = await channel.send(
+            content=f"<@{job.author_id}> your image is ready.",
+            embed=result_embed(job, spec, result, filename),
+            file=discord.File(io.BytesIO(data), filename=filename),
+            view=result_view(job.id),
+            allowed_mentions=discord.AllowedMentions(users=True),
+        )
+        job = await self.bot.store.update_job(job.id, result_message_id=message.id)
+        for emoji in VOTE_EMOJI:
+            try:
+                await message.add_reaction(emoji)
+            except discord.HTTPException as exc:
+                log.warning("could not seed vote reactions on job %d: %s", job.id, exc)
+                break
+        await self._link_from_channel(
+            job, f"Done #{job.id} · {short(spec.prompt)} · {jump_url(job.guild_id, job.post_channel_id, message.id)}"
+        )
+        return job
+
+    async def job_failed(self, job: Job, message: str) -> None:
+        await self._settle_status(job, "failed")
+        channel = await self._channel(job.post_channel_id)
+        await channel.send(f"❌ #{job.id} failed: {message}")
+        spec = JobSpec.from_json(job.spec_json)
+        await self._link_from_channel(job, f"Failed #{job.id} · {short(spec.prompt)}")
+
+    async def job_cancelled(self, job: Job, result: Result | None) -> None:
+        await self._settle_status(job, "cancelled")
+        channel = await self._channel(job.post_channel_id)
+        if result is not None:
+            await channel.send(
+                f"#{job.id} was cancelled at step {result.steps_done}. Here is where it got to:",
+                file=discord.File(io.BytesIO(result.image), filename=f"imagine-{job.id}-cancelled.png"),
+            )
+        else:
+            await channel.send(f"#{job.id} was cancelled before it started.")
+        spec = JobSpec.from_json(job.spec_json)
+        await self._link_from_channel(job, f"Cancelled #{job.id} · {short(spec.prompt)}")
+
+    async def queue_changed(self) -> None:
+        return None
+
+    async def _link_from_channel(self, job: Job, text: str) -> None:
+        """Edit the "Queued #N" message in the channel so that it links to the outcome."""
+        if job.queued_message_id is None or job.thread_id is None:
+            return
+        try:
+            channel = await self._channel(job.channel_id)
+            await channel.get_partial_message(job.queued_message_id).edit(content=text)
+        except discord.HTTPException as exc:
+            log.info("could not update the queued message of job %d: %s", job.id, exc)

@@ -1,0 +1,102 @@
+"""Buttons that survive restarts: the job id lives in the custom_id, everything else in the database."""
+
+from __future__ import annotations
+
+import re
+
+import discord
+
+from cogs.imagine._embeds import recipe_text
+from engine.spec import JobSpec
+
+
+def _may_moderate(interaction: discord.Interaction) -> bool:
+    perms = getattr(interaction.user, "guild_permissions", None)
+    return bool(perms and perms.manage_messages)
+
+
+def _button(action: str, job_id: int, label: str, style: discord.ButtonStyle, emoji: str | None = None):
+    return discord.ui.Button(label=label, style=style, emoji=emoji, custom_id=f"imagine:{action}:{job_id}")
+
+
+class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:cancel:(?P<job>\d+)"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(_button("cancel", job_id, "Cancel", discord.ButtonStyle.danger))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot = interaction.client
+        job = await bot.store.get_job(self.job_id)
+        if job is None or not job.state.active:
+            await interaction.response.send_message("This job has already ended.", ephemeral=True)
+            return
+        if interaction.user.id != job.author_id and not _may_moderate(interaction):
+            await interaction.response.send_message(
+                "Only the member who asked for this image (or a moderator) can cancel it.", ephemeral=True
+            )
+            return
+        await interaction.response.send_message(f"Cancelling #{job.id}…", ephemeral=True)
+        await bot.jobs.cancel(job.id)
+
+
+class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:reroll:(?P<job>\d+)"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(_button("reroll", job_id, "Reroll", discord.ButtonStyle.primary, "🎲"))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.get_cog("Imagine").follow_up(interaction, self.job_id, "reroll")
+
+
+class ContinueButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:continue:(?P<job>\d+)"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(_button("continue", job_id, "Continue", discord.ButtonStyle.secondary, "⏩"))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.get_cog("Imagine").follow_up(interaction, self.job_id, "continue")
+
+
+class RecipeButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:recipe:(?P<job>\d+)"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(_button("recipe", job_id, "Recipe", discord.ButtonStyle.secondary, "📜"))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        job = await interaction.client.store.get_job(self.job_id)
+        if job is None:
+            await interaction.response.send_message("That job no longer exists.", ephemeral=True)
+            return
+        await interaction.response.send_message(recipe_text(job, JobSpec.from_json(job.spec_json)), ephemeral=True)
+
+
+DYNAMIC_ITEMS = (CancelButton, RerollButton, ContinueButton, RecipeButton)
+
+
+def running_view(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view
+
+
+def result_view(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for item in (RerollButton(job_id), ContinueButton(job_id), RecipeButton(job_id)):
+        view.add_item(item)
+    return view

@@ -1,0 +1,38 @@
+"""Votes from raw reaction events (cached or not), into the database.
+
+👍 counts +1, 👎 counts -1. The bot's own seed reactions never count, and neither does an author's vote on
+their own image: the leaderboard ranks what the community likes.
+"""
+
+from __future__ import annotations
+
+import discord
+from discord.ext import commands
+
+VOTES = {"👍": 1, "👎": -1}
+
+
+class Votes(commands.Cog):
+    def __init__(self, bot) -> None:
+        self.bot = bot
+
+    async def _record(self, payload: discord.RawReactionActionEvent, present: bool) -> None:
+        value = VOTES.get(str(payload.emoji))
+        if value is None or payload.user_id == self.bot.user.id:
+            return
+        job = await self.bot.store.job_for_result_message(payload.message_id)
+        if job is None or job.author_id == payload.user_id:
+            return
+        await self.bot.store.set_vote(job.id, payload.user_id, value, present)
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        await self._record(payload, True)
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        await self._record(payload, False)
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(Votes(bot))

@@ -1,0 +1,272 @@
+"""The job store: one aiosqlite connection in WAL mode, migrations by `PRAGMA user_version`, dataclasses out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def active(self) -> bool:
+        return self in (JobState.QUEUED, JobState.RUNNING)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of `jobs`."""
+
+    id: int
+    guild_id: int | None
+    channel_id: int
+    author_id: int
+    spec_json: str
+    kind: str
+    parent_id: int | None
+    state: JobState
+    error: str | None
+    thread_id: int | None
+    queued_message_id: int | None
+    status_message_id: int | None
+    result_message_id: int | None
+    image_path: str | None
+    snapshot_path: str | None
+    steps_done: int
+    width: int | None
+    height: int | None
+    score: float | None
+    scores_json: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return json.loads(self.scores_json) if self.scores_json else {}
+
+    @property
+    def post_channel_id(self) -> int:
+        """Where the job's progress and result go: its thread, else its channel."""
+        return self.thread_id or self.channel_id
+
+
+@dataclass(frozen=True)
+class TopEntry:
+    job: Job
+    votes: int
+
+
+# SQL kept as named constants.
+_INSERT_JOB = """
+INSERT INTO jobs (guild_id, channel_id, author_id, spec_json, kind, parent_id, state, created_at)
+VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)
+"""
+_INSERT_EVENT = "INSERT INTO job_events (job_id, state, at, detail) VALUES (?, ?, ?, ?)"
+_SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
+_SELECT_BY_STATE = "SELECT * FROM jobs WHERE state = ? ORDER BY id"
+_SELECT_BY_RESULT_MESSAGE = "SELECT * FROM jobs WHERE result_message_id = ?"
+_SELECT_HISTORY = "SELECT * FROM jobs WHERE guild_id IS ? AND author_id = ? ORDER BY id DESC LIMIT ?"
+_SELECT_EVENTS = "SELECT state, at, detail FROM job_events WHERE job_id = ? ORDER BY id"
+_INSERT_VOTE = "INSERT OR IGNORE INTO votes (job_id, user_id, value, at) VALUES (?, ?, ?, ?)"
+_DELETE_VOTE = "DELETE FROM votes WHERE job_id = ? AND user_id = ? AND value = ?"
+_SUM_VOTES = "SELECT COALESCE(SUM(value), 0) FROM votes WHERE job_id = ?"
+_SELECT_TOP = """
+SELECT jobs.*, COALESCE(SUM(votes.value), 0) AS total
+FROM jobs LEFT JOIN votes ON votes.job_id = jobs.id
+WHERE jobs.guild_id IS ? AND jobs.state = 'done' AND jobs.finished_at >= ?
+GROUP BY jobs.id
+ORDER BY total DESC, jobs.score DESC, jobs.id
+LIMIT ?
+"""
+_SELECT_SETTINGS = "SELECT max_queued_per_user, use_threads FROM guild_settings WHERE guild_id = ?"
+_UPSERT_SETTINGS = """
+INSERT INTO guild_settings (guild_id, max_queued_per_user, use_threads) VALUES (?, ?, ?)
+ON CONFLICT(guild_id) DO UPDATE SET max_queued_per_user = excluded.max_queued_per_user,
+                                    use_threads = excluded.use_threads
+"""
+
+_UPDATABLE = {
+    "error",
+    "thread_id",
+    "queued_message_id",
+    "status_message_id",
+    "result_message_id",
+    "image_path",
+    "snapshot_path",
+    "steps_done",
+    "width",
+    "height",
+    "score",
+    "scores_json",
+    "started_at",
+    "finished_at",
+    "spec_json",
+}
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("storage") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:3].isdigit():
+            found.append((int(name[:3]), entry.read_text()))
+    return sorted(found)
+
+
+class Store:
+    """Async access to the bot's database. Open with `await Store.open(path)`; close with `await store.close()`."""
+
+    def __init__(self, db: aiosqlite.Connection, clock=time.time) -> None:
+        self._db = db
+        self._clock = clock
+
+    @classmethod
+    async def open(cls, path: str | Path, clock=time.time) -> Store:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=5000")
+        store = cls(db, clock)
+        await store.migrate()
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def schema_version(self) -> int:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            return (await cur.fetchone())[0]
+
+    async def migrate(self) -> int:
+        """Apply the numbered migrations above the current `user_version`, each in its own transaction."""
+        current = await self.schema_version()
+        for number, sql in _migrations():
+            if number <= current:
+                continue
+            log.info("applying migration %03d", number)
+            await self._db.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+            current = number
+        return current
+
+    # -- jobs -----------------------------------------------------------------------------------------------
+    async def create_job(
+        self,
+        *,
+        guild_id: int | None,
+        channel_id: int,
+        author_id: int,
+        spec_json: str,
+        kind: str = "new",
+        parent_id: int | None = None,
+    ) -> Job:
+        now = self._clock()
+        cur = await self._db.execute(_INSERT_JOB, (guild_id, channel_id, author_id, spec_json, kind, parent_id, now))
+        job_id = cur.lastrowid
+        await self._db.execute(_INSERT_EVENT, (job_id, JobState.QUEUED, now, None))
+        await self._db.commit()
+        return await self.get_job(job_id)
+
+    async def get_job(self, job_id: int) -> Job | None:
+        async with self._db.execute(_SELECT_JOB, (job_id,)) as cur:
+            row = await cur.fetchone()
+        return _job(row) if row else None
+
+    async def update_job(self, job_id: int, **fields: Any) -> Job:
+        bad = set(fields) - _UPDATABLE
+        if bad:
+            raise ValueError(f"not updatable: {sorted(bad)}")
+        if fields:
+            columns = ", ".join(f"{k} = ?" for k in fields)
+            await self._db.execute(f"UPDATE jobs SET {columns} WHERE id = ?", (*fields.values(), job_id))
+            await self._db.commit()
+        return await self.get_job(job_id)
+
+    async def set_state(self, job_id: int, state: JobState, detail: str | None = None, **fields: Any) -> Job:
+        """Move a job to `state`, recording the transition with its time (and any fields that change with it)."""
+        now = self._clock()
+        if state == JobState.RUNNING:
+            fields.setdefault("started_at", now)
+        elif not state.active:
+            fields.setdefault("finished_at", now)
+        bad = set(fields) - _UPDATABLE
+        if bad:
+            raise ValueError(f"not updatable: {sorted(bad)}")
+        columns = ", ".join(["state = ?", *(f"{k} = ?" for k in fields)])
+        await self._db.execute(f"UPDATE jobs SET {columns} WHERE id = ?", (state, *fields.values(), job_id))
+        await self._db.execute(_INSERT_EVENT, (job_id, state, now, detail))
+        await self._db.commit()
+        return await self.get_job(job_id)
+
+    async def jobs_in_state(self, state: JobState) -> list[Job]:
+        async with self._db.execute(_SELECT_BY_STATE, (state,)) as cur:
+            return [_job(r) for r in await cur.fetchall()]
+
+    async def job_for_result_message(self, message_id: int) -> Job | None:
+        async with self._db.execute(_SELECT_BY_RESULT_MESSAGE, (message_id,)) as cur:
+            row = await cur.fetchone()
+        return _job(row) if row else None
+
+    async def history(self, guild_id: int | None, author_id: int, limit: int = 10) -> list[Job]:
+        async with self._db.execute(_SELECT_HISTORY, (guild_id, author_id, limit)) as cur:
+            return [_job(r) for r in await cur.fetchall()]
+
+    async def events(self, job_id: int) -> list[tuple[str, float, str | None]]:
+        async with self._db.execute(_SELECT_EVENTS, (job_id,)) as cur:
+            return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+
+    # -- votes ----------------------------------------------------------------------------------------------
+    async def set_vote(self, job_id: int, user_id: int, value: int, present: bool) -> int:
+        """Add or remove one vote (+1 or -1) and return the job's vote total."""
+        if present:
+            await self._db.execute(_INSERT_VOTE, (job_id, user_id, value, self._clock()))
+        else:
+            await self._db.execute(_DELETE_VOTE, (job_id, user_id, value))
+        await self._db.commit()
+        return await self.vote_total(job_id)
+
+    async def vote_total(self, job_id: int) -> int:
+        async with self._db.execute(_SUM_VOTES, (job_id,)) as cur:
+            return (await cur.fetchone())[0]
+
+    async def top(self, guild_id: int | None, since: float = 0.0, limit: int = 10) -> list[TopEntry]:
+        async with self._db.execute(_SELECT_TOP, (guild_id, since, limit)) as cur:
+            rows = await cur.fetchall()
+        return [TopEntry(_job(r), r["total"]) for r in rows]
+
+    # -- guild settings -------------------------------------------------------------------------------------
+    async def guild_settings(self, guild_id: int) -> dict[str, Any]:
+        async with self._db.execute(_SELECT_SETTINGS, (guild_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return {"max_queued_per_user": None, "use_threads": True}
+        return {"max_queued_per_user": row[0], "use_threads": bool(row[1])}
+
+    async def set_guild_settings(self, guild_id: int, *, max_queued_per_user: int | None, use_threads: bool) -> None:
+        await self._db.execute(_UPSERT_SETTINGS, (guild_id, max_queued_per_user, int(use_threads)))
+        await self._db.commit()
+
+
+def _job(row: aiosqlite.Row) -> Job:
+    data = {k: row[k] for k in Job.__dataclass_fields__}
+    data["state"] = JobState(data["state"])
+    return Job(**data)

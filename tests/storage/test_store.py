@@ -1,0 +1,93 @@
+"""The store on real SQLite files in a temp dir."""
+
+import sqlite3
+
+import pytest
+
+from storage import JobState, Store
+
+
+@pytest.fixture
+async def store(tmp_path):
+    clock = {"t": 1000.0}
+    s = await Store.open(tmp_path / "db" / "imagine.sqlite", clock=lambda: clock["t"])
+    s.test_clock = clock
+    yield s
+    await s.close()
+
+
+async def test_migrations_set_user_version_and_wal(tmp_path):
+    path = tmp_path / "a.sqlite"
+    s = await Store.open(path)
+    assert await s.schema_version() == 1
+    assert await s.migrate() == 1  # idempotent
+    await s.close()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"jobs", "job_events", "votes", "guild_settings"} <= tables
+
+
+async def test_job_lifecycle_records_transitions(store):
+    job = await store.create_job(guild_id=1, channel_id=2, author_id=3, spec_json='{"prompt": "x"}')
+    assert job.state == JobState.QUEUED and job.post_channel_id == 2
+    store.test_clock["t"] = 1005.0
+    job = await store.set_state(job.id, JobState.RUNNING)
+    assert job.started_at == 1005.0
+    job = await store.update_job(job.id, thread_id=99, steps_done=10)
+    assert job.post_channel_id == 99 and job.steps_done == 10
+    store.test_clock["t"] = 1010.0
+    job = await store.set_state(job.id, JobState.DONE, image_path="/x.png", score=0.3, scores_json='{"x": 0.3}')
+    assert job.finished_at == 1010.0 and job.scores == {"x": 0.3}
+    assert [(s, t) for s, t, _ in await store.events(job.id)] == [
+        ("queued", 1000.0),
+        ("running", 1005.0),
+        ("done", 1010.0),
+    ]
+    assert [j.id for j in await store.jobs_in_state(JobState.DONE)] == [job.id]
+    with pytest.raises(ValueError, match="not updatable"):
+        await store.update_job(job.id, state="done")
+
+
+async def test_votes_and_top(store):
+    jobs = []
+    for i in range(3):
+        j = await store.create_job(guild_id=1, channel_id=2, author_id=10 + i, spec_json="{}")
+        jobs.append(await store.set_state(j.id, JobState.DONE, score=0.1 * i, result_message_id=500 + i))
+    other = await store.create_job(guild_id=2, channel_id=2, author_id=1, spec_json="{}")
+    await store.set_state(other.id, JobState.DONE)
+    assert await store.set_vote(jobs[0].id, 7, 1, True) == 1
+    assert await store.set_vote(jobs[0].id, 7, 1, True) == 1  # the same reaction twice counts once
+    assert await store.set_vote(jobs[1].id, 7, 1, True) == 1
+    assert await store.set_vote(jobs[1].id, 8, 1, True) == 2
+    assert await store.set_vote(jobs[1].id, 9, -1, True) == 1
+    assert await store.set_vote(jobs[1].id, 9, -1, False) == 2
+    top = await store.top(1)
+    assert [(e.job.id, e.votes) for e in top] == [(jobs[1].id, 2), (jobs[0].id, 1), (jobs[2].id, 0)]
+    assert (await store.job_for_result_message(501)).id == jobs[1].id
+    store.test_clock["t"] = 5000.0
+    late = await store.create_job(guild_id=1, channel_id=2, author_id=1, spec_json="{}")
+    await store.set_state(late.id, JobState.DONE)
+    assert [e.job.id for e in await store.top(1, since=4000.0)] == [late.id]
+
+
+async def test_history_is_per_author_and_newest_first(store):
+    ids = [(await store.create_job(guild_id=1, channel_id=2, author_id=3, spec_json="{}")).id for _ in range(3)]
+    await store.create_job(guild_id=1, channel_id=2, author_id=4, spec_json="{}")
+    assert [j.id for j in await store.history(1, 3, limit=2)] == ids[::-1][:2]
+
+
+async def test_guild_settings(store):
+    assert await store.guild_settings(5) == {"max_queued_per_user": None, "use_threads": True}
+    await store.set_guild_settings(5, max_queued_per_user=2, use_threads=False)
+    assert await store.guild_settings(5) == {"max_queued_per_user": 2, "use_threads": False}
+
+
+async def test_data_survives_reopen(tmp_path):
+    path = tmp_path / "b.sqlite"
+    s = await Store.open(path)
+    job = await s.create_job(guild_id=1, channel_id=2, author_id=3, spec_json="{}")
+    await s.close()
+    s = await Store.open(path)
+    assert (await s.get_job(job.id)).state == JobState.QUEUED
+    await s.close()
