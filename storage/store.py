@@ -143,9 +143,9 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path)
         db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=5000")
+        for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=5000"):
+            async with db.execute(pragma):  # close each cursor: an open one blocks the migrations' COMMIT
+                pass
         store = cls(db, clock)
         await store.migrate()
         return store
@@ -180,8 +180,10 @@ class Store:
         parent_id: int | None = None,
     ) -> Job:
         now = self._clock()
-        cur = await self._db.execute(_INSERT_JOB, (guild_id, channel_id, author_id, spec_json, kind, parent_id, now))
-        job_id = cur.lastrowid
+        async with self._db.execute(
+            _INSERT_JOB, (guild_id, channel_id, author_id, spec_json, kind, parent_id, now)
+        ) as cur:
+            job_id = cur.lastrowid
         await self._db.execute(_INSERT_EVENT, (job_id, JobState.QUEUED, now, None))
         await self._db.commit()
         return await self.get_job(job_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -14,6 +15,7 @@ from discord.ext import commands
 from PIL import Image, UnidentifiedImageError
 
 from bot.jobs import continue_spec, reroll_spec
+from bot.pacing import RateLimiter
 from bot.queue import QueueFull
 from cogs.errors import reply
 from cogs.imagine._embeds import duration, jump_url, queued_line, short, top_embed
@@ -42,6 +44,7 @@ STYLES = {
 }
 StyleChoice = Literal["artstation", "unreal", "gurney", "matte", "watercolor", "pixel"]
 MAX_ATTACHMENT = 10 * 1024 * 1024
+COOLDOWN_RATE, COOLDOWN_PER = 2, 10.0
 
 
 class Imagine(commands.Cog):
@@ -49,6 +52,13 @@ class Imagine(commands.Cog):
 
     def __init__(self, bot) -> None:
         self.bot = bot
+        self._limiter = RateLimiter(COOLDOWN_RATE, COOLDOWN_PER)  # per member, per bot (not per process)
+
+    def _check_cooldown(self, user_id: int) -> None:
+        """At most COOLDOWN_RATE /imagine per COOLDOWN_PER seconds per member."""
+        retry_after = self._limiter.hit(user_id, asyncio.get_running_loop().time())
+        if retry_after:
+            raise app_commands.CommandOnCooldown(app_commands.Cooldown(COOLDOWN_RATE, COOLDOWN_PER), retry_after)
 
     @property
     def settings(self):
@@ -66,7 +76,6 @@ class Imagine(commands.Cog):
         image_prompt="Aim towards this picture as well as the text",
         model="Which installed generator to use",
     )
-    @app_commands.checks.cooldown(2, 10.0, key=lambda i: i.user.id)
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -79,6 +88,7 @@ class Imagine(commands.Cog):
         image_prompt: discord.Attachment | None = None,
         model: str | None = None,
     ) -> None:
+        self._check_cooldown(interaction.user.id)
         settings = self.settings
         if steps is not None and steps > settings.max_steps:
             raise InvalidSpec(f"This server allows at most {settings.max_steps} steps.")

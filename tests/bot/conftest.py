@@ -1,0 +1,111 @@
+"""Bot fixtures: real discord.py in simcord, with the embedded backend on tiny models or a gated fake backend."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from PIL import Image
+
+from bot.backends import Finished, Snapshotted
+from bot.config import Settings
+from engine.spec import Progress, Result
+
+
+def _png(color=(200, 40, 40), size=(32, 32)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="PNG")
+    return out.getvalue()
+
+
+class GatedHandle:
+    def __init__(self, backend, job_id, spec, snapshot_path, resume):
+        self.backend, self.job_id, self.spec = backend, job_id, spec
+        self.snapshot_path, self.resume = snapshot_path, resume
+        self.cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+
+    async def events(self):
+        backend = self.backend
+        backend.started.append(self.job_id)
+        backend.resumed[self.job_id] = self.resume
+        step = 1
+        yield Progress(step, self.spec.steps, 0.5, (0.5,), 1.0, _png(), 32, 32)
+        if self.snapshot_path is not None:
+            self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
+            self.snapshot_path.write_bytes(b"snapshot")
+            yield Snapshotted(step, self.snapshot_path)
+        if backend.hold:
+            gate = asyncio.get_running_loop().create_future()
+            backend.gates[self.job_id] = gate
+            await backend.env.external_wait(gate, reason="the test holds this job mid-run")
+        if backend.fail_with is not None:
+            raise backend.fail_with
+        steps = step if self.cancelled else self.spec.steps
+        yield Finished(Result(self.spec, _png((20, 20, 220)), 32, 32, steps, (("x", 0.25),), 2.0, self.cancelled))
+
+
+class GatedBackend:
+    """A fake that implements the Backend interface; jobs can be held mid-run until the test releases them."""
+
+    def __init__(self):
+        self.env = None
+        self.hold = False
+        self.fail_with = None
+        self.gates: dict[int, asyncio.Future] = {}
+        self.started: list[int] = []
+        self.resumed: dict[int, object] = {}
+
+    def submit(self, job_id, spec, snapshot_path, resume):
+        return GatedHandle(self, job_id, spec, snapshot_path, resume)
+
+    def release(self, job_id):
+        self.gates.pop(job_id).set_result(None)
+
+    async def close(self):
+        for gate in self.gates.values():
+            if not gate.done():
+                gate.cancel()
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_models):
+    return Settings(
+        token="test-token-never-logged",
+        data_dir=tmp_path / "data",
+        models_dir=tiny_models,
+        clip_model="tiny-clip",
+        device="cpu",
+        default_steps=10,
+        max_steps=50,
+        snapshot_every=5,
+        continue_steps=5,
+        edit_interval=1.0,
+        max_queued_per_user=2,
+        max_queue=10,
+    )
+
+
+@pytest.fixture
+def simcord_bot(settings):
+    from bot.client import ImagineBot
+
+    return ImagineBot(settings)
+
+
+@pytest.fixture
+def gated():
+    return GatedBackend()
+
+
+@pytest.fixture
+def make_gated_bot(settings, gated):
+    from bot.client import ImagineBot
+
+    def make():
+        return ImagineBot(settings, backend_factory=lambda s: gated)
+
+    return make

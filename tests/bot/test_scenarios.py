@@ -1,0 +1,91 @@
+"""End-to-end scenarios through real discord.py against simcord's in-memory Discord."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage import JobState
+
+# Jobs on the tiny models run for real on this CPU: give them time to settle.
+pytestmark = pytest.mark.simcord(settle_timeout=120)
+
+
+def _world(env):
+    guild = env.create_guild()
+    channel = guild.create_text_channel("art")
+    alice = guild.add_member(env.create_user("alice"))
+    bob = guild.add_member(env.create_user("bob"))
+    return guild, channel, alice, bob
+
+
+def _buttons(message):
+    return [c.label for row in message.components for c in row.children]
+
+
+async def test_imagine_end_to_end_with_tiny_models(simcord_env):
+    """slash -> queued reply -> thread -> status -> final image with buttons -> reroll -> continue -> votes -> /top"""
+    guild, channel, alice, bob = _world(simcord_env)
+    bot = simcord_env.bot
+    result = await alice.slash(channel, "imagine", prompt="a lighthouse in a storm", size="square-small", seed=3)
+    # the reply said "Queued" first; by the time the job has run, it links to the result instead
+    assert "Queued #1 · a lighthouse in a storm · ETA" in simcord_env.transcript()
+    assert result.response.content.startswith("Done #1 · a lighthouse in a storm · https://discord.com/channels/")
+    assert not result.ephemeral
+    [thread] = channel.threads
+    messages = thread.history()
+    final = next(m for m in messages if m.attachments and m.embeds and m.embeds[0].title == "#1")
+    assert final.attachments[0].filename == "imagine-1.png"
+    assert _buttons(final) == ["Reroll", "Continue", "Recipe"]
+    assert {str(r.emoji) for r in final.reactions} == {"👍", "👎"}
+    status = next(m for m in messages if m.embeds and m.embeds[0].title.startswith("#1 ·"))
+    assert status.embeds[0].title == "#1 · Done" and not status.components  # Cancel gone at the end
+    job = await bot.store.get_job(1)
+    assert job.state == JobState.DONE and job.thread_id == thread.id and job.steps_done == 10
+    assert job.result_message_id == final.id and job.snapshot_path
+
+    # Reroll: same settings, new seed, in the same thread
+    await bob.click(final, label="Reroll")
+    rerolled = await bot.store.get_job(2)
+    assert rerolled.state == JobState.DONE and rerolled.kind == "reroll" and rerolled.thread_id == thread.id
+    import json
+
+    first, second = json.loads(job.spec_json), json.loads(rerolled.spec_json)
+    assert first["prompt"] == second["prompt"] and first["seed"] != second["seed"]
+
+    # Continue: +5 steps from the saved state
+    await alice.click(final, label="Continue")
+    continued = await bot.store.get_job(3)
+    assert continued.state == JobState.DONE and continued.kind == "continue" and continued.steps_done == 15
+
+    # Votes: bob's count, alice's own vote on her image does not, the bot's seed reactions never do
+    await bob.react(final, "👍")
+    await alice.react(final, "👍")
+    assert await bot.store.vote_total(1) == 1
+    top = await bob.slash(channel, "top", period="all time")
+    assert "+1" in top.response.embeds[0].description.splitlines()[0]
+    assert "a lighthouse in a storm" in top.response.embeds[0].description
+
+
+async def test_bad_values_get_clear_ephemeral_answers(simcord_env):
+    guild, channel, alice, bob = _world(simcord_env)
+    result = await alice.slash(channel, "imagine", prompt="cat:1,5")
+    assert result.ephemeral and "is not a number" in result.response.content
+    result = await alice.slash(channel, "imagine", prompt="a cat", steps=60)
+    assert result.ephemeral and "at most 50 steps" in result.response.content
+    result = await alice.slash(channel, "imagine", prompt="a cat", model="nope")
+    assert result.ephemeral and "Slow down a little" in result.response.content  # 2 per 10 s per member
+    await simcord_env.advance_time(10)
+    result = await alice.slash(channel, "imagine", prompt="a cat", model="nope")
+    assert result.ephemeral and "not installed" in result.response.content
+    assert await simcord_env.bot.store.get_job(1) is None
+
+
+async def test_recipe_and_history(simcord_env):
+    guild, channel, alice, bob = _world(simcord_env)
+    await alice.slash(channel, "imagine", prompt="a red fox", size="square-small", seed=11)
+    [thread] = channel.threads
+    final = next(m for m in thread.history() if m.attachments and m.embeds and m.embeds[0].title == "#1")
+    recipe = await bob.click(final, label="Recipe")
+    assert recipe.ephemeral and '"seed": 11' in recipe.response.content
+    history = await alice.slash(channel, "history")
+    assert history.ephemeral and "#1 · done · a red fox" in history.response.content
