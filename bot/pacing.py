@@ -11,21 +11,35 @@ from collections import defaultdict, deque
 
 
 class EditPacer:
-    """Decides whether an edit may go out now; call `allow` before every progress edit."""
+    """Decides whether an edit may go out now; call `allow` before every progress edit.
 
-    def __init__(self, interval: float = 5.0, per_channel: int = 4, window: float = 5.0) -> None:
-        self.interval, self.per_channel, self.window = interval, per_channel, window
+    When jobs in one channel compete for the budget, the one whose status is the oldest goes first, so no job's
+    preview starves behind the others.
+    """
+
+    def __init__(self, interval: float = 5.0, per_channel: int = 4, window: float = 5.0, recent: float = 2.0) -> None:
+        self.interval, self.per_channel, self.window, self.recent = interval, per_channel, window, recent
         self._last_edit: dict[int, float] = {}  # message id -> time of its last edit
         self._channel: defaultdict[int, deque[float]] = defaultdict(deque)
+        self._asking: defaultdict[int, dict[int, float]] = defaultdict(dict)  # channel -> message -> last ask
+
+    def _due(self, message_id: int, now: float) -> bool:
+        last = self._last_edit.get(message_id)
+        return last is None or now - last >= self.interval
 
     def allow(self, channel_id: int, message_id: int, now: float) -> bool:
-        last = self._last_edit.get(message_id)
-        if last is not None and now - last < self.interval:
+        asking = self._asking[channel_id]
+        asking[message_id] = now
+        if not self._due(message_id, now):
             return False
         recent = self._channel[channel_id]
         while recent and now - recent[0] >= self.window:
             recent.popleft()
         if len(recent) >= self.per_channel:
+            return False
+        waiting = [m for m, t in asking.items() if now - t < self.recent and self._due(m, now)]
+        oldest = min(waiting, key=lambda m: self._last_edit.get(m, float("-inf")))
+        if self._last_edit.get(oldest, float("-inf")) < self._last_edit.get(message_id, float("-inf")):
             return False
         recent.append(now)
         self._last_edit[message_id] = now
@@ -33,6 +47,8 @@ class EditPacer:
 
     def forget(self, message_id: int) -> None:
         self._last_edit.pop(message_id, None)
+        for asking in self._asking.values():
+            asking.pop(message_id, None)
 
 
 class RateLimiter:

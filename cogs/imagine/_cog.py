@@ -19,6 +19,7 @@ from bot.pacing import RateLimiter
 from bot.queue import QueueFull
 from cogs.errors import reply
 from cogs.imagine._embeds import duration, jump_url, queued_line, short, top_embed
+from cogs.imagine._views import running_view
 from engine.errors import InvalidSpec
 from engine.models import registry
 from engine.spec import JobSpec, random_seed
@@ -113,7 +114,9 @@ class Imagine(commands.Cog):
             guild_id=interaction.guild_id, channel_id=interaction.channel_id, author_id=interaction.user.id, spec=spec
         )
         eta = await self.bot.jobs.eta(job.id)
-        await interaction.response.send_message(queued_line(job, spec, eta, self.bot.jobs.queue.position(job.id)))
+        await interaction.response.send_message(
+            queued_line(job, spec, eta, self.bot.jobs.queue.position(job.id)), view=running_view(job.id)
+        )
         message = await interaction.original_response()
         thread_id = await self._open_thread(interaction, message, job, spec)
         await self.bot.store.update_job(job.id, queued_message_id=message.id, thread_id=thread_id)

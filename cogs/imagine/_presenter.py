@@ -167,10 +167,12 @@ class DiscordPresenter:
 
     async def _link_from_channel(self, job: Job, text: str) -> None:
         """Edit the "Queued #N" message in the channel so that it links to the outcome."""
-        if job.queued_message_id is None or job.thread_id is None:
+        if job.queued_message_id is None:
             return
         try:
-            channel = await self._channel(job.channel_id)
-            await channel.get_partial_message(job.queued_message_id).edit(content=text)
+            channel = await self._channel(
+                job.channel_id if job.thread_id is None or job.kind == "new" else job.thread_id
+            )
+            await channel.get_partial_message(job.queued_message_id).edit(content=text, view=None)
         except discord.HTTPException as exc:
             log.info("could not update the queued message of job %d: %s", job.id, exc)

@@ -1,0 +1,147 @@
+"""Queueing, cancelling, failures and restarts, with a fake backend that can hold a job mid-run."""
+
+from __future__ import annotations
+
+import discord
+import pytest
+
+from engine.errors import OutOfMemory
+from storage import JobState
+
+
+@pytest.fixture
+def simcord_bot(make_gated_bot, gated):
+    return make_gated_bot()
+
+
+@pytest.fixture
+def world(simcord_env, gated):
+    gated.env = simcord_env
+    guild = simcord_env.create_guild()
+    channel = guild.create_text_channel("art")
+    mods = guild.create_role("Mods", permissions=discord.Permissions(manage_messages=True))
+    users = {name: guild.add_member(simcord_env.create_user(name)) for name in ("alice", "bob", "carol")}
+    users["mod"] = guild.add_member(simcord_env.create_user("mod"), roles=[mods])
+    return guild, channel, users
+
+
+def _status(thread, job_id):
+    return next(m for m in thread.history() if m.embeds and m.embeds[0].title.startswith(f"#{job_id} ·"))
+
+
+async def test_cancel_is_for_the_author_or_a_moderator(simcord_env, world, gated):
+    guild, channel, u = world
+    gated.hold = True
+    await u["alice"].slash(channel, "imagine", prompt="a castle")
+    [thread] = channel.threads
+    status = _status(thread, 1)
+    assert [c.label for row in status.components for c in row.children] == ["Cancel"]
+    refused = await u["bob"].click(status, label="Cancel")
+    assert refused.ephemeral and "Only the member who asked" in refused.response.content
+    assert (await simcord_env.bot.store.get_job(1)).state == JobState.RUNNING
+    ok = await u["alice"].click(status, label="Cancel")
+    assert ok.ephemeral and "Cancelling #1" in ok.response.content
+    gated.release(1)
+    await simcord_env.settle()
+    job = await simcord_env.bot.store.get_job(1)
+    assert job.state == JobState.CANCELLED and job.steps_done == 1
+    assert any("was cancelled at step 1" in m.content for m in thread.history())
+    assert _status(thread, 1).components == []
+
+
+async def test_moderator_cancels_a_waiting_job(simcord_env, world, gated):
+    guild, channel, u = world
+    gated.hold = True
+    await u["alice"].slash(channel, "imagine", prompt="first")
+    await u["bob"].slash(channel, "imagine", prompt="second")
+    assert gated.started == [1]
+    queue = await u["carol"].slash(channel, "queue")
+    assert "▶️ #1" in queue.response.content and "1. #2" in queue.response.content
+    queued = next(m for m in channel.history() if m.content.startswith("Queued #2"))
+    refused = await u["carol"].click(queued, label="Cancel")
+    assert "Only the member who asked" in refused.response.content
+    done = await u["mod"].click(queued, label="Cancel")
+    assert done.ephemeral and "Cancelling #2" in done.response.content
+    assert (await simcord_env.bot.store.get_job(2)).state == JobState.CANCELLED
+    assert any("#2 was cancelled before it started" in m.content for m in channel.threads[1].history())
+    gated.release(1)
+    await simcord_env.settle()
+    assert gated.started == [1]  # the cancelled job never ran
+
+
+async def test_members_take_turns_and_limits_answer_clearly(simcord_env, world, gated):
+    guild, channel, u = world
+    gated.hold = True
+    await u["alice"].slash(channel, "imagine", prompt="a1")  # job 1 runs and is held
+    await u["alice"].slash(channel, "imagine", prompt="a2")
+    await simcord_env.advance_time(10)
+    await u["alice"].slash(channel, "imagine", prompt="a3")
+    over = await u["alice"].slash(channel, "imagine", prompt="a4")
+    assert over.ephemeral and over.response.content == (
+        "You already have 2 images waiting; wait until one starts, or cancel one, then try again."
+    )
+    await u["bob"].slash(channel, "imagine", prompt="b1")
+    gated.hold = False
+    gated.release(1)
+    await simcord_env.settle()
+    # bob's single job is not stuck behind alice's line
+    assert gated.started == [1, 2, 4, 3]
+    jobs = [await simcord_env.bot.store.get_job(i) for i in (1, 2, 3, 4)]
+    assert all(j.state == JobState.DONE for j in jobs)
+
+
+async def test_engine_failure_is_shown_in_the_thread_and_the_bot_stays_up(simcord_env, world, gated):
+    guild, channel, u = world
+    gated.fail_with = OutOfMemory("The GPU ran out of memory at 512x512 with 32 cutouts. Try a smaller size.")
+    await u["alice"].slash(channel, "imagine", prompt="huge")
+    [thread] = channel.threads
+    assert any(m.content.startswith("❌ #1 failed: The GPU ran out of memory") for m in thread.history())
+    job = await simcord_env.bot.store.get_job(1)
+    assert job.state == JobState.FAILED and "ran out of memory" in job.error
+    gated.fail_with = None
+    await u["bob"].slash(channel, "imagine", prompt="small")
+    assert (await simcord_env.bot.store.get_job(2)).state == JobState.DONE
+
+
+async def test_restart_mid_run_resumes_and_buttons_and_votes_survive(simcord_env, world, gated, make_gated_bot):
+    guild, channel, u = world
+    await u["alice"].slash(channel, "imagine", prompt="finished before the restart")
+    [thread1] = channel.threads
+    final = next(m for m in thread1.history() if m.attachments and m.embeds)
+    gated.hold = True
+    await simcord_env.advance_time(10)
+    await u["bob"].slash(channel, "imagine", prompt="running at the crash")
+    await u["carol"].slash(channel, "imagine", prompt="waiting at the crash")
+    running = await simcord_env.bot.store.get_job(2)
+    assert running.state == JobState.RUNNING and running.snapshot_path
+
+    gated.hold = False
+    gated.gates.clear()
+    await simcord_env.restart_bot(make_gated_bot())
+    await simcord_env.settle()
+    store = simcord_env.bot.store
+    # the running job resumed from its snapshot and finished in the same thread; the queued one ran too
+    assert gated.resumed[2] is not None and str(gated.resumed[2]) == running.snapshot_path
+    job2, job3 = await store.get_job(2), await store.get_job(3)
+    assert job2.state == JobState.DONE and job2.thread_id == running.thread_id
+    assert job3.state == JobState.DONE
+    thread2 = next(t for t in channel.threads if t.id == running.thread_id)
+    assert any(m.attachments and m.embeds and m.embeds[0].title == "#2" for m in thread2.history())
+    events = [s for s, _, _ in await store.events(2)]
+    assert events == ["queued", "running", "queued", "running", "done"]
+
+    # buttons on a message posted before the restart still work; votes still count
+    await u["bob"].click(final, label="Reroll")
+    assert (await store.get_job(4)).kind == "reroll"
+    await u["carol"].react(final, "👍")
+    assert await store.vote_total(1) == 1
+
+
+async def test_no_thread_permission_falls_back_to_the_channel(simcord_env, world, gated):
+    guild, channel, u = world
+    await simcord_env.bot.store.set_guild_settings(guild.id, max_queued_per_user=None, use_threads=False)
+    await u["alice"].slash(channel, "imagine", prompt="in the channel")
+    assert channel.threads == []
+    job = await simcord_env.bot.store.get_job(1)
+    assert job.thread_id is None and job.state == JobState.DONE
+    assert any(m.attachments and m.embeds and m.embeds[0].title == "#1" for m in channel.history())

@@ -1,0 +1,118 @@
+"""Pure pieces of the bot: fair queue, edit pacing, rate limit, settings."""
+
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from bot.config import KEYS, Settings
+from bot.pacing import EditPacer, RateLimiter
+from bot.queue import Entry, FairQueue, QueueFull
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_fair_queue_round_robin():
+    q = FairQueue(max_per_user=5, max_total=20)
+    for job, user in [(1, 10), (2, 10), (3, 10), (4, 20), (5, 30), (6, 20)]:
+        q.push(Entry(job, user))
+    assert [e.job_id for e in q.order()] == [1, 4, 5, 2, 6, 3]
+    assert q.position(6) == 5
+    assert [q.pop().job_id for _ in range(6)] == [1, 4, 5, 2, 6, 3]
+    assert q.pop() is None
+
+
+def test_fair_queue_limits_and_remove():
+    q = FairQueue(max_per_user=2, max_total=3)
+    q.push(Entry(1, 10))
+    q.push(Entry(2, 10))
+    with pytest.raises(QueueFull, match="You already have 2 images waiting"):
+        q.push(Entry(3, 10))
+    q.push(Entry(3, 20))
+    with pytest.raises(QueueFull, match=r"The queue is full \(3 images waiting\)"):
+        q.push(Entry(4, 30))
+    assert q.remove(2) and not q.remove(99)
+    assert q.waiting_for(10) == 1 and len(q) == 2
+    q.push(Entry(5, 10), max_per_user=1, force=True)  # recovery ignores limits
+    with pytest.raises(QueueFull, match="You already have 1 image waiting"):
+        q.check(10, max_per_user=1)
+
+
+def test_five_jobs_in_one_channel_stay_under_discords_edit_limit():
+    pacer = EditPacer(interval=5.0, per_channel=4, window=5.0)
+    sent = []
+    for tick in range(600):  # 60 s of progress reports every 0.1 s from 5 jobs in one channel
+        now = tick * 0.1
+        for message_id in range(5):
+            if pacer.allow(channel_id=1, message_id=message_id, now=now):
+                sent.append((now, message_id))
+    for now, _ in sent:
+        assert sum(1 for t, _ in sent if now <= t < now + 5.0) <= 5
+    per_job = {m: [t for t, mm in sent if mm == m] for m in range(5)}
+    for times in per_job.values():
+        assert times and all(b - a >= 5.0 for a, b in zip(times, times[1:], strict=False))
+    assert len(sent) >= 40  # the budget is used, not starved: about 4 edits per 5 s
+
+
+def test_rate_limiter():
+    limiter = RateLimiter(2, 10.0)
+    assert limiter.hit(1, 0.0) == 0 and limiter.hit(1, 1.0) == 0
+    assert limiter.hit(1, 2.0) == pytest.approx(8.0)
+    assert limiter.hit(2, 2.0) == 0
+    assert limiter.hit(1, 10.5) == 0
+
+
+def test_settings_from_env_and_hidden_token(caplog):
+    s = Settings.from_env({"DISCORD_TOKEN": "sekrit.token.value", "IMAGINE_MAX_STEPS": "400", "DEV_GUILD_ID": "42"})
+    assert s.max_steps == 400 and s.dev_guild_id == 42 and s.token == "sekrit.token.value"
+    assert "sekrit" not in repr(s) and "sekrit" not in str(s)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("t").info("starting with %r", s)
+    assert "sekrit" not in caplog.text
+    with pytest.raises(ValueError, match="IMAGINE_MAX_STEPS must be a whole number"):
+        Settings.from_env({"IMAGINE_MAX_STEPS": "many"})
+
+
+def test_problems_explain_what_is_missing(tmp_path, tiny_models):
+    s = Settings.from_env({"IMAGINE_MODELS_DIR": str(tmp_path)})
+    problems = " ".join(s.problems())
+    assert "DISCORD_TOKEN is not set" in problems and "python -m engine.models download" in problems
+    ok = Settings.from_env({"DISCORD_TOKEN": "x", "IMAGINE_MODELS_DIR": str(tiny_models)})
+    assert ok.problems() == []
+
+
+def test_env_example_documents_every_key():
+    text = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^([A-Z_]+)=", text, flags=re.M))
+    assert documented == set(KEYS)
+    source = "\n".join(p.read_text() for p in (ROOT / "bot").rglob("*.py"))
+    read = set(re.findall(r'"((?:IMAGINE|DISCORD|DEV)_[A-Z_]+)"', source))
+    assert read <= set(KEYS), read - set(KEYS)
+
+
+def test_bot_refuses_to_start_without_token(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "DISCORD_"))}
+    proc = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "DISCORD_TOKEN is not set" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_upload_fits_the_limit():
+    import io
+
+    from PIL import Image
+
+    from cogs.imagine._presenter import fit_upload
+
+    noise = Image.effect_noise((512, 512), 64).convert("RGB")
+    buf = io.BytesIO()
+    noise.save(buf, format="PNG")
+    png = buf.getvalue()
+    assert fit_upload(png, len(png)) == (png, "png")
+    data, ext = fit_upload(png, len(png) // 2)
+    assert ext == "webp" and len(data) <= len(png) // 2
