@@ -194,15 +194,19 @@ class JobService:
             raise RuntimeError("the backend ended a job without a result")
         except EngineError as exc:
             log.warning("job %d failed: %s", job.id, exc)
-            job = await self.store.set_state(job.id, JobState.FAILED, detail=type(exc).__name__, error=str(exc))
-            await self.presenter.job_failed(job, str(exc))
+            await self._fail(job, str(exc), type(exc).__name__)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("job %d failed", job.id)
-            message = "Something went wrong on our side while making this image; the error was logged."
-            job = await self.store.set_state(job.id, JobState.FAILED, detail="internal", error=message)
+            await self._fail(job, "Something went wrong on our side while making this image; the error was logged.")
+
+    async def _fail(self, job: Job, message: str, detail: str = "internal") -> None:
+        job = await self.store.set_state(job.id, JobState.FAILED, detail=detail, error=message)
+        try:
             await self.presenter.job_failed(job, message)
+        except Exception:  # the failure is recorded; telling the thread is best effort
+            log.exception("could not report the failure of job %d", job.id)
 
     def _record_pace(self, progress: Progress, start_step: int) -> None:
         done = progress.step - start_step
