@@ -85,47 +85,29 @@ class EmbeddedHandle:
         self._cancelled = True
 
     async def events(self) -> AsyncIterator[Event]:
+        from engine import worker  # the one place the bot side reaches the torch side, on first use
+
         bridge, spec = self.backend.bridge, self.spec
         engine = await bridge.call(self.backend.pool.engine_for, spec)
-        snapshot = await bridge.call(_load_snapshot, self.resume) if self.resume else None
+        snapshot = await bridge.call(worker.snapshot_from, self.resume) if self.resume else None
         run = await bridge.call(engine.start, spec, snapshot)
         started = time.monotonic()
         every = self.backend.snapshot_every
         while not run.done:
             if self._cancelled:
                 break
-            progress = await bridge.call(_advance, engine, run, spec.progress_every, started, lambda: self._cancelled)
+            progress = await bridge.call(
+                worker.advance, engine, run, spec.progress_every, started, lambda: self._cancelled
+            )
             yield progress
             if every and self.snapshot_path and run.step_index % every < spec.progress_every and not run.done:
-                await bridge.call(_save_snapshot, run, self.snapshot_path)
+                await bridge.call(worker.snapshot_to, run, self.snapshot_path)
                 yield Snapshotted(run.step_index, self.snapshot_path)
         result = await bridge.call(engine.result, run, time.monotonic() - started, self._cancelled)
         if self.snapshot_path:  # the final state, for Continue
-            await bridge.call(_save_snapshot, run, self.snapshot_path)
+            await bridge.call(worker.snapshot_to, run, self.snapshot_path)
             yield Snapshotted(run.step_index, self.snapshot_path)
         yield Finished(result)
-
-
-def _advance(engine, run, every: int, started: float, cancelled: Callable[[], bool]) -> Progress:
-    """Step until the next progress boundary (or the end, or a cancel) and report. Runs on the worker thread."""
-    while not run.done and not cancelled():
-        engine.step([run])
-        if run.step_index % every == 0:
-            break
-    return engine.progress(run, time.monotonic() - started)
-
-
-def _save_snapshot(run, path: Path) -> None:
-    from engine.run import save_snapshot
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_snapshot(run.snapshot(), path)
-
-
-def _load_snapshot(path: Path):
-    from engine.run import load_snapshot
-
-    return load_snapshot(path)
 
 
 class EmbeddedBackend:
