@@ -89,3 +89,30 @@ async def test_recipe_and_history(simcord_env):
     assert recipe.ephemeral and '"seed": 11' in recipe.response.content
     history = await alice.slash(channel, "history")
     assert history.ephemeral and "#1 · done · a red fox" in history.response.content
+
+
+async def test_attachments_init_image_and_image_prompt(simcord_env):
+    import io
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    guild, channel, alice, bob = _world(simcord_env)
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 60), (200, 30, 30)).save(buf, format="PNG")
+    bad = await alice.slash(channel, "imagine", prompt="a fox", init_image=("notes.png", b"not a picture"))
+    assert bad.ephemeral and "is not a picture that can be read" in bad.response.content
+    await alice.slash(
+        channel,
+        "imagine",
+        prompt="a red fox",
+        size="square-small",
+        init_image=("start.png", buf.getvalue()),
+        image_prompt=("target.png", buf.getvalue()),
+    )
+    job = await simcord_env.bot.store.get_job(1)
+    spec = json.loads(job.spec_json)
+    assert job.state == JobState.DONE
+    assert Path(spec["init_image"]).read_bytes() == buf.getvalue()
+    assert len(spec["image_prompts"]) == 1 and Path(spec["image_prompts"][0]).is_file()
