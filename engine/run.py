@@ -14,6 +14,7 @@ import io
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -289,8 +290,6 @@ class Engine:
 
 def save_snapshot(snapshot: dict[str, Any], path) -> None:
     """Write a snapshot atomically (a crash mid-write leaves the previous one)."""
-    from pathlib import Path
-
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     buffer = io.BytesIO()
