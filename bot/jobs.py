@@ -15,7 +15,7 @@ from bot.backends import Backend, Finished, Snapshotted
 from bot.presenter import Presenter
 from bot.queue import Entry, FairQueue
 from engine.errors import EngineError, InvalidSpec
-from engine.spec import JobSpec, Progress, Result
+from engine.spec import MAX_STEPS, JobSpec, Progress, Result
 from storage import Job, JobState, Store
 
 log = logging.getLogger(__name__)
@@ -113,16 +113,12 @@ class JobService:
         if self.queue.remove(job_id):
             job = await self.store.set_state(job_id, JobState.CANCELLED, detail="cancelled while waiting")
             await self.presenter.job_cancelled(job, None)
-            await self.presenter.queue_changed()
             return True
         handle = self._handles.get(job_id)
         if handle is not None:
             handle.cancel()
             return True
         return False
-
-    def is_running(self, job_id: int) -> bool:
-        return job_id in self._tasks
 
     # -- reports --------------------------------------------------------------------------------------------
     def running(self) -> list[RunningInfo]:
@@ -173,7 +169,6 @@ class JobService:
             if parent is not None and parent.snapshot_path and Path(parent.snapshot_path).is_file():
                 resume = Path(parent.snapshot_path)
         job = await self.store.set_state(job.id, JobState.RUNNING, detail=f"resume from {resume}" if resume else None)
-        await self.presenter.queue_changed()
         try:
             spec = JobSpec.from_json(job.spec_json)
             job = await self.presenter.job_started(job)
@@ -230,9 +225,7 @@ class JobService:
             await self.presenter.job_cancelled(job, result)
             return
         job = await self.store.set_state(job.id, JobState.DONE, **fields)
-        job = await self.presenter.job_finished(job, result, result.image)
-        if job.result_message_id is not None:
-            await self.store.update_job(job.id, result_message_id=job.result_message_id)
+        await self.presenter.job_finished(job, result, result.image)  # records the result message id
 
 
 def reroll_spec(spec: JobSpec, seed: int) -> JobSpec:
@@ -243,6 +236,6 @@ def reroll_spec(spec: JobSpec, seed: int) -> JobSpec:
 def continue_spec(spec: JobSpec, steps_done: int, more: int) -> JobSpec:
     """The same run, `more` steps further."""
     total = steps_done + more
-    if total > 10_000:
-        raise InvalidSpec("This image cannot be continued any further (10,000 steps at most).")
+    if total > MAX_STEPS:
+        raise InvalidSpec(f"This image cannot be continued any further ({MAX_STEPS:,} steps at most).")
     return spec.replace(steps=total)

@@ -16,13 +16,10 @@ class Presenter(Protocol):
         """A progress report; the presenter decides whether an edit goes out now (pacing)."""
 
     async def job_finished(self, job: Job, result: Result, image_bytes: bytes) -> Job:
-        """Post the final image with its buttons; returns the job with the result message id."""
+        """Post the final image with its buttons and record its message id; returns the updated job."""
 
     async def job_failed(self, job: Job, message: str) -> None:
         """Say in the job's thread that it failed and why, in a sentence a member understands."""
 
     async def job_cancelled(self, job: Job, result: Result | None) -> None:
         """Say that the job was cancelled (with the image reached, when there is one)."""
-
-    async def queue_changed(self) -> None:
-        """The waiting line moved (positions and ETAs in queued messages may be refreshed)."""

@@ -162,9 +162,6 @@ class DiscordPresenter:
         spec = JobSpec.from_json(job.spec_json)
         await self._link_from_channel(job, f"Cancelled #{job.id} · {short(spec.prompt)}")
 
-    async def queue_changed(self) -> None:
-        return None
-
     async def _link_from_channel(self, job: Job, text: str) -> None:
         """Edit the "Queued #N" message in the channel so that it links to the outcome."""
         if job.queued_message_id is None:

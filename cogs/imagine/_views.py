@@ -15,18 +15,22 @@ def _may_moderate(interaction: discord.Interaction) -> bool:
     return bool(perms and perms.manage_messages)
 
 
-def _button(action: str, job_id: int, label: str, style: discord.ButtonStyle, emoji: str | None = None):
-    return discord.ui.Button(label=label, style=style, emoji=emoji, custom_id=f"imagine:{action}:{job_id}")
-
-
-class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:cancel:(?P<job>\d+)"):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(_button("cancel", job_id, "Cancel", discord.ButtonStyle.danger))
-        self.job_id = job_id
+class _FromJobId:
+    """Rebuild a job button from its custom_id after a restart: the job id is all the state it carries."""
 
     @classmethod
     async def from_custom_id(cls, interaction, item, match: re.Match[str]):
         return cls(int(match["job"]))
+
+
+def _button(action: str, job_id: int, label: str, style: discord.ButtonStyle, emoji: str | None = None):
+    return discord.ui.Button(label=label, style=style, emoji=emoji, custom_id=f"imagine:{action}:{job_id}")
+
+
+class CancelButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:cancel:(?P<job>\d+)"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(_button("cancel", job_id, "Cancel", discord.ButtonStyle.danger))
+        self.job_id = job_id
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = interaction.client
@@ -43,40 +47,28 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine
         await bot.jobs.cancel(job.id)
 
 
-class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:reroll:(?P<job>\d+)"):
+class RerollButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:reroll:(?P<job>\d+)"):
     def __init__(self, job_id: int) -> None:
         super().__init__(_button("reroll", job_id, "Reroll", discord.ButtonStyle.primary, "🎲"))
         self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
-        return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.client.get_cog("Imagine").follow_up(interaction, self.job_id, "reroll")
 
 
-class ContinueButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:continue:(?P<job>\d+)"):
+class ContinueButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:continue:(?P<job>\d+)"):
     def __init__(self, job_id: int) -> None:
         super().__init__(_button("continue", job_id, "Continue", discord.ButtonStyle.secondary, "⏩"))
         self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
-        return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.client.get_cog("Imagine").follow_up(interaction, self.job_id, "continue")
 
 
-class RecipeButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:recipe:(?P<job>\d+)"):
+class RecipeButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:recipe:(?P<job>\d+)"):
     def __init__(self, job_id: int) -> None:
         super().__init__(_button("recipe", job_id, "Recipe", discord.ButtonStyle.secondary, "📜"))
         self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
-        return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         job = await interaction.client.store.get_job(self.job_id)
