@@ -5,14 +5,19 @@ values), runs a fixed number of steps per configuration and prints steps/s, imag
 memory and, where the device's peak is known, the achieved fraction of peak FLOP/s. The plain loop is fp32,
 makes its cutouts one by one, augments each cutout on its own and runs one CLIP forward per step.
 
-    python -m bench.engine --sizes 128 --cutn 32 --steps 3             # this CPU
-    python -m bench.engine --device cuda --sizes 256 512 --batch 1 4 8  # a GPU
-    python -m bench.engine --tiny --steps 2                             # smoke run on tiny models
+    python -m bench.engine --sizes 128 --cutn 32 --steps 3                     # this CPU
+    python -m bench.engine --device cuda --sizes 256 512 --batch 1 4 8 --flops  # a GPU
+    python -m bench.engine --device cuda --compile --sizes 512                  # with torch.compile
+    python -m bench.engine --tiny --steps 2                                     # smoke run on tiny models
+
+Speed settings (precision, channels_last, the fast CLIP tower, compile, checkpointing) are the engine's own
+(`engine.speed.Speed`); the plain loop always runs with `engine.speed.PLAIN` on its own copy of the models.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import resource
@@ -26,6 +31,7 @@ import torch.nn.functional as F
 from engine.models.tiny import real_size_clip, real_size_vqgan
 from engine.run import Engine, pick_device
 from engine.spec import JobSpec
+from engine.speed import PLAIN, PRECISIONS, Speed
 
 # Dense bf16 peak of known devices (TFLOP/s), for the fraction of peak.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "RTX 4090": 165.0, "A10": 125.0}
@@ -77,8 +83,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(step, steps: int, device: torch.device) -> float:
-    step()  # warm-up (allocations, kernels)
+def _time(step, steps: int, device: torch.device, warmup: int = 1) -> float:
+    for _ in range(warmup):  # allocations, kernel selection, compilation
+        step()
     _sync(device)
     started = time.perf_counter()
     for _ in range(steps):
@@ -110,11 +117,25 @@ def bench(args: argparse.Namespace) -> list[dict]:
 
         directory = write_tiny_models(Path(args.tiny_dir))
         pool = EnginePool(ModelSettings(models_dir=directory, device=str(device)))
-        engine = pool.engine_for(JobSpec("x", model="tiny_f16", clip_model="tiny-clip"))
+        loaded = pool.engine_for(JobSpec("x", model="tiny_f16", clip_model="tiny-clip"))
+        perceptor, vqgan = loaded.perceptor, loaded.vqgan
         model, clip = "tiny_f16", "tiny-clip"
     else:
-        engine = Engine(real_size_clip(args.clip, device), vqgan=real_size_vqgan(device), device=device)
+        perceptor, vqgan = real_size_clip(args.clip, device), real_size_vqgan(device)
         model, clip = "vqgan_imagenet_f16_16384 (random weights)", f"{args.clip} (random weights)"
+    speed = Speed(
+        precision=args.precision,
+        channels_last=not args.no_channels_last,
+        fast_clip=not args.no_fast_clip,
+        compile=args.compile,
+        checkpoint=args.checkpoint,
+    )
+    # The plain loop gets its own models when ours would change their memory layout (channels_last on CUDA).
+    plain_models = (copy.deepcopy(perceptor), copy.deepcopy(vqgan)) if device.type == "cuda" else (perceptor, vqgan)
+    plain_engine = None if args.no_plain else Engine(*plain_models, device=device, speed=PLAIN)
+    engine = Engine(perceptor, vqgan=vqgan, device=device, speed=speed)
+    eager = Engine(perceptor, vqgan=vqgan, device=device, speed=Speed(**{**speed.__dict__, "compile": False}))
+    print(f"device {device}, speed {speed}, autocast {engine.fast.dtype}", flush=True)
     peak = _peak_tflops(device)
     rows = []
     for size in args.sizes:
@@ -124,10 +145,14 @@ def bench(args: argparse.Namespace) -> list[dict]:
                 for i in range(batch)
             ]
             runs = [engine.start(s) for s in specs]
+            baseline_cuda = None
             if device.type == "cuda":
+                torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
-            ours = _time(lambda runs=runs: engine.step(runs), args.steps, device)
-            flops = _flops(lambda runs=runs: engine.step(runs)) if args.flops else None
+                baseline_cuda = torch.cuda.memory_allocated(device) / 2**20  # weights (and the plain copy)
+            ours = _time(lambda runs=runs: engine.step(runs), args.steps, device, args.warmup)
+            peak_cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+            flops = _flops(lambda runs=runs: eager.step(runs)) if args.flops else None
             row = {
                 "device": torch.cuda.get_device_name(device)
                 if device.type == "cuda"
@@ -141,13 +166,15 @@ def bench(args: argparse.Namespace) -> list[dict]:
                 "ours_steps_per_s": batch / ours,
                 "images_per_hour_300": 3600 * batch / (ours * 300),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+                "peak_cuda_mb": peak_cuda,
+                "step_cuda_mb": None if peak_cuda is None else peak_cuda - baseline_cuda,
+                "speed": dict(speed.__dict__),
                 "tflop_per_step": flops / 1e12 if flops else None,
                 "fraction_of_peak": (flops / ours / 1e12 / peak) if (flops and peak) else None,
             }
-            if batch == 1 and not args.no_plain:
-                plain = PlainLoop(engine, specs[0])
-                row["plain_s_per_step"] = _time(plain.step, args.steps, device)
+            if batch == 1 and plain_engine is not None:
+                plain = PlainLoop(plain_engine, specs[0])
+                row["plain_s_per_step"] = _time(plain.step, args.steps, device, 1)
                 row["ours_over_plain"] = row["plain_s_per_step"] / ours
             rows.append(row)
             _print(row)
@@ -162,7 +189,7 @@ def _print(row: dict) -> None:
         f"rss {row['peak_rss_mb']:.0f} MB",
     ]
     if row["peak_cuda_mb"] is not None:
-        parts.append(f"cuda {row['peak_cuda_mb']:.0f} MB")
+        parts.append(f"cuda peak {row['peak_cuda_mb']:.0f} MB (steps {row['step_cuda_mb']:.0f} MB)")
     if row["tflop_per_step"]:
         parts.append(f"{row['tflop_per_step']:.2f} TFLOP/step")
     if row["fraction_of_peak"]:
@@ -180,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cutn", type=int, default=32)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--clip", default="ViT-B-32")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (use more with --compile)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decoder and CLIP's image tower")
+    p.add_argument("--checkpoint", action="store_true", help="gradient checkpointing of the decoder")
+    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--no-fast-clip", action="store_true", help="stock open_clip attention and patch embedding")
     p.add_argument("--no-plain", action="store_true", help="skip the plain reference loop")
     p.add_argument("--flops", action="store_true", help="count FLOPs of one step (slow on CPU)")
     p.add_argument("--tiny", action="store_true", help="tiny models instead of the real-size ones (smoke test)")

@@ -5,15 +5,16 @@
     handle.cancel()                                          # stop between steps; events end with Finished(cancelled)
 
 Errors of the engine (`engine.errors.EngineError`) are raised from `events()`. The embedded backend runs the
-engine in this process on one worker thread; a distributed backend (Celery + Redis) implements the same three
-verbs with the engine on remote GPU workers.
+engine in this process on one worker thread, batching concurrent jobs of one size into one step; a distributed
+backend (Celery + Redis) implements the same three verbs with the engine on remote GPU workers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -74,12 +75,13 @@ class EngineBridge:
 
 
 class EmbeddedHandle:
-    """One job run by the embedded backend, advanced in chunks up to each progress report."""
+    """One job of the embedded backend: its run joins the backend's batch; reports arrive on a queue."""
 
     def __init__(self, backend: EmbeddedBackend, job_id: int, spec: JobSpec, snapshot_path, resume) -> None:
         self.backend, self.job_id, self.spec = backend, job_id, spec
         self.snapshot_path, self.resume = snapshot_path, resume
         self._cancelled = False
+        self.reports: asyncio.Queue = asyncio.Queue()
 
     def cancel(self) -> None:
         self._cancelled = True
@@ -87,39 +89,108 @@ class EmbeddedHandle:
     async def events(self) -> AsyncIterator[Event]:
         from engine import worker  # the one place the bot side reaches the torch side, on first use
 
-        bridge, spec = self.backend.bridge, self.spec
-        engine = await bridge.call(self.backend.pool.engine_for, spec)
-        snapshot = await bridge.call(worker.snapshot_from, self.resume) if self.resume else None
-        run = await bridge.call(engine.start, spec, snapshot)
-        started = time.monotonic()
-        every = self.backend.snapshot_every
-        while not run.done:
-            if self._cancelled:
-                break
-            progress = await bridge.call(
-                worker.advance, engine, run, spec.progress_every, started, lambda: self._cancelled
-            )
-            yield progress
-            if every and self.snapshot_path and run.step_index % every < spec.progress_every and not run.done:
-                await bridge.call(worker.snapshot_to, run, self.snapshot_path)
-                yield Snapshotted(run.step_index, self.snapshot_path)
-        result = await bridge.call(engine.result, run, time.monotonic() - started, self._cancelled)
-        if self.snapshot_path:  # the final state, for Continue
-            await bridge.call(worker.snapshot_to, run, self.snapshot_path)
-            yield Snapshotted(run.step_index, self.snapshot_path)
-        yield Finished(result)
+        backend, spec = self.backend, self.spec
+        bridge = backend.bridge
+        finished = False
+        try:
+            engine = await bridge.call(backend.pool.engine_for, spec)
+            snapshot = await bridge.call(worker.snapshot_from, self.resume) if self.resume else None
+            run = await bridge.call(engine.start, spec, snapshot)
+            await backend.join(self, engine, run)
+            while True:
+                report = await self.reports.get()
+                if isinstance(report, worker.ProgressReport):
+                    png = await report.preview if report.preview is not None else None
+                    yield dataclasses.replace(report.progress, preview=png)
+                elif isinstance(report, worker.SnapshotReport):
+                    yield Snapshotted(report.step, report.path)
+                elif isinstance(report, worker.ResultReport):
+                    finished = True
+                    yield Finished(report.result)
+                    return
+                elif isinstance(report, worker.ErrorReport):
+                    finished = True
+                    raise report.error
+        finally:
+            if not finished:  # the consumer went away: stop the run at its next step
+                self._cancelled = True
+
+
+def _encode_preview(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 class EmbeddedBackend:
-    """Runs the engine in this process, on one worker thread, with models loaded once."""
+    """Runs the engine in this process: one engine thread advances every running job, several jobs of the same
+    size in one batched step (up to `max_batch`); previews are encoded on another thread meanwhile."""
 
-    def __init__(self, pool, snapshot_every: int = 50) -> None:
+    def __init__(self, pool, snapshot_every: int = 50, max_batch: int = 1) -> None:
         self.pool = pool
         self.snapshot_every = snapshot_every
+        self.max_batch = max_batch
         self.bridge = EngineBridge()
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagine-previews")
+        self._handles: dict[int, EmbeddedHandle] = {}
+        self._batcher = None
+        self._driver: asyncio.Task | None = None
 
     def submit(self, job_id: int, spec: JobSpec, snapshot_path: Path | None, resume: Path | None) -> EmbeddedHandle:
         return EmbeddedHandle(self, job_id, spec, snapshot_path, resume)
 
+    def concurrency(self) -> int:
+        """How many jobs to run at once here: a default from the device's free memory (1 on CPU)."""
+        from engine.loading import suggest_concurrency
+
+        return suggest_concurrency(self.pool.device)
+
+    async def join(self, handle: EmbeddedHandle, engine, run) -> None:
+        """Add a started run to the batch (between two steps) and make sure the batch is being advanced."""
+        from engine import worker
+
+        if self._batcher is None:
+            self._batcher = worker.Batcher(self.max_batch)
+        self._handles[handle.job_id] = handle
+        await self.bridge.call(
+            self._batcher.add,
+            handle.job_id,
+            engine,
+            run,
+            lambda: handle._cancelled,
+            handle.snapshot_path,
+            self.snapshot_every,
+        )
+        if self._driver is None:
+            self._driver = asyncio.create_task(self._drive(), name="imagine-engine-batch")
+
+    async def _drive(self) -> None:
+        """Advance the batch while it has runs; deliver each report to its job (previews encoded meanwhile)."""
+        from engine import worker
+
+        loop = asyncio.get_running_loop()
+        try:
+            while await self.bridge.call(len, self._batcher):
+                for report in await self.bridge.call(self._batcher.advance):
+                    handle = self._handles.get(report.key)
+                    if handle is None:
+                        continue
+                    if isinstance(report, worker.ProgressReport) and report.preview is not None:
+                        preview = loop.run_in_executor(self._encoder, _encode_preview, report.preview)
+                        report = dataclasses.replace(report, preview=preview)
+                    if isinstance(report, worker.ResultReport | worker.ErrorReport):
+                        self._handles.pop(report.key, None)
+                    handle.reports.put_nowait(report)
+        except Exception as exc:  # the engine thread itself broke (not one job): fail every waiting job
+            log.exception("the engine batch stopped")
+            for key, handle in list(self._handles.items()):
+                handle.reports.put_nowait(worker.ErrorReport(key, exc))
+            self._handles.clear()
+        finally:
+            self._driver = None
+
     async def close(self) -> None:
+        if self._driver is not None:
+            self._driver.cancel()
         self.bridge.close()
+        self._encoder.shutdown(wait=False, cancel_futures=True)

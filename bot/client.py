@@ -11,6 +11,7 @@ from discord.ext import commands
 from bot.backends import Backend, EmbeddedBackend
 from bot.config import Settings
 from bot.jobs import JobService
+from engine.speed import Speed
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,12 @@ def embedded_backend(settings: Settings) -> Backend:
             vqgan_checkpoint=settings.vqgan_checkpoint,
             clip_checkpoint=settings.clip_checkpoint,
             device=settings.device,
+            speed=Speed(settings.precision, compile=settings.compile, checkpoint=settings.checkpoint),
         )
     )
-    return EmbeddedBackend(pool, snapshot_every=settings.snapshot_every)
+    backend = EmbeddedBackend(pool, snapshot_every=settings.snapshot_every)
+    backend.max_batch = settings.max_concurrent or backend.concurrency()
+    return backend
 
 
 class ImagineBot(commands.Bot):
@@ -60,7 +64,9 @@ class ImagineBot(commands.Bot):
             self.settings.data_dir,
             max_queued_per_user=self.settings.max_queued_per_user,
             max_queue=self.settings.max_queue,
+            max_concurrent=self.settings.max_concurrent or getattr(self.backend, "max_batch", 1),
         )
+        log.info("running up to %d jobs at once", self.jobs.max_concurrent)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.add_dynamic_items(*DYNAMIC_ITEMS)

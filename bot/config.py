@@ -19,6 +19,10 @@ KEYS: dict[str, tuple[str, str]] = {
     "IMAGINE_CLIP_CHECKPOINT": ("", "explicit CLIP checkpoint (overrides the models directory)"),
     "IMAGINE_CLIP_MODEL": (registry.DEFAULT_CLIP, "open_clip architecture used for guidance"),
     "IMAGINE_DEVICE": ("auto", "cpu, cuda, cuda:1 or auto"),
+    "IMAGINE_MAX_CONCURRENT": ("auto", "jobs advanced together in one batched step (auto: from GPU memory, 1 on CPU)"),
+    "IMAGINE_PRECISION": ("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16"),
+    "IMAGINE_COMPILE": ("0", "1 to torch.compile the decoder and CLIP (faster steps on GPU after a slow start)"),
+    "IMAGINE_CHECKPOINT": ("0", "1 to recompute decoder activations in the backward (less memory, slower)"),
     "IMAGINE_MAX_STEPS": ("500", "the most steps a member may ask for"),
     "IMAGINE_DEFAULT_STEPS": ("300", "steps when a member does not say"),
     "IMAGINE_MAX_QUEUED_PER_USER": ("3", "waiting jobs one member may have at once"),
@@ -49,6 +53,10 @@ class Settings:
     clip_checkpoint: Path | None = None
     clip_model: str = registry.DEFAULT_CLIP
     device: str = "auto"
+    max_concurrent: int | None = None  # None: ask the backend (from GPU memory)
+    precision: str = "auto"
+    compile: bool = False
+    checkpoint: bool = False
     max_steps: int = 500
     default_steps: int = 300
     max_queued_per_user: int = 3
@@ -87,6 +95,15 @@ class Settings:
         def path(key: str) -> Path | None:
             return Path(get(key)) if get(key) else None
 
+        def flag(key: str) -> bool:
+            value = get(key).lower()
+            if value not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(f"{key} must be 1 or 0, not {get(key)!r}")
+            return value in ("1", "true", "yes", "on")
+
+        precision = get("IMAGINE_PRECISION").lower()
+        if precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"IMAGINE_PRECISION must be auto, fp32, bf16 or fp16, not {precision!r}")
         try:
             edit_interval = float(get("IMAGINE_EDIT_INTERVAL"))
         except ValueError:
@@ -101,6 +118,12 @@ class Settings:
             clip_checkpoint=path("IMAGINE_CLIP_CHECKPOINT"),
             clip_model=get("IMAGINE_CLIP_MODEL"),
             device=get("IMAGINE_DEVICE"),
+            max_concurrent=None
+            if get("IMAGINE_MAX_CONCURRENT").lower() == "auto"
+            else integer("IMAGINE_MAX_CONCURRENT", 1),
+            precision=precision,
+            compile=flag("IMAGINE_COMPILE"),
+            checkpoint=flag("IMAGINE_CHECKPOINT"),
             max_steps=integer("IMAGINE_MAX_STEPS", 1),
             default_steps=integer("IMAGINE_DEFAULT_STEPS", 1),
             max_queued_per_user=integer("IMAGINE_MAX_QUEUED_PER_USER", 1),

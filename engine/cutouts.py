@@ -93,7 +93,6 @@ class Cutouts:
         s, n = self.cut_size, self.cutn
         dev, dtype = images.device, images.dtype
         levels = self._levels(width, height)
-        to_norm = torch.tensor([[2 / width, 0, -1], [0, 2 / height, -1], [0, 0, 1]], device=dev)
         ticks = (torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / s * 2 - 1
         v, u = torch.meshgrid(ticks, ticks, indexing="ij")
         base = torch.stack([u, v, torch.ones_like(u)], dim=-1).view(1, s * s, 3)  # (1, s*s, 3)
@@ -102,14 +101,17 @@ class Cutouts:
         for gen in gens:
             m, c, size = self.sample(width, height, gen)
             m, c, size = m.to(dev), c.to(dev), size.to(dev)
-            xyw = base @ (to_norm @ m).transpose(1, 2)  # (n, s*s, 3)
-            xy = xyw[..., :2] / xyw[..., 2:].clamp(min=1e-3)
+            xyw = base @ m.transpose(1, 2)  # (n, s*s, 3) homogeneous pixel coordinates
+            px = xyw[..., :2] / xyw[..., 2:].clamp(min=1e-3)
+            # to grid_sample's [-1, 1] (scalars only: a small tensor built from a list would be a host-to-device
+            # copy, which waits for the GPU)
+            xy = torch.stack([px[..., 0] * (2 / width) - 1, px[..., 1] * (2 / height) - 1], dim=-1)
             if levels > 1:
                 lod = torch.log2(size / s).clamp(0, levels - 1)
                 depth = ((2 * lod + 1) / levels - 1).view(n, 1, 1).expand(n, s * s, 1)
                 xy = torch.cat([xy, depth], dim=-1)
             grids.append(xy.reshape(1, n * s, s, xy.shape[-1]))
-            centers.append(c / torch.tensor([width, height], device=dev))
+            centers.append(torch.stack([c[:, 0] / width, c[:, 1] / height], dim=1))
             sizes.append(size)
             noise_std.append(torch.rand(n, 1, 1, 1, generator=gen, device=gen.device).to(dev) * self.augment.noise)
         grid = torch.cat(grids).to(dtype)  # (B, n*s, s, 2|3)

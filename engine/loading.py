@@ -11,6 +11,7 @@ from pathlib import Path
 from engine.errors import CheckpointError
 from engine.models import registry
 from engine.spec import JobSpec
+from engine.speed import Speed
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class ModelSettings:
     vqgan_checkpoint: Path | None = None
     clip_checkpoint: Path | None = None
     device: str = "auto"
+    speed: Speed = Speed()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ModelSettings:
@@ -35,6 +37,7 @@ class ModelSettings:
             vqgan_checkpoint=opt("IMAGINE_VQGAN_CHECKPOINT"),
             clip_checkpoint=opt("IMAGINE_CLIP_CHECKPOINT"),
             device=env.get("IMAGINE_DEVICE") or "auto",
+            speed=Speed.from_env(env),
         )
 
     def vqgan_files(self, name: str) -> tuple[Path, Path]:
@@ -84,7 +87,9 @@ class EnginePool:
                     log.info("loading VQGAN %s from %s on %s", vqgan_name, checkpoint, self.device)
                     self._vqgans[vqgan_name] = load_vqgan(config, checkpoint, self.device)
                 vqgan = self._vqgans[vqgan_name]
-            engine = Engine(self._perceptors[spec.clip_model], vqgan=vqgan, device=self.device)
+            engine = Engine(
+                self._perceptors[spec.clip_model], vqgan=vqgan, device=self.device, speed=self.settings.speed
+            )
             self._engines[key] = engine
             return engine
 
@@ -98,3 +103,33 @@ class EnginePool:
                         f"Run `python -m engine.models download {spec.model}`.",
                         str(path),
                     )
+
+
+# Memory one run's step needs on top of the models, in bytes: activations kept for the backward grow with the
+# image's pixels (the decoder) and with the cutouts (CLIP). Read off the autograd graph of real-size steps
+# (imagenet f16 VQGAN + ViT-B/32, fp32; see `bench/memory.py`), halved for bf16/fp16 activations.
+BYTES_PER_PIXEL_FP32 = 21_500
+BYTES_PER_CUTOUT_FP32 = 18_000_000
+MODELS_BYTES = 1_500_000_000  # the VQGAN and CLIP weights plus the CUDA context, roughly
+MAX_CONCURRENT = 8
+
+
+def step_bytes(width: int, height: int, cutn: int, half: bool) -> int:
+    """Estimated memory of one run's step at this size (activations for the backward, plus headroom)."""
+    fp32 = BYTES_PER_PIXEL_FP32 * width * height + BYTES_PER_CUTOUT_FP32 * cutn
+    return int(fp32 * (0.6 if half else 1.0) * 1.2)
+
+
+def suggest_concurrency(device, width: int = 512, height: int = 512, cutn: int = 32, speed: Speed = Speed()) -> int:
+    """How many runs of this size fit on `device` at once (1 on CPU, where batching adds latency, not speed)."""
+    import torch
+
+    from engine.fast import autocast_dtype
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 1
+    free, _total = torch.cuda.mem_get_info(device)
+    per_run = step_bytes(width, height, cutn, autocast_dtype(speed, device) is not None)
+    fits = int((free - MODELS_BYTES) // max(per_run, 1))
+    return max(1, min(MAX_CONCURRENT, fits))

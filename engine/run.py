@@ -22,10 +22,12 @@ import torch.nn.functional as F
 
 from engine.cutouts import Augment, Cutouts
 from engine.errors import Cancelled, InvalidSpec, OutOfMemory
+from engine.fast import FastModels
 from engine.generators import Generator, make_generator
 from engine.images import encode_png, fit, from_pil, load_image, recipe, to_pil
 from engine.losses import cosine_scores, prompt_losses
 from engine.spec import JobSpec, Progress, Result
+from engine.speed import Speed
 
 log = logging.getLogger(__name__)
 
@@ -138,18 +140,27 @@ def pick_device(name: str | None = None) -> torch.device:
 class Engine:
     """Shared models plus the step that advances runs. Create once per process (or per GPU)."""
 
-    def __init__(self, perceptor, vqgan=None, device: torch.device | str | None = None, augment: Augment = Augment()):
+    def __init__(
+        self,
+        perceptor,
+        vqgan=None,
+        device: torch.device | str | None = None,
+        augment: Augment = Augment(),
+        speed: Speed = Speed(),
+    ):
         self.device = torch.device(device) if device is not None else perceptor.device
         self.perceptor = perceptor
         self.vqgan = vqgan
         self.augment = augment
+        self.speed = speed
+        self.fast = FastModels(speed, self.device, perceptor, vqgan)
         self._generators: dict[str, Generator] = {}
         self._text_cache: dict[str, torch.Tensor] = {}
 
     # -- models ---------------------------------------------------------------------------------------------
     def generator_for(self, spec: JobSpec) -> Generator:
         if spec.generator not in self._generators:
-            self._generators[spec.generator] = make_generator(spec.generator, self.vqgan)
+            self._generators[spec.generator] = make_generator(spec.generator, self.vqgan, self.fast.decode)
         return self._generators[spec.generator]
 
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
@@ -197,10 +208,14 @@ class Engine:
         first = runs[0]
         generator, spec = first.generator, first.spec
         params = torch.cat([r.params for r in runs])  # (B, ...)
-        images = generator.decode(params)  # (B, 3, H, W)
+        fast = self.fast
+        with fast.autocast():
+            images = generator.decode(params)  # (B, 3, H, W), float32
         cutouts = Cutouts(self.perceptor.input_size, spec.cutn, spec.cut_pow, self.augment)
         batch = cutouts(images, [r.gen for r in runs])
-        embeds = self.perceptor.encode_image(batch.images).view(len(runs), spec.cutn, -1)  # (B, cutn, D)
+        with fast.autocast():
+            features = fast.encode_image(self.perceptor.normalize(batch.images))
+        embeds = F.normalize(features, dim=-1).view(len(runs), spec.cutn, -1)  # (B, cutn, D)
         total = images.new_zeros(())
         for i, run in enumerate(runs):
             losses = prompt_losses(embeds[i], run.targets, run.weights, run.stops)  # (P,)
@@ -212,7 +227,12 @@ class Engine:
             run.last_image = images[i : i + 1].detach()
         for run in runs:
             run.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        if fast.loss_scale != 1.0:
+            (total * fast.loss_scale).backward()
+            for run in runs:
+                run.params.grad.div_(fast.loss_scale)
+        else:
+            total.backward()
         for run in runs:
             run.optimizer.step()
             generator.project_(run.params)
@@ -232,10 +252,7 @@ class Engine:
     # -- reports --------------------------------------------------------------------------------------------
     def progress(self, run: Run, elapsed: float, preview: bool = True) -> Progress:
         losses = run.last_losses.tolist() if run.last_losses is not None else []
-        png = None
-        if preview:
-            image = run.last_image if run.last_image is not None else run.image()
-            png = encode_png(to_pil(image), compress_level=1)
+        png = encode_png(self.preview(run), compress_level=1) if preview else None
         return Progress(
             step=run.step_index,
             steps=run.spec.steps,
@@ -246,6 +263,10 @@ class Engine:
             width=run.width,
             height=run.height,
         )
+
+    def preview(self, run: Run):
+        """The latest image as a PIL image (one device-to-host copy; encoding it is left to the caller)."""
+        return to_pil(run.last_image if run.last_image is not None else run.image())
 
     def result(self, run: Run, elapsed: float, cancelled: bool = False) -> Result:
         image = run.image()

@@ -13,7 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TORCH_SIDE = {"torch", "torchvision", "open_clip", "taming", "kornia", "numpy"}
 DISCORD_SIDE = {"discord", "asyncio", "aiosqlite", "aiohttp", "storage", "bot", "cogs", "celery", "redis"}
 SQL = {"sqlite3", "aiosqlite"}
-STDLIB_ONLY = {"engine/spec.py", "engine/errors.py", "engine/models/registry.py", "engine/models/__init__.py"}
+STDLIB_ONLY = {
+    "engine/spec.py",
+    "engine/errors.py",
+    "engine/speed.py",
+    "engine/models/registry.py",
+    "engine/models/__init__.py",
+}
 
 
 def _imports(path: Path) -> set[str]:

@@ -35,10 +35,13 @@ class Perceptor(nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] -> CLIP's input statistics."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, s, s) in [0, 1] -> (N, D) unit vectors (float32); differentiable in x."""
-        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        return F.normalize(self.model.encode_image(x).float(), dim=-1)
+        return F.normalize(self.model.encode_image(self.normalize(x)).float(), dim=-1)
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
