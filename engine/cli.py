@@ -29,12 +29,28 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imagine", description="CLIP-guided image generation (VQGAN+CLIP and friends).")
-    p.add_argument("prompt", nargs="?", help='text prompts: "a | b:0.5 | c:-1" (weight, optional :stop)')
+    p.add_argument(
+        "prompt",
+        nargs="?",
+        help='text prompts: "a | b:0.5 | c:-1" (weight, optional :stop); "A / B" puts A left of B (a composition)',
+    )
     p.add_argument("-o", "--output", default="output.png", help="where to write the PNG (default output.png)")
     p.add_argument("-s", "--size", type=parse_size, default=(256, 256), help="WxH, rounded down to the model's grid")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, help="random when omitted; printed and stored in the PNG")
-    p.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.1, 0.05 for compositions)")
+    p.add_argument(
+        "--layout",
+        choices=["auto", "single", "panorama", "vertical", "mirror"],
+        default="auto",
+        help='how "A / B" parts are laid out: panorama (left to right, the default for parts), vertical (top to '
+        "bottom), mirror (mirrored cutout pairs: a juxtaposition or a symmetric image)",
+    )
+    p.add_argument("--tone-weight", type=float, help="tone symmetry: blurred grey image vs its mirror (mirror: 0.5)")
+    p.add_argument("--semantic-weight", type=float, help="semantic symmetry of mirrored cutouts (mirror: 0.1)")
+    p.add_argument(
+        "--size-weight", type=float, default=0.0, help="> 0 favours large cutouts (composition), < 0 small (detail)"
+    )
     p.add_argument("--cutn", type=int, default=32, help="cutouts per step (default 32)")
     p.add_argument("--cut-pow", type=float, default=1.0)
     p.add_argument("--generator", choices=["vqgan", "fourier"], default="vqgan")
@@ -73,6 +89,10 @@ def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
         "height": args.size[1] if flag("-s", "--size") else base["height"],
         "steps": args.steps if flag("--steps") else base["steps"],
         "lr": args.lr if flag("--lr") else base["lr"],
+        "layout": args.layout if flag("--layout") else base.get("layout", "auto"),
+        "tone_weight": args.tone_weight if flag("--tone-weight") else base.get("tone_weight"),
+        "semantic_weight": args.semantic_weight if flag("--semantic-weight") else base.get("semantic_weight"),
+        "size_weight": args.size_weight if flag("--size-weight") else base.get("size_weight", 0.0),
         "cutn": args.cutn if flag("--cutn") else base["cutn"],
         "cut_pow": args.cut_pow if flag("--cut-pow") else base["cut_pow"],
         "generator": args.generator if flag("--generator") else base["generator"],

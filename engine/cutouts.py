@@ -52,8 +52,25 @@ class Cutouts:
     """Make `cutn` cutouts of side `cut_size` per image; sizes follow `rand**cut_pow`, so cut_pow > 1 favours
     small (detail) cutouts and < 1 large (composition) ones."""
 
-    def __init__(self, cut_size: int, cutn: int, cut_pow: float = 1.0, augment: Augment = Augment(), levels: int = 4):
+    def __init__(
+        self,
+        cut_size: int,
+        cutn: int,
+        cut_pow: float = 1.0,
+        augment: Augment = Augment(),
+        levels: int = 4,
+        stratify: int | None = None,
+        mirror: bool = False,
+    ):
+        """`stratify` = 0 (x) or 1 (y) spreads the cutout centres evenly along that axis (one per equal slice)
+        instead of uniformly at random. `mirror` makes the second half of the cutouts the mirror images of the
+        first half, whose centres lie in the left half of the image (`pairs()` says which is which)."""
         self.cut_size, self.cutn, self.cut_pow, self.augment, self.max_levels = cut_size, cutn, cut_pow, augment, levels
+        self.stratify, self.mirror = stratify, mirror
+
+    def pairs(self) -> int:
+        """With `mirror`: cutout i < pairs() is on the left and cutout i + pairs() is its mirror image."""
+        return self.cutn // 2 if self.mirror else 0
 
     def _levels(self, width: int, height: int) -> int:
         max_lod = math.log2(max(min(width, height) / self.cut_size, 1.0))
@@ -67,8 +84,15 @@ class Cutouts:
         max_size = min(width, height)
         min_size = min(width, height, self.cut_size)
         size = (rand(n) ** self.cut_pow * (max_size - min_size) + min_size).floor()
-        cx = rand(n) * (width - size) + size / 2
-        cy = rand(n) * (height - size) + size / 2
+        ux, uy = rand(n), rand(n)
+        if self.stratify is not None:  # one centre in each of n equal slices along the axis
+            slices = (torch.arange(n, device=dev) + (ux if self.stratify == 0 else uy)) / n
+            ux, uy = (slices, uy) if self.stratify == 0 else (ux, slices)
+        cx = ux * (width - size) + size / 2
+        cy = uy * (height - size) + size / 2
+        pairs = self.pairs()
+        if pairs:  # originals in the left half (their centres), copies mirrored below
+            cx[:pairs] = ux[:pairs] * (torch.clamp(width / 2 - size[:pairs] / 2, min=0)) + size[:pairs] / 2
         flip = torch.where(rand(n) < a.flip, -1.0, 1.0)
         angle = (rand(n) * 2 - 1) * math.radians(a.rotate)
         shear = (rand(n) * 2 - 1) * a.shear
@@ -85,7 +109,19 @@ class Cutouts:
         m[:, 0, 2], m[:, 1, 2], m[:, 2, 2] = cx, cy, 1.0
         p = torch.eye(3, device=dev).repeat(n, 1, 1)
         p[:, 2, 0], p[:, 2, 1] = persp[:, 0], persp[:, 1]
-        return m @ p, torch.stack([cx, cy], dim=1), size
+        maps, centers = m @ p, torch.stack([cx, cy], dim=1)
+        if pairs:
+            # x -> width - x: the copy sees exactly the mirror image of what its original sees
+            flip_x = torch.eye(3, device=dev)
+            flip_x[0, 0], flip_x[0, 2] = -1.0, width
+            maps = maps.clone()
+            maps[pairs : 2 * pairs] = flip_x @ maps[:pairs]
+            centers = centers.clone()
+            centers[pairs : 2 * pairs, 0] = width - centers[:pairs, 0]
+            centers[pairs : 2 * pairs, 1] = centers[:pairs, 1]
+            size = size.clone()
+            size[pairs : 2 * pairs] = size[:pairs]
+        return maps, centers, size
 
     def __call__(self, images: torch.Tensor, gens: list[torch.Generator]) -> CutoutBatch:
         """Cutouts of each image in `images` (B, 3, H, W), image i drawing its randomness from gens[i]."""

@@ -25,7 +25,14 @@ from engine.errors import Cancelled, InvalidSpec, OutOfMemory
 from engine.fast import FastModels
 from engine.generators import Generator, make_generator
 from engine.images import encode_png, fit, from_pil, load_image, recipe, to_pil
-from engine.losses import cosine_scores, prompt_losses
+from engine.losses import (
+    cosine_scores,
+    prompt_losses,
+    region_weights,
+    semantic_symmetry,
+    size_weights,
+    tone_asymmetry,
+)
 from engine.spec import JobSpec, Progress, Result
 from engine.speed import Speed
 
@@ -46,18 +53,30 @@ class Run:
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(spec.seed)
 
-        prompts = spec.prompts
+        regions = spec.regions
+        prompts = [p for region in regions for p in region]
         self.texts = [p.text for p in prompts]
         embeds = [engine.text_embeddings(self.texts)]
         weights = [p.weight for p in prompts]
         stops = [p.stop if p.stop is not None else float("-inf") for p in prompts]
+        region_of = [k for k, region in enumerate(regions) for _ in region]
         for target in spec.image_targets:
             embeds.append(engine.image_embedding(load_image(target.text)))
             weights.append(target.weight)
             stops.append(target.stop if target.stop is not None else float("-inf"))
+            region_of.append(-1)  # image prompts apply everywhere
         self.targets = torch.cat(embeds)  # (P, D)
         self.weights = torch.tensor(weights, device=device)
         self.stops = torch.tensor(stops, device=device)
+        self.regions = len(regions)
+        self.region_of = torch.tensor(region_of, device=device)  # (P,) part of each target, -1 = everywhere
+        # each part's direction for semantic symmetry: the weighted mean of its positive prompts
+        n = len(prompts)
+        positive = self.weights[:n].clamp(min=0)[:, None] * self.targets[:n]
+        directions = self.targets.new_zeros(len(regions), self.targets.shape[1])
+        directions.index_add_(0, self.region_of[:n], positive)
+        self.directions = F.normalize(directions, dim=-1)  # (K, D)
+        self.last_terms: dict[str, torch.Tensor] = {}
 
         self.init_image: torch.Tensor | None = None
         if snapshot is not None:
@@ -81,7 +100,7 @@ class Run:
 
     def group_key(self) -> tuple:
         """Runs with equal keys can share one batched step."""
-        return (self.generator.name, self.width, self.height, self.spec.cutn, self.spec.cut_pow)
+        return (self.generator.name, self.width, self.height, self.spec.cutn, self.spec.cut_pow, self.spec.layout)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to continue exactly from here (tensors on the CPU; save with torch.save)."""
@@ -211,17 +230,28 @@ class Engine:
         fast = self.fast
         with fast.autocast():
             images = generator.decode(params)  # (B, 3, H, W), float32
-        cutouts = Cutouts(self.perceptor.input_size, spec.cutn, spec.cut_pow, self.augment)
+        cutouts = self.cutouts_for(spec)
         batch = cutouts(images, [r.gen for r in runs])
         with fast.autocast():
             features = fast.encode_image(self.perceptor.normalize(batch.images))
         embeds = F.normalize(features, dim=-1).view(len(runs), spec.cutn, -1)  # (B, cutn, D)
         total = images.new_zeros(())
+        pairs = cutouts.pairs()
         for i, run in enumerate(runs):
-            losses = prompt_losses(embeds[i], run.targets, run.weights, run.stops)  # (P,)
+            weights = self._cutout_weights(run, batch.centers[i], batch.sizes[i])
+            losses = prompt_losses(embeds[i], run.targets, run.weights, run.stops, weights)  # (P,)
             loss = losses.sum()
+            terms = {}
             if run.spec.init_weight > 0 and run.init_image is not None:
                 loss = loss + run.spec.init_weight * F.mse_loss(images[i : i + 1], run.init_image)
+            if run.spec.tone_weight > 0:
+                terms["tone"] = tone_asymmetry(images[i : i + 1]).sum()
+                loss = loss + run.spec.tone_weight * terms["tone"]
+            if run.spec.semantic_weight > 0 and pairs:
+                left, right = embeds[i, :pairs], embeds[i, pairs : 2 * pairs]
+                terms["semantic"] = semantic_symmetry(left, right, run.directions[0], run.directions[-1])
+                loss = loss + run.spec.semantic_weight * terms["semantic"]
+            run.last_terms = {k: v.detach() for k, v in terms.items()}
             total = total + loss
             run.last_losses = losses.detach()
             run.last_image = images[i : i + 1].detach()
@@ -237,6 +267,33 @@ class Engine:
             run.optimizer.step()
             generator.project_(run.params)
             run.step_index += 1
+
+    def cutouts_for(self, spec: JobSpec) -> Cutouts:
+        """The cutout sampler of a spec's layout: even coverage along the split axis, mirrored pairs."""
+        stratify = {"panorama": 0, "vertical": 1}.get(spec.layout)
+        return Cutouts(
+            self.perceptor.input_size,
+            spec.cutn,
+            spec.cut_pow,
+            self.augment,
+            stratify=stratify,
+            mirror=spec.layout == "mirror",
+        )
+
+    def _cutout_weights(self, run: Run, centers: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor | None:
+        """(cutn, P) weights of each cutout's distance to each target: by position (parts) and size; None = 1."""
+        spec = run.spec
+        weights = None
+        if run.regions > 1:
+            axis = 1 if spec.layout == "vertical" else 0
+            per_region = region_weights(centers[:, axis], run.regions)  # (cutn, K)
+            everywhere = per_region.new_ones(per_region.shape[0], 1)
+            columns = torch.cat([per_region, everywhere], dim=1)  # index K (= -1) is "everywhere"
+            weights = columns[:, run.region_of]  # (cutn, P)
+        if spec.size_weight != 0:
+            by_size = size_weights(sizes, float(min(run.width, run.height)), spec.size_weight)[:, None]
+            weights = by_size if weights is None else weights * by_size
+        return weights
 
     def _guard(self, fn: Callable[[], Any], spec: JobSpec) -> Any:
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.errors import InvalidSpec
 
-ENGINE_VERSION = "0.1.0"
+ENGINE_VERSION = "0.2.0"
 
 MAX_PROMPTS = 8
 MAX_PROMPT_CHARS = 1000
@@ -24,6 +24,18 @@ MAX_STEPS = 10_000
 MAX_CUTN = 256
 MAX_SEED = 2**32 - 1
 GENERATORS = ("vqgan", "fourier")
+MAX_REGIONS = 4
+
+# Compositions. "single": one prompt everywhere. "panorama": `A / B / ...` from left to right, "vertical": from
+# top to bottom; each cutout's loss against each part is weighted by where its centre lies. "mirror": cutouts
+# come in mirrored pairs; `A / B` puts A on the left and B on the right (a juxtaposition).
+LAYOUTS = ("single", "panorama", "vertical", "mirror")
+DEFAULT_LR = 0.1
+COMPOSITION_LR = 0.05  # the extra constraints make the optimisation harder: smaller steps
+MIRROR_TONE_WEIGHT = 0.5
+MIRROR_SEMANTIC_WEIGHT = 0.1
+# A slash with whitespace on both sides separates the parts of a composition ("AC/DC" and URLs stay whole).
+_REGION_SPLIT = re.compile(r"\s+/\s+")
 
 # A trailing ":<one token that starts like a number>" is a weight (or stop); anything else stays text, so
 # "12 o'clock: noon", "http://x" and "16:9 poster" keep their colons. A part that ends in ":number" ("at 12:30")
@@ -94,6 +106,23 @@ def parse_prompts(text: str) -> tuple[Prompt, ...]:
     return prompts
 
 
+def split_regions(text: str) -> tuple[str, ...]:
+    """`A / B / C` -> ("A", "B", "C"): the parts of a composition, each a `|`-separated prompt of its own."""
+    parts = tuple(p for p in _REGION_SPLIT.split(text.strip()) if p.strip())
+    if len(parts) > MAX_REGIONS:
+        raise InvalidSpec(f"The prompt has {len(parts)} parts separated by ' / '; at most {MAX_REGIONS} are allowed.")
+    return parts or (text,)
+
+
+def parse_regions(text: str) -> tuple[tuple[Prompt, ...], ...]:
+    """The prompts of each part of a composition, in order (left to right, or top to bottom)."""
+    regions = tuple(parse_prompts(part) for part in split_regions(text))
+    total = sum(len(r) for r in regions)
+    if total > MAX_PROMPTS:
+        raise InvalidSpec(f"The prompt has {total} parts; at most {MAX_PROMPTS} are allowed.")
+    return regions
+
+
 def random_seed() -> int:
     """A fresh seed in the range that every backend accepts."""
     return random.SystemRandom().randint(0, MAX_SEED)
@@ -113,7 +142,7 @@ class JobSpec:
     height: int = 256
     steps: int = 300
     seed: int = 0
-    lr: float = 0.1
+    lr: float | None = None  # None: DEFAULT_LR, or COMPOSITION_LR for the composition layouts
     cutn: int = 32
     cut_pow: float = 1.0
     generator: str = "vqgan"
@@ -123,17 +152,26 @@ class JobSpec:
     init_weight: float = 0.0
     image_prompts: tuple[str, ...] = ()
     progress_every: int = 10
+    # Compositions (see LAYOUTS). None means the layout's default; the spec stores the resolved numbers, so the
+    # recipe records every weight.
+    layout: str = "auto"  # auto: panorama when the prompt has ` / ` parts, else single
+    tone_weight: float | None = None  # L1 between the blurred grey image and its mirror image
+    semantic_weight: float | None = None  # mirrored cutouts differ from their prompts in the same way
+    size_weight: float = 0.0  # > 0 favours large cutouts (composition), < 0 small ones (detail)
 
     def __post_init__(self) -> None:
+        self._resolve_layout()
         for name in ("width", "height", "steps", "seed", "cutn", "progress_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidSpec(f"{name} must be a whole number, not {value!r}.")
-        for name in ("lr", "cut_pow", "init_weight"):
+        for name in ("lr", "cut_pow", "init_weight", "tone_weight", "semantic_weight", "size_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise InvalidSpec(f"{name} must be a finite number, not {value!r}.")
-        parse_prompts(self.prompt)
+        _check_range("tone_weight", self.tone_weight, 0, 100)
+        _check_range("semantic_weight", self.semantic_weight, 0, 100)
+        _check_range("size_weight", self.size_weight, -4, 4)
         _check_range("width", self.width, MIN_SIDE, MAX_SIDE)
         _check_range("height", self.height, MIN_SIDE, MAX_SIDE)
         _check_range("steps", self.steps, 1, MAX_STEPS)
@@ -155,10 +193,39 @@ class JobSpec:
         if not isinstance(self.image_prompts, tuple):
             object.__setattr__(self, "image_prompts", tuple(self.image_prompts))
 
+    def _resolve_layout(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
+        if not isinstance(self.prompt, str):
+            raise InvalidSpec("The prompt must be text.")
+        regions = parse_regions(self.prompt)
+        if self.layout == "auto":
+            set_("layout", "panorama" if len(regions) > 1 else "single")
+        if self.layout not in LAYOUTS:
+            raise InvalidSpec(f"Unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}.")
+        if self.layout == "single" and len(regions) > 1:
+            raise InvalidSpec(
+                "The prompt has parts separated by ' / ', which need the panorama, vertical or mirror layout."
+            )
+        if self.layout == "mirror" and len(regions) > 2:
+            raise InvalidSpec("The mirror layout takes one prompt or two (left / right), not more.")
+        if self.lr is None:
+            set_("lr", DEFAULT_LR if self.layout == "single" else COMPOSITION_LR)
+        if self.tone_weight is None:
+            set_("tone_weight", MIRROR_TONE_WEIGHT if self.layout == "mirror" else 0.0)
+        if self.semantic_weight is None:
+            set_("semantic_weight", MIRROR_SEMANTIC_WEIGHT if self.layout == "mirror" else 0.0)
+        if self.semantic_weight and self.layout != "mirror":
+            raise InvalidSpec("Semantic symmetry compares mirrored cutouts, so it needs the mirror layout.")
+
+    @property
+    def regions(self) -> tuple[tuple[Prompt, ...], ...]:
+        """The prompts of each part of the composition (one part for the single layout)."""
+        return parse_regions(self.prompt)
+
     @property
     def prompts(self) -> tuple[Prompt, ...]:
-        """The text prompts, parsed."""
-        return parse_prompts(self.prompt)
+        """Every text prompt, parsed, parts in order."""
+        return tuple(p for region in self.regions for p in region)
 
     @property
     def image_targets(self) -> tuple[Prompt, ...]:

@@ -22,7 +22,7 @@ from cogs.imagine._embeds import duration, jump_url, queued_line, short, top_emb
 from cogs.imagine._views import running_view
 from engine.errors import InvalidSpec
 from engine.models import registry
-from engine.spec import JobSpec, random_seed
+from engine.spec import JobSpec, random_seed, split_regions
 from storage import Job
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,11 @@ SIZES = {
     "landscape": (512, 288),
     "portrait": (288, 512),
     "wide": (640, 320),
+    "panorama": (768, 256),
+    "tall": (320, 640),
 }
-SizeChoice = Literal["square", "square-small", "landscape", "portrait", "wide"]
+SizeChoice = Literal["square", "square-small", "landscape", "portrait", "wide", "panorama", "tall"]
+LayoutChoice = Literal["auto", "single", "panorama", "vertical", "mirror"]
 STYLES = {
     "artstation": "trending on artstation",
     "unreal": "unreal engine",
@@ -66,16 +69,20 @@ class Imagine(commands.Cog):
         return self.bot.settings
 
     # -- /imagine -------------------------------------------------------------------------------------------
-    @app_commands.command(name="imagine", description="Turn a text prompt into a picture")
+    @app_commands.command(name="imagine", description="Turn a text prompt into a picture (A / B for compositions)")
     @app_commands.describe(
-        prompt="What to paint. Separate ideas with |, add :weight (negative pushes away), e.g. 'a castle | fog:0.5'",
+        prompt="What to paint. Separate ideas with |, add :weight (negative pushes away); A / B puts A left of B",
         seed="Starting point; the same seed and settings give the same picture (random if empty)",
         steps="How long to work on it (more steps, more detail; default set by the server)",
-        size="Shape of the picture",
+        size="Shape of the picture (wide and panorama suit A / B prompts)",
         style="Append a well-known style modifier",
         init_image="Start from this picture instead of noise",
         image_prompt="Aim towards this picture as well as the text",
         model="Which installed generator to use",
+        layout="Where A / B parts go: panorama (left to right), vertical, mirror (juxtaposed halves)",
+        symmetry="Mirror layout: how strongly the two halves match in light and dark (default 0.5, 0 = off)",
+        semantic="Mirror layout: how strongly objects on one side are translated to the other (default 0.1)",
+        focus="Above 0 favours the overall composition, below 0 fine detail (default 0)",
     )
     async def imagine(
         self,
@@ -88,18 +95,80 @@ class Imagine(commands.Cog):
         init_image: discord.Attachment | None = None,
         image_prompt: discord.Attachment | None = None,
         model: str | None = None,
+        layout: LayoutChoice = "auto",
+        symmetry: app_commands.Range[float, 0.0, 10.0] | None = None,
+        semantic: app_commands.Range[float, 0.0, 1.0] | None = None,
+        focus: app_commands.Range[float, -2.0, 2.0] | None = None,
     ) -> None:
         self._check_cooldown(interaction.user.id)
+        spec = self._spec(
+            prompt,
+            seed=seed,
+            steps=steps,
+            size=size,
+            style=style,
+            model=model,
+            layout=layout,
+            tone_weight=symmetry,
+            semantic_weight=semantic,
+            size_weight=focus or 0.0,
+            init_image=await self._save_attachment(init_image, "init image") if init_image else None,
+            image_prompts=(await self._save_attachment(image_prompt, "image prompt"),) if image_prompt else (),
+        )
+        await self._submit(interaction, spec)
+
+    @app_commands.command(name="juxtapose", description="Two ideas mirrored side by side, e.g. heaven and hell")
+    @app_commands.describe(
+        left="What the left half shows",
+        right="What the right half shows, mirroring the left",
+        seed="Starting point (random if empty)",
+        steps="How long to work on it",
+        size="Shape of the picture",
+        style="Append a well-known style modifier to both halves",
+        symmetry="How strongly the halves match in light and dark (default 0.5, 0 = off)",
+        semantic="How strongly objects on one side are translated to the other (default 0.1)",
+    )
+    async def juxtapose(
+        self,
+        interaction: discord.Interaction,
+        left: app_commands.Range[str, 1, 400],
+        right: app_commands.Range[str, 1, 400],
+        seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
+        steps: app_commands.Range[int, 10, 2000] | None = None,
+        size: SizeChoice = "wide",
+        style: StyleChoice | None = None,
+        symmetry: app_commands.Range[float, 0.0, 10.0] | None = None,
+        semantic: app_commands.Range[float, 0.0, 1.0] | None = None,
+    ) -> None:
+        self._check_cooldown(interaction.user.id)
+        if " / " in f" {left} " or " / " in f" {right} ":
+            raise InvalidSpec("Each side is one prompt; leave out ' / ' (use | to add ideas to a side).")
+        spec = self._spec(
+            f"{left} / {right}",
+            seed=seed,
+            steps=steps,
+            size=size,
+            style=style,
+            model=None,
+            layout="mirror",
+            tone_weight=symmetry,
+            semantic_weight=semantic,
+        )
+        await self._submit(interaction, spec)
+
+    def _spec(self, prompt: str, *, seed, steps, size, style, model, **fields) -> JobSpec:
+        """A job spec from slash options, checked against this server's limits."""
         settings = self.settings
         if steps is not None and steps > settings.max_steps:
             raise InvalidSpec(f"This server allows at most {settings.max_steps} steps.")
         model = model or self.default_model()
         if model not in self.available_models():
             raise InvalidSpec(f"The model {model!r} is not installed here; choose one from the list.")
-        text = f"{prompt} | {STYLES[style]}" if style else prompt
+        if style:  # a style belongs to every part of a composition
+            prompt = " / ".join(f"{part} | {STYLES[style]}" for part in split_regions(prompt))
         width, height = SIZES[size]
-        spec = JobSpec(
-            text,
+        return JobSpec(
+            prompt,
             width=width,
             height=height,
             steps=steps or settings.default_steps,
@@ -107,9 +176,11 @@ class Imagine(commands.Cog):
             generator="fourier" if model == "fourier" else "vqgan",
             model=model if model != "fourier" else registry.DEFAULT_VQGAN,
             clip_model=settings.clip_model,
-            init_image=await self._save_attachment(init_image, "init image") if init_image else None,
-            image_prompts=(await self._save_attachment(image_prompt, "image prompt"),) if image_prompt else (),
+            **fields,
         )
+
+    async def _submit(self, interaction: discord.Interaction, spec: JobSpec) -> None:
+        """Queue the job, answer with its place and ETA, open its thread and start the queue."""
         job = await self.bot.jobs.submit(
             guild_id=interaction.guild_id, channel_id=interaction.channel_id, author_id=interaction.user.id, spec=spec
         )

@@ -116,3 +116,48 @@ async def test_attachments_init_image_and_image_prompt(simcord_env):
     assert job.state == JobState.DONE
     assert Path(spec["init_image"]).read_bytes() == buf.getvalue()
     assert len(spec["image_prompts"]) == 1 and Path(spec["image_prompts"][0]).is_file()
+
+
+async def test_panorama_and_juxtaposition_from_discord(simcord_env):
+    import json
+
+    guild, channel, alice, bob = _world(simcord_env)
+    store = simcord_env.bot.store
+    await alice.slash(channel, "imagine", prompt="a sunny clearing / an enchanted garden", size="wide", steps=10)
+    pano = await store.get_job(1)
+    spec = json.loads(pano.spec_json)
+    assert pano.state == JobState.DONE and (pano.width, pano.height) == (640, 320)
+    assert (spec["layout"], spec["lr"]) == ("panorama", 0.05)
+
+    await simcord_env.advance_time(10)
+    await bob.slash(
+        channel,
+        "juxtapose",
+        left="Entrance to heaven",
+        right="Entrance to hell",
+        style="matte",
+        steps=10,
+        size="square-small",
+    )
+    jux = await store.get_job(2)
+    spec = json.loads(jux.spec_json)
+    assert jux.state == JobState.DONE
+    assert spec["prompt"] == "Entrance to heaven | matte painting / Entrance to hell | matte painting"
+    assert (spec["layout"], spec["tone_weight"], spec["semantic_weight"]) == ("mirror", 0.5, 0.1)
+    # Reroll keeps the composition and its weights
+    final = next(m for t in channel.threads for m in t.history() if m.embeds and m.embeds[0].title == "#2")
+    await alice.click(final, label="Reroll")
+    rerolled = json.loads((await store.get_job(3)).spec_json)
+    assert {k: rerolled[k] for k in ("layout", "tone_weight", "semantic_weight", "prompt", "lr")} == {
+        k: spec[k] for k in ("layout", "tone_weight", "semantic_weight", "prompt", "lr")
+    }
+
+    await simcord_env.advance_time(10)
+    bad = await alice.slash(channel, "imagine", prompt="a / b", layout="panorama", semantic=0.5)
+    assert bad.ephemeral and "needs the mirror layout" in bad.response.content
+    custom = await alice.slash(
+        channel, "imagine", prompt="a / b", layout="mirror", symmetry=2.0, focus=-1.0, steps=10, size="square-small"
+    )
+    assert not custom.ephemeral
+    spec = json.loads((await store.get_job(4)).spec_json)
+    assert (spec["layout"], spec["tone_weight"], spec["size_weight"]) == ("mirror", 2.0, -1.0)

@@ -54,6 +54,28 @@ def test_cli_writes_png_with_recipe_and_frames(tiny_models, tmp_path):
     assert read_recipe(longer)["steps_done"] == 6
 
 
+def test_cli_panorama_and_juxtaposition(tiny_models, tmp_path):
+    base = ["--model", "tiny_f16", "--clip", "tiny-clip", "--cutn", "4", "--device", "cpu", "--steps", "3", "-q"]
+    base += ["--models-dir", str(tiny_models), "--seed", "2"]
+    pano = tmp_path / "pano.png"
+    proc = _run(["-m", "engine", "Sunny clearing / Enchanted garden", "-s", "96x32", "-o", str(pano), *base])
+    assert proc.returncode == 0, proc.stderr
+    spec = read_recipe(pano)["spec"]
+    assert (spec["layout"], spec["lr"], spec["width"], spec["height"]) == ("panorama", 0.05, 96, 32)
+    mirror = tmp_path / "mirror.png"
+    args = ["Entrance to heaven / Entrance to hell", "--layout", "mirror", "--tone-weight", "1", "--size-weight", "-1"]
+    proc = _run(["-m", "engine", *args, "-s", "64x32", "-o", str(mirror), *base])
+    assert proc.returncode == 0, proc.stderr
+    spec = read_recipe(mirror)["spec"]
+    assert (spec["layout"], spec["tone_weight"], spec["semantic_weight"], spec["size_weight"]) == ("mirror", 1, 0.1, -1)
+    again = tmp_path / "again.png"  # the recipe reproduces the composition
+    proc = _run(["-m", "engine", "--recipe", str(mirror), "-o", str(again), "-q", "--models-dir", str(tiny_models)])
+    assert proc.returncode == 0, proc.stderr
+    assert again.read_bytes() == mirror.read_bytes()
+    proc = _run(["-m", "engine", "a / b / c", "--layout", "mirror", "-s", "64x32", "-o", str(mirror), *base])
+    assert proc.returncode == 2 and "one prompt or two" in proc.stderr
+
+
 def test_cli_reports_rounding_and_bad_input(tiny_models, tmp_path):
     proc = _run(["-m", "engine", "x:1,5", "-o", str(tmp_path / "o.png"), *TINY, "--models-dir", str(tiny_models)])
     assert proc.returncode == 2 and "is not a number" in proc.stderr and "Traceback" not in proc.stderr
