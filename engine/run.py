@@ -77,6 +77,7 @@ class Run:
         directions.index_add_(0, self.region_of[:n], positive)
         self.directions = F.normalize(directions, dim=-1)  # (K, D)
         self.last_terms: dict[str, torch.Tensor] = {}
+        self.last_similarity: torch.Tensor | None = None
 
         self.init_image: torch.Tensor | None = None
         if snapshot is not None:
@@ -252,6 +253,7 @@ class Engine:
                 terms["semantic"] = semantic_symmetry(left, right, run.directions[0], run.directions[-1])
                 loss = loss + run.spec.semantic_weight * terms["semantic"]
             run.last_terms = {k: v.detach() for k, v in terms.items()}
+            run.last_similarity = (embeds[i].detach() @ run.targets[: len(run.texts)].T).mean(0)
             total = total + loss
             run.last_losses = losses.detach()
             run.last_image = images[i : i + 1].detach()
@@ -310,6 +312,7 @@ class Engine:
     def progress(self, run: Run, elapsed: float, preview: bool = True) -> Progress:
         losses = run.last_losses.tolist() if run.last_losses is not None else []
         png = encode_png(self.preview(run), compress_level=1) if preview else None
+        similarities = run.last_similarity.tolist() if run.last_similarity is not None else []
         return Progress(
             step=run.step_index,
             steps=run.spec.steps,
@@ -319,6 +322,7 @@ class Engine:
             preview=png,
             width=run.width,
             height=run.height,
+            similarities=tuple(similarities),
         )
 
     def preview(self, run: Run):

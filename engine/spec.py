@@ -278,6 +278,7 @@ class Progress:
     preview: bytes | None = field(default=None, repr=False)
     width: int = 0
     height: int = 0
+    similarities: tuple[float, ...] = ()  # mean cosine similarity of this step's cutouts to each text prompt
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,9 @@ GROUP BY jobs.id
 ORDER BY total DESC, jobs.score DESC, jobs.id
 LIMIT ?
 """
+_SELECT_TOP_BY_SCORE = _SELECT_TOP.replace(
+    "ORDER BY total DESC, jobs.score DESC", "ORDER BY jobs.score DESC, total DESC"
+)
 _SELECT_SETTINGS = "SELECT max_queued_per_user, use_threads FROM guild_settings WHERE guild_id = ?"
 _UPSERT_SETTINGS = """
 INSERT INTO guild_settings (guild_id, max_queued_per_user, use_threads) VALUES (?, ?, ?)
@@ -250,8 +253,10 @@ class Store:
         async with self._db.execute(_SUM_VOTES, (job_id,)) as cur:
             return (await cur.fetchone())[0]
 
-    async def top(self, guild_id: int | None, since: float = 0.0, limit: int = 10) -> list[TopEntry]:
-        async with self._db.execute(_SELECT_TOP, (guild_id, since, limit)) as cur:
+    async def top(self, guild_id: int | None, since: float = 0.0, limit: int = 10, by: str = "votes") -> list[TopEntry]:
+        """Finished images ranked by votes (ties by CLIP score) or by CLIP score (ties by votes)."""
+        query = {"votes": _SELECT_TOP, "score": _SELECT_TOP_BY_SCORE}[by]
+        async with self._db.execute(query, (guild_id, since, limit)) as cur:
             rows = await cur.fetchall()
         return [TopEntry(_job(r), r["total"]) for r in rows]
 

@@ -310,11 +310,16 @@ class Imagine(commands.Cog):
             lines.append(f"#{job.id} · {job.state.value} · {short(spec.prompt, 80)}{where}")
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
-    @app_commands.command(name="top", description="The best-voted images of this server")
-    @app_commands.describe(period="This week or all time")
-    async def top(self, interaction: discord.Interaction, period: Literal["week", "all time"] = "week") -> None:
+    @app_commands.command(name="top", description="The best images of this server, by votes or by CLIP score")
+    @app_commands.describe(period="This week or all time", by="Rank by members' votes or by CLIP score")
+    async def top(
+        self,
+        interaction: discord.Interaction,
+        period: Literal["week", "all time"] = "week",
+        by: Literal["votes", "score"] = "votes",
+    ) -> None:
         since = time.time() - 7 * 86400 if period == "week" else 0.0
-        entries = await self.bot.store.top(interaction.guild_id, since=since, limit=10)
+        entries = await self.bot.store.top(interaction.guild_id, since=since, limit=10, by=by)
         await interaction.response.send_message(
-            embed=top_embed(entries, period), allowed_mentions=discord.AllowedMentions.none()
+            embed=top_embed(entries, period, by), allowed_mentions=discord.AllowedMentions.none()
         )

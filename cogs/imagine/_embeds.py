@@ -34,7 +34,39 @@ def queued_line(job: Job, spec: JobSpec, eta: float, position: int | None) -> st
     return f"Queued #{job.id} · {short(spec.prompt)} · ETA ~{duration(eta)}{where}"
 
 
-def status_embed(job: Job, spec: JobSpec, progress: Progress | None, *, state: str = "running") -> discord.Embed:
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 24) -> str:
+    """The last `width` values as block characters, scaled between their own minimum and maximum."""
+    values = values[-width:]
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = high - low
+    if span <= 1e-9:
+        return SPARKS[len(SPARKS) // 2] * len(values)
+    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - low) / span * len(SPARKS)))] for v in values)
+
+
+def similarity_lines(texts: list[str], history: list[tuple[float, ...]]) -> str:
+    """One line per prompt: its sparkline of CLIP similarity over the run and the latest value."""
+    lines = []
+    for i, text in enumerate(texts[:6]):
+        series = [h[i] for h in history if len(h) > i]
+        if series:
+            lines.append(f"`{sparkline(series)}` {series[-1]:.3f} · {short(text, 40)}")
+    return "\n".join(lines)
+
+
+def status_embed(
+    job: Job,
+    spec: JobSpec,
+    progress: Progress | None,
+    *,
+    state: str = "running",
+    history: list[tuple[float, ...]] | None = None,
+) -> discord.Embed:
     title = {"running": "Painting…", "starting": "Starting…", "done": "Done", "cancelled": "Cancelled"}.get(
         state, state
     )
@@ -44,6 +76,9 @@ def status_embed(job: Job, spec: JobSpec, progress: Progress | None, *, state: s
         embed.add_field(name="Step", value=f"`{'█' * bar}{'░' * (20 - bar)}` {progress.step}/{progress.steps}")
         embed.add_field(name="Loss", value=f"{progress.loss:.4f}")
         embed.add_field(name="Elapsed", value=duration(progress.elapsed))
+        lines = similarity_lines([p.text for p in spec.prompts], history or [progress.similarities])
+        if lines:
+            embed.add_field(name="CLIP similarity", value=lines[:1024], inline=False)
         embed.set_image(url="attachment://preview.png")
     else:
         embed.add_field(name="Step", value=f"{job.steps_done}/{spec.steps}")
@@ -81,8 +116,8 @@ def jump_url(guild_id: int | None, channel_id: int, message_id: int | None) -> s
     return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
 
 
-def top_embed(entries, period: str) -> discord.Embed:
-    embed = discord.Embed(title=f"Top images · {period}", color=COLOR)
+def top_embed(entries, period: str, by: str = "votes") -> discord.Embed:
+    embed = discord.Embed(title=f"Top images · {period}" + (" · by CLIP score" if by == "score" else ""), color=COLOR)
     if not entries:
         embed.description = "No finished images yet. Be the first: `/imagine`."
         return embed
@@ -91,6 +126,10 @@ def top_embed(entries, period: str) -> discord.Embed:
         job = entry.job
         spec = JobSpec.from_json(job.spec_json)
         link = jump_url(job.guild_id, job.post_channel_id, job.result_message_id)
-        lines.append(f"**{rank}.** {entry.votes:+d} · [{short(spec.prompt, 80)}]({link}) · <@{job.author_id}>")
+        score = f"{job.score:.3f}" if job.score is not None else "n/a"
+        first, second = (
+            (f"{entry.votes:+d}", f"CLIP {score}") if by == "votes" else (f"CLIP {score}", f"{entry.votes:+d}")
+        )
+        lines.append(f"**{rank}.** {first} · [{short(spec.prompt, 80)}]({link}) · {second} · <@{job.author_id}>")
     embed.description = "\n".join(lines)
     return embed

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 VOTE_EMOJI = ("👍", "👎")
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+SPARK_POINTS = 24
 STATUS_MAX_AGE = 50 * 60  # Discord refuses many edits to messages older than an hour (30046): post a fresh one
 
 
@@ -44,6 +45,7 @@ class DiscordPresenter:
         self.pacer = EditPacer(interval=interval)
         self._inflight: dict[int, asyncio.Task] = {}
         self._status_born: dict[int, float] = {}
+        self._similarity: dict[int, list[tuple[float, ...]]] = {}  # job id -> similarities per report
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -72,6 +74,10 @@ class DiscordPresenter:
         return await self.bot.store.update_job(job.id, status_message_id=message.id)
 
     async def job_progress(self, job: Job, progress: Progress) -> None:
+        if progress.similarities:
+            history = self._similarity.setdefault(job.id, [])
+            history.append(progress.similarities)
+            del history[:-SPARK_POINTS]
         if job.status_message_id is None or progress.preview is None:
             return
         if job.id in self._inflight and not self._inflight[job.id].done():
@@ -82,7 +88,7 @@ class DiscordPresenter:
 
     async def _edit_status(self, job: Job, progress: Progress) -> None:
         spec = JobSpec.from_json(job.spec_json)
-        embed = status_embed(job, spec, progress)
+        embed = status_embed(job, spec, progress, history=self._similarity.get(job.id))
         file = discord.File(io.BytesIO(progress.preview), filename="preview.png")
         try:
             channel = await self._channel(job.post_channel_id)
@@ -115,6 +121,7 @@ class DiscordPresenter:
         except discord.HTTPException as exc:
             log.warning("final status edit of job %d failed: %s", job.id, exc)
         self.pacer.forget(job.status_message_id)
+        self._similarity.pop(job.id, None)
 
     async def job_finished(self, job: Job, result: Result, image_bytes: bytes) -> Job:
         await self._settle_status(job, "done")

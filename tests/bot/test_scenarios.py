@@ -64,6 +64,9 @@ async def test_imagine_end_to_end_with_tiny_models(simcord_env):
     top = await bob.slash(channel, "top", period="all time")
     assert "+1" in top.response.embeds[0].description.splitlines()[0]
     assert "a lighthouse in a storm" in top.response.embeds[0].description
+    by_score = await bob.slash(channel, "top", period="all time", by="score")
+    assert by_score.response.embeds[0].title.endswith("by CLIP score")
+    assert by_score.response.embeds[0].description.splitlines()[0].split(" · ")[0].startswith("**1.** CLIP ")
 
 
 async def test_bad_values_get_clear_ephemeral_answers(simcord_env):

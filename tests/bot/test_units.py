@@ -116,3 +116,41 @@ def test_upload_fits_the_limit():
     assert fit_upload(png, len(png)) == (png, "png")
     data, ext = fit_upload(png, len(png) // 2)
     assert ext == "webp" and len(data) <= len(png) // 2
+
+
+def test_sparkline_and_similarity_lines():
+    from cogs.imagine._embeds import SPARKS, similarity_lines, sparkline, status_embed
+    from engine.spec import JobSpec, Progress
+    from storage import Job, JobState
+
+    rising = sparkline([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    assert rising[0] == SPARKS[0] and rising[-1] == SPARKS[-1] and list(rising) == sorted(rising)
+    assert sparkline([0.3] * 5) == SPARKS[len(SPARKS) // 2] * 5 and sparkline([]) == ""
+    assert len(sparkline(list(range(100)), width=24)) == 24
+    history = [(0.10, 0.30), (0.15, 0.28), (0.22, 0.25)]
+    lines = similarity_lines(["a castle", "fog"], history).splitlines()
+    assert lines[0].endswith("0.220 · a castle") and lines[1].endswith("0.250 · fog")
+    spec = JobSpec("a castle | fog:0.5", steps=30)
+    job = Job(
+        3,
+        1,
+        2,
+        4,
+        spec.to_json(),
+        "new",
+        None,
+        JobState.RUNNING,
+        *([None] * 7),
+        10,
+        None,
+        None,
+        None,
+        None,
+        0.0,
+        0.0,
+        None,
+    )
+    progress = Progress(10, 30, 0.8, (0.5, 0.3), 4.0, b"png", 256, 256, (0.22, 0.25))
+    embed = status_embed(job, spec, progress, history=history)
+    field = next(f for f in embed.fields if f.name == "CLIP similarity")
+    assert "a castle" in field.value and "fog" in field.value

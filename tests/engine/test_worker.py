@@ -41,6 +41,8 @@ def test_runs_of_one_shape_share_steps_and_end_as_if_alone(engine, tiny_spec, mo
     assert sorted(results) == [0, 1, 2, 3]
     steps = {k: [r.progress.step for r in reports if isinstance(r, ProgressReport) and r.key == k] for k in results}
     assert steps[0] == [3, 6] and steps[3] == [2, 4]
+    first = next(r.progress for r in reports if isinstance(r, ProgressReport) and r.key == 0)
+    assert len(first.similarities) == 1 and -1 <= first.similarities[0] <= 1
     assert all(
         r.preview is not None and r.preview.size == (64, 48)
         for r in reports

@@ -64,6 +64,8 @@ async def test_votes_and_top(store):
     assert await store.set_vote(jobs[1].id, 9, -1, False) == 2
     top = await store.top(1)
     assert [(e.job.id, e.votes) for e in top] == [(jobs[1].id, 2), (jobs[0].id, 1), (jobs[2].id, 0)]
+    by_score = await store.top(1, by="score")
+    assert [(e.job.id, e.votes) for e in by_score] == [(jobs[2].id, 0), (jobs[1].id, 2), (jobs[0].id, 1)]
     assert (await store.job_for_result_message(501)).id == jobs[1].id
     store.test_clock["t"] = 5000.0
     late = await store.create_job(guild_id=1, channel_id=2, author_id=1, spec_json="{}")
