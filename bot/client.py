@@ -65,6 +65,7 @@ class ImagineBot(commands.Bot):
             max_queued_per_user=self.settings.max_queued_per_user,
             max_queue=self.settings.max_queue,
             max_concurrent=self.settings.max_concurrent or getattr(self.backend, "max_batch", 1),
+            timelapse=self.settings.timelapse,
         )
         log.info("running up to %d jobs at once", self.jobs.max_concurrent)
         for extension in EXTENSIONS:

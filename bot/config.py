@@ -29,6 +29,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "IMAGINE_MAX_QUEUE": ("50", "waiting jobs in all"),
     "IMAGINE_CONTINUE_STEPS": ("100", "steps the Continue button adds"),
     "IMAGINE_SNAPSHOT_EVERY": ("50", "steps between snapshots (crash recovery, Continue)"),
+    "IMAGINE_TIMELAPSE": ("1", "1 to post a timelapse of every finished job (0 to turn it off)"),
     "IMAGINE_EDIT_INTERVAL": ("5", "seconds between edits of one job's status message"),
     "IMAGINE_LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING"),
 }
@@ -64,6 +65,7 @@ class Settings:
     continue_steps: int = 100
     snapshot_every: int = 50
     edit_interval: float = 5.0
+    timelapse: bool = True
     log_level: str = "INFO"
 
     def __repr__(self) -> str:  # the dataclass repr already hides the token; say so explicitly
@@ -131,6 +133,7 @@ class Settings:
             continue_steps=integer("IMAGINE_CONTINUE_STEPS", 1),
             snapshot_every=integer("IMAGINE_SNAPSHOT_EVERY", 0),
             edit_interval=max(1.0, edit_interval),
+            timelapse=flag("IMAGINE_TIMELAPSE"),
             log_level=get("IMAGINE_LOG_LEVEL").upper(),
         )
 

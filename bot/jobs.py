@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.backends import Backend, Finished, Snapshotted
 from bot.presenter import Presenter
 from bot.queue import Entry, FairQueue
+from bot.timelapse import frame_paths, save_frame
 from engine.errors import EngineError, InvalidSpec
 from engine.spec import MAX_STEPS, JobSpec, Progress, Result
 from storage import Job, JobState, Store
@@ -44,11 +46,13 @@ class JobService:
         max_queued_per_user: int = 3,
         max_queue: int = 50,
         max_concurrent: int = 1,
+        timelapse: bool = True,
     ) -> None:
         self.store, self.backend, self.presenter = store, backend, presenter
         self.data_dir = Path(data_dir)
         self.queue = FairQueue(max_queued_per_user, max_queue)
         self.max_concurrent = max_concurrent
+        self.timelapse = timelapse
         self._handles: dict[int, object] = {}
         self._tasks: dict[int, asyncio.Task] = {}
         self._progress: dict[int, tuple[int, int, int]] = {}  # job id -> (author, step, steps)
@@ -147,6 +151,9 @@ class JobService:
     def _paths(self, job_id: int) -> tuple[Path, Path]:
         return self.data_dir / "images" / f"{job_id}.png", self.data_dir / "snapshots" / f"{job_id}.pt"
 
+    def _frames(self, job_id: int) -> Path:
+        return self.data_dir / "frames" / str(job_id)
+
     async def _run(self, job_id: int) -> None:
         try:
             job = await self.store.get_job(job_id)
@@ -180,6 +187,8 @@ class JobService:
                     self._record_pace(event, job.steps_done)
                     self._progress[job.id] = (job.author_id, event.step, event.steps)
                     job = await self.store.update_job(job.id, steps_done=event.step)
+                    if self.timelapse and event.preview is not None:
+                        await asyncio.to_thread(save_frame, self._frames(job.id), event.step, event.preview)
                     await self.presenter.job_progress(job, event)
                 elif isinstance(event, Snapshotted):
                     job = await self.store.update_job(job.id, snapshot_path=str(event.path))
@@ -195,6 +204,7 @@ class JobService:
         except Exception:
             log.exception("job %d failed", job.id)
             await self._fail(job, "Something went wrong on our side while making this image; the error was logged.")
+        shutil.rmtree(self._frames(job.id), ignore_errors=True)
 
     async def _fail(self, job: Job, message: str, detail: str = "internal") -> None:
         job = await self.store.set_state(job.id, JobState.FAILED, detail=detail, error=message)
@@ -225,7 +235,13 @@ class JobService:
             await self.presenter.job_cancelled(job, result)
             return
         job = await self.store.set_state(job.id, JobState.DONE, **fields)
-        await self.presenter.job_finished(job, result, result.image)  # records the result message id
+        job = await self.presenter.job_finished(job, result, result.image)  # records the result message id
+        frames = frame_paths(self._frames(job.id))
+        if self.timelapse and frames:
+            try:
+                await self.presenter.job_timelapse(job, frames, result.image)
+            except Exception:  # the image is posted; the timelapse is a bonus
+                log.exception("could not post the timelapse of job %d", job.id)
 
 
 def reroll_spec(spec: JobSpec, seed: int) -> JobSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from engine.spec import Progress, Result
@@ -17,6 +18,9 @@ class Presenter(Protocol):
 
     async def job_finished(self, job: Job, result: Result, image_bytes: bytes) -> Job:
         """Post the final image with its buttons and record its message id; returns the updated job."""
+
+    async def job_timelapse(self, job: Job, frames: list[Path], final_png: bytes) -> None:
+        """Post an animation of the run made from its saved preview frames (fitting the upload limit)."""
 
     async def job_failed(self, job: Job, message: str) -> None:
         """Say in the job's thread that it failed and why, in a sentence a member understands."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from pathlib import Path
 
 import discord
 from PIL import Image
 
 from bot.pacing import EditPacer
+from bot.timelapse import make_mp4, make_timelapse
 from cogs.imagine._embeds import jump_url, result_embed, short, status_embed
 from cogs.imagine._views import result_view, running_view
 from engine.spec import JobSpec, Progress, Result
@@ -148,6 +150,18 @@ class DiscordPresenter:
             job, f"Done #{job.id} · {short(spec.prompt)} · {jump_url(job.guild_id, job.post_channel_id, message.id)}"
         )
         return job
+
+    async def job_timelapse(self, job: Job, frames: list[Path], final_png: bytes) -> None:
+        channel = await self._channel(job.post_channel_id)
+        limit = getattr(getattr(channel, "guild", None), "filesize_limit", DEFAULT_UPLOAD_LIMIT)
+        made = await asyncio.to_thread(make_timelapse, frames, limit, final_png)
+        if made is None:
+            return
+        files = [discord.File(io.BytesIO(made.data), filename=f"imagine-{job.id}-timelapse.{made.ext}")]
+        mp4 = await asyncio.to_thread(make_mp4, frames, limit - len(made.data), final_png)
+        if mp4 is not None:
+            files.append(discord.File(io.BytesIO(mp4.data), filename=f"imagine-{job.id}-timelapse.mp4"))
+        await channel.send(f"Timelapse of #{job.id} · {made.frames} frames", files=files)
 
     async def job_failed(self, job: Job, message: str) -> None:
         await self._settle_status(job, "failed")

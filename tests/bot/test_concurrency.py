@@ -29,6 +29,9 @@ class RecordingPresenter:
         self.log.append(("finished", job.id, result.steps_done))
         return job
 
+    async def job_timelapse(self, job, frames, final_png):
+        self.log.append(("timelapse", job.id, len(frames)))
+
     async def job_failed(self, job, message):
         self.log.append(("failed", job.id, message))
 

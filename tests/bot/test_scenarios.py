@@ -42,6 +42,8 @@ async def test_imagine_end_to_end_with_tiny_models(simcord_env):
     job = await bot.store.get_job(1)
     assert job.state == JobState.DONE and job.thread_id == thread.id and job.steps_done == 10
     assert job.result_message_id == final.id and job.snapshot_path
+    timelapse = next(m for m in messages if m.content.startswith("Timelapse of #1"))
+    assert timelapse.attachments[0].filename == "imagine-1-timelapse.webp" and "2 frames" in timelapse.content
 
     # Reroll: same settings, new seed, in the same thread
     await bob.click(final, label="Reroll")
