@@ -49,6 +49,9 @@ class JobHandle(Protocol):
 
     def cancel(self) -> None: ...
 
+    async def steer(self, text: str) -> str | None:
+        """Aim the running job at `text` from its next step; the new spec (JSON), or None if it is not running."""
+
 
 class Backend(Protocol):
     def submit(self, job_id: int, spec: JobSpec, snapshot_path: Path | None, resume: Path | None) -> JobHandle: ...
@@ -85,6 +88,12 @@ class EmbeddedHandle:
 
     def cancel(self) -> None:
         self._cancelled = True
+
+    async def steer(self, text: str) -> str | None:
+        batcher = self.backend._batcher
+        if batcher is None or self.job_id not in self.backend._handles:
+            return None
+        return await self.backend.bridge.call(batcher.steer, self.job_id, text)
 
     async def events(self) -> AsyncIterator[Event]:
         from engine import worker  # the one place the bot side reaches the torch side, on first use

@@ -124,6 +124,19 @@ class JobService:
             return True
         return False
 
+    # -- steering -----------------------------------------------------------------------------------------
+    async def steer(self, job_id: int, text: str) -> JobSpec | None:
+        """Aim a running job at `text` from its next step; the job's spec records the change (with its step), so
+        Reroll, Continue and a restart replay it. None if the job is not running."""
+        handle = self._handles.get(job_id)
+        if handle is None:
+            return None
+        spec_json = await handle.steer(text)
+        if spec_json is None:
+            return None
+        await self.store.update_job(job_id, spec_json=spec_json)
+        return JobSpec.from_json(spec_json)
+
     # -- reports --------------------------------------------------------------------------------------------
     def running(self) -> list[RunningInfo]:
         return [RunningInfo(j, a, s, n) for j, (a, s, n) in self._progress.items()]

@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         help='how "A / B" parts are laid out: panorama (left to right, the default for parts), vertical (top to '
         "bottom), mirror (mirrored cutout pairs: a juxtaposition or a symmetric image)",
     )
+    p.add_argument(
+        "--prompt-at",
+        action="append",
+        default=[],
+        metavar="STEP=TEXT",
+        help="from STEP on, aim at TEXT instead (repeatable: a story told over the run)",
+    )
     p.add_argument("--tone-weight", type=float, help="tone symmetry: blurred grey image vs its mirror (mirror: 0.5)")
     p.add_argument("--semantic-weight", type=float, help="semantic symmetry of mirrored cutouts (mirror: 0.1)")
     p.add_argument(
@@ -72,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_schedule(items: list[str]) -> tuple[tuple[int, str], ...]:
+    """["100=a ruin", "200=a forest"] -> ((100, "a ruin"), (200, "a forest")), sorted by step."""
+    schedule = []
+    for item in items:
+        step, sep, text = item.partition("=")
+        if not sep or not step.strip().isdigit() or not text.strip():
+            raise EngineError(f"--prompt-at takes STEP=TEXT, e.g. --prompt-at '100=a ruined castle', not {item!r}.")
+        schedule.append((int(step), text.strip()))
+    return tuple(sorted(schedule))
+
+
 def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
     base: dict = {}
     if args.recipe:
@@ -93,6 +111,9 @@ def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
         "tone_weight": args.tone_weight if flag("--tone-weight") else base.get("tone_weight"),
         "semantic_weight": args.semantic_weight if flag("--semantic-weight") else base.get("semantic_weight"),
         "size_weight": args.size_weight if flag("--size-weight") else base.get("size_weight", 0.0),
+        "prompt_schedule": parse_schedule(args.prompt_at)
+        if flag("--prompt-at")
+        else tuple(tuple(e) for e in base.get("prompt_schedule", ())),
         "cutn": args.cutn if flag("--cutn") else base["cutn"],
         "cut_pow": args.cut_pow if flag("--cut-pow") else base["cut_pow"],
         "generator": args.generator if flag("--generator") else base["generator"],

@@ -53,35 +53,17 @@ class Run:
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(spec.seed)
 
-        regions = spec.regions
-        prompts = [p for region in regions for p in region]
-        self.texts = [p.text for p in prompts]
-        embeds = [engine.text_embeddings(self.texts)]
-        weights = [p.weight for p in prompts]
-        stops = [p.stop if p.stop is not None else float("-inf") for p in prompts]
-        region_of = [k for k, region in enumerate(regions) for _ in region]
-        for target in spec.image_targets:
-            embeds.append(engine.image_embedding(load_image(target.text)))
-            weights.append(target.weight)
-            stops.append(target.stop if target.stop is not None else float("-inf"))
-            region_of.append(-1)  # image prompts apply everywhere
-        self.targets = torch.cat(embeds)  # (P, D)
-        self.weights = torch.tensor(weights, device=device)
-        self.stops = torch.tensor(stops, device=device)
-        self.regions = len(regions)
-        self.region_of = torch.tensor(region_of, device=device)  # (P,) part of each target, -1 = everywhere
-        # each part's direction for semantic symmetry: the weighted mean of its positive prompts
-        n = len(prompts)
-        positive = self.weights[:n].clamp(min=0)[:, None] * self.targets[:n]
-        directions = self.targets.new_zeros(len(regions), self.targets.shape[1])
-        directions.index_add_(0, self.region_of[:n], positive)
-        self.directions = F.normalize(directions, dim=-1)  # (K, D)
+        self.prompt = ""  # the prompt the targets were built from (changes when the run is steered)
+        self.image_targets = [
+            (engine.image_embedding(load_image(t.text)), t.weight, t.stop) for t in spec.image_targets
+        ]
         self.last_terms: dict[str, torch.Tensor] = {}
         self.last_similarity: torch.Tensor | None = None
 
         self.init_image: torch.Tensor | None = None
         if snapshot is not None:
             self._restore(snapshot)
+            self.follow_schedule()
             return
         if spec.init_image:
             picture = fit(load_image(spec.init_image), self.width, self.height)
@@ -94,6 +76,50 @@ class Run:
         self.step_index = 0
         self.last_losses: torch.Tensor | None = None
         self.last_image: torch.Tensor | None = None
+        self.follow_schedule()
+
+    def set_prompt(self, text: str) -> None:
+        """Aim at `text` from now on (z, the optimiser state and the step count stay as they are)."""
+        from engine.spec import parse_regions
+
+        engine, device = self.engine, self.engine.device
+        regions = parse_regions(text)
+        prompts = [p for region in regions for p in region]
+        self.texts = [p.text for p in prompts]
+        embeds = [engine.text_embeddings(self.texts)]
+        weights = [p.weight for p in prompts]
+        stops = [p.stop if p.stop is not None else float("-inf") for p in prompts]
+        region_of = [k for k, region in enumerate(regions) for _ in region]
+        for embedding, weight, stop in self.image_targets:
+            embeds.append(embedding)
+            weights.append(weight)
+            stops.append(stop if stop is not None else float("-inf"))
+            region_of.append(-1)  # image prompts apply everywhere
+        self.targets = torch.cat(embeds)  # (P, D)
+        self.weights = torch.tensor(weights, device=device)
+        self.stops = torch.tensor(stops, device=device)
+        self.regions = len(regions)
+        self.region_of = torch.tensor(region_of, device=device)  # (P,) part of each target, -1 = everywhere
+        # each part's direction for semantic symmetry: the weighted mean of its positive prompts
+        n = len(prompts)
+        positive = self.weights[:n].clamp(min=0)[:, None] * self.targets[:n]
+        directions = self.targets.new_zeros(len(regions), self.targets.shape[1])
+        directions.index_add_(0, self.region_of[:n], positive)
+        self.directions = F.normalize(directions, dim=-1)  # (K, D)
+        self.prompt = text
+
+    def follow_schedule(self) -> None:
+        """Switch to the prompt the spec's schedule gives for the coming step, if it differs."""
+        text = self.spec.prompt_at(self.step_index)
+        if text != self.prompt:
+            self.set_prompt(text)
+
+    def steer(self, text: str) -> JobSpec:
+        """Change the prompt from the coming step on, recording it in the spec's schedule (returns the new spec)."""
+        schedule = [(s, t) for s, t in self.spec.prompt_schedule if s < self.step_index]
+        self.spec = self.spec.replace(prompt_schedule=(*schedule, (self.step_index, text)))
+        self.follow_schedule()
+        return self.spec
 
     @property
     def done(self) -> bool:
@@ -225,6 +251,8 @@ class Engine:
         self._guard(lambda: self._step(runs), runs[0].spec)
 
     def _step(self, runs: list[Run]) -> None:
+        for run in runs:
+            run.follow_schedule()
         first = runs[0]
         generator, spec = first.generator, first.spec
         params = torch.cat([r.params for r in runs])  # (B, ...)
@@ -323,6 +351,7 @@ class Engine:
             width=run.width,
             height=run.height,
             similarities=tuple(similarities),
+            prompt=run.prompt,
         )
 
     def preview(self, run: Run):

@@ -158,6 +158,9 @@ class JobSpec:
     tone_weight: float | None = None  # L1 between the blurred grey image and its mirror image
     semantic_weight: float | None = None  # mirrored cutouts differ from their prompts in the same way
     size_weight: float = 0.0  # > 0 favours large cutouts (composition), < 0 small ones (detail)
+    # Steering: (step, prompt) pairs; from `step` on (the step that step_index `step` computes) the run aims at
+    # `prompt` instead, keeping its latent and optimiser state ("story mode").
+    prompt_schedule: tuple[tuple[int, str], ...] = ()
 
     def __post_init__(self) -> None:
         self._resolve_layout()
@@ -216,6 +219,30 @@ class JobSpec:
             set_("semantic_weight", MIRROR_SEMANTIC_WEIGHT if self.layout == "mirror" else 0.0)
         if self.semantic_weight and self.layout != "mirror":
             raise InvalidSpec("Semantic symmetry compares mirrored cutouts, so it needs the mirror layout.")
+        schedule = tuple((entry[0], entry[1]) for entry in self.prompt_schedule)
+        set_("prompt_schedule", schedule)
+        previous = -1
+        for step, text in schedule:
+            if isinstance(step, bool) or not isinstance(step, int) or not isinstance(text, str):
+                raise InvalidSpec("A prompt schedule entry is a step number and a prompt.")
+            if not 0 <= step <= MAX_STEPS:
+                raise InvalidSpec(f"A prompt change at step {step} is out of range (0 to {MAX_STEPS}).")
+            if step <= previous:
+                raise InvalidSpec("Prompt changes must come at increasing steps.")
+            later = parse_regions(text)
+            if len(later) != len(regions) and self.layout in ("single", "mirror"):
+                raise InvalidSpec(
+                    f"The prompt at step {step} has {len(later)} parts; this {self.layout} image has {len(regions)}."
+                )
+            previous = step
+
+    def prompt_at(self, step: int) -> str:
+        """The prompt that the step with this index aims at (the schedule's latest change at or before it)."""
+        text = self.prompt
+        for at, later in self.prompt_schedule:
+            if at <= step:
+                text = later
+        return text
 
     @property
     def regions(self) -> tuple[tuple[Prompt, ...], ...]:
@@ -239,6 +266,7 @@ class JobSpec:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["image_prompts"] = list(self.image_prompts)
+        d["prompt_schedule"] = [list(entry) for entry in self.prompt_schedule]
         return d
 
     def to_json(self) -> str:
@@ -253,6 +281,8 @@ class JobSpec:
         data = dict(data)
         if "image_prompts" in data:
             data["image_prompts"] = tuple(data["image_prompts"] or ())
+        if "prompt_schedule" in data:
+            data["prompt_schedule"] = tuple(tuple(entry) for entry in data["prompt_schedule"] or ())
         return cls(**data)
 
     @classmethod
@@ -279,6 +309,7 @@ class Progress:
     width: int = 0
     height: int = 0
     similarities: tuple[float, ...] = ()  # mean cosine similarity of this step's cutouts to each text prompt
+    prompt: str = ""  # the prompt aimed at now (differs from the spec's once the run was steered)
 
 
 @dataclass(frozen=True)

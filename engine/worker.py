@@ -85,6 +85,13 @@ class Batcher:
         """Join the batch at the next step."""
         self.active[key] = Active(key, engine, run, cancelled, snapshot_path, snapshot_every)
 
+    def steer(self, key: int, text: str) -> str | None:
+        """Aim run `key` at `text` from its next step; returns its new spec (JSON), or None if it has ended."""
+        item = self.active.get(key)
+        if item is None:
+            return None
+        return item.run.steer(text).to_json()
+
     def batches(self) -> list[list[Active]]:
         """The runs grouped for this round of steps."""
         groups: dict[tuple, list[Active]] = {}

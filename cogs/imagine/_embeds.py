@@ -6,7 +6,7 @@ import json
 
 import discord
 
-from engine.spec import JobSpec, Progress, Result
+from engine.spec import JobSpec, Progress, Result, parse_regions
 from storage import Job
 
 COLOR = discord.Color.from_rgb(114, 92, 255)
@@ -70,13 +70,15 @@ def status_embed(
     title = {"running": "Painting…", "starting": "Starting…", "done": "Done", "cancelled": "Cancelled"}.get(
         state, state
     )
-    embed = discord.Embed(title=f"#{job.id} · {title}", description=short(spec.prompt, 300), color=COLOR)
+    prompt = (progress.prompt if progress is not None and progress.prompt else "") or spec.prompt_at(job.steps_done)
+    embed = discord.Embed(title=f"#{job.id} · {title}", description=short(prompt, 300), color=COLOR)
     if progress is not None:
         bar = int(20 * progress.step / max(1, progress.steps))
         embed.add_field(name="Step", value=f"`{'█' * bar}{'░' * (20 - bar)}` {progress.step}/{progress.steps}")
         embed.add_field(name="Loss", value=f"{progress.loss:.4f}")
         embed.add_field(name="Elapsed", value=duration(progress.elapsed))
-        lines = similarity_lines([p.text for p in spec.prompts], history or [progress.similarities])
+        texts = [p.text for region in parse_regions(prompt) for p in region]
+        lines = similarity_lines(texts, history or [progress.similarities])
         if lines:
             embed.add_field(name="CLIP similarity", value=lines[:1024], inline=False)
         embed.set_image(url="attachment://preview.png")

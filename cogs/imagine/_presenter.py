@@ -48,6 +48,7 @@ class DiscordPresenter:
         self._inflight: dict[int, asyncio.Task] = {}
         self._status_born: dict[int, float] = {}
         self._similarity: dict[int, list[tuple[float, ...]]] = {}  # job id -> similarities per report
+        self._prompt: dict[int, str] = {}
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -66,18 +67,29 @@ class DiscordPresenter:
         if job.status_message_id is not None:
             try:
                 message = await channel.fetch_message(job.status_message_id)
-                await message.edit(embed=status_embed(job, spec, None, state="starting"), view=running_view(job.id))
+                await message.edit(
+                    embed=status_embed(job, spec, None, state="starting"), view=running_view(job.id, steer=True)
+                )
                 self._status_born.setdefault(job.id, self._now())
                 return job
             except discord.NotFound:
                 pass
-        message = await channel.send(embed=status_embed(job, spec, None, state="starting"), view=running_view(job.id))
+        message = await channel.send(
+            embed=status_embed(job, spec, None, state="starting"), view=running_view(job.id, steer=True)
+        )
         self._status_born[job.id] = self._now()
         return await self.bot.store.update_job(job.id, status_message_id=message.id)
 
     async def job_progress(self, job: Job, progress: Progress) -> None:
         if progress.similarities:
             history = self._similarity.setdefault(job.id, [])
+            if (
+                history
+                and len(history[-1]) != len(progress.similarities)
+                or self._prompt.get(job.id) != progress.prompt
+            ):
+                history.clear()  # steered: a new set of prompts
+            self._prompt[job.id] = progress.prompt
             history.append(progress.similarities)
             del history[:-SPARK_POINTS]
         if job.status_message_id is None or progress.preview is None:
@@ -97,12 +109,12 @@ class DiscordPresenter:
             if self._now() - self._status_born.get(job.id, self._now()) > STATUS_MAX_AGE:
                 old = channel.get_partial_message(job.status_message_id)
                 await old.edit(view=None)
-                message = await channel.send(embed=embed, file=file, view=running_view(job.id))
+                message = await channel.send(embed=embed, file=file, view=running_view(job.id, steer=True))
                 self._status_born[job.id] = self._now()
                 await self.bot.store.update_job(job.id, status_message_id=message.id)
                 return
             await channel.get_partial_message(job.status_message_id).edit(
-                embed=embed, attachments=[file], view=running_view(job.id)
+                embed=embed, attachments=[file], view=running_view(job.id, steer=True)
             )
         except discord.HTTPException as exc:
             log.warning("status edit of job %d failed: %s", job.id, exc)
@@ -124,6 +136,7 @@ class DiscordPresenter:
             log.warning("final status edit of job %d failed: %s", job.id, exc)
         self.pacer.forget(job.status_message_id)
         self._similarity.pop(job.id, None)
+        self._prompt.pop(job.id, None)
 
     async def job_finished(self, job: Job, result: Result, image_bytes: bytes) -> Job:
         await self._settle_status(job, "done")

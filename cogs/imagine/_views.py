@@ -6,7 +6,8 @@ import re
 
 import discord
 
-from cogs.imagine._embeds import recipe_text
+from cogs.imagine._embeds import recipe_text, short
+from engine.errors import InvalidSpec
 from engine.spec import JobSpec
 
 
@@ -47,6 +48,65 @@ class CancelButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], templa
         await bot.jobs.cancel(job.id)
 
 
+class SteerModal(discord.ui.Modal, title="Steer this picture"):
+    """A new prompt for a running job; it takes effect at the next step."""
+
+    prompt = discord.ui.TextInput(
+        label="New prompt (from the next step on)",
+        style=discord.TextStyle.paragraph,
+        max_length=1000,
+        custom_id="prompt",
+    )
+
+    def __init__(self, job_id: int, current: str) -> None:
+        super().__init__(timeout=600)
+        self.job_id = job_id
+        self.prompt.default = current
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        bot = interaction.client
+        text = self.prompt.value.strip()
+        job = await bot.store.get_job(self.job_id)
+        if job is None or not job.state.active:
+            await interaction.response.send_message("This job has already ended.", ephemeral=True)
+            return
+        spec = JobSpec.from_json(job.spec_json)
+        try:  # check the prompt before it reaches the engine
+            later = max([job.steps_done, *(step for step, _ in spec.prompt_schedule)]) + 1
+            spec.replace(prompt_schedule=(*spec.prompt_schedule, (later, text)))
+        except InvalidSpec as exc:
+            await interaction.response.send_message(str(exc), ephemeral=True)
+            return
+        steered = await bot.jobs.steer(self.job_id, text)
+        if steered is None:
+            await interaction.response.send_message(
+                "This job is not running right now (still waiting, or just finishing); try again in a moment.",
+                ephemeral=True,
+            )
+            return
+        step = steered.prompt_schedule[-1][0]
+        await interaction.response.send_message(f"🧭 #{job.id} now aims at **{short(text, 200)}** from step {step}.")
+
+
+class SteerButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:steer:(?P<job>\d+)"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(_button("steer", job_id, "Steer", discord.ButtonStyle.secondary, "🧭"))
+        self.job_id = job_id
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        job = await interaction.client.store.get_job(self.job_id)
+        if job is None or not job.state.active:
+            await interaction.response.send_message("This job has already ended.", ephemeral=True)
+            return
+        if interaction.user.id != job.author_id:
+            await interaction.response.send_message(
+                "Only the member who asked for this image can steer it.", ephemeral=True
+            )
+            return
+        spec = JobSpec.from_json(job.spec_json)
+        await interaction.response.send_modal(SteerModal(job.id, spec.prompt_at(job.steps_done)))
+
+
 class RerollButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:reroll:(?P<job>\d+)"):
     def __init__(self, job_id: int) -> None:
         super().__init__(_button("reroll", job_id, "Reroll", discord.ButtonStyle.primary, "🎲"))
@@ -78,12 +138,15 @@ class RecipeButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], templa
         await interaction.response.send_message(recipe_text(job, JobSpec.from_json(job.spec_json)), ephemeral=True)
 
 
-DYNAMIC_ITEMS = (CancelButton, RerollButton, ContinueButton, RecipeButton)
+DYNAMIC_ITEMS = (CancelButton, SteerButton, RerollButton, ContinueButton, RecipeButton)
 
 
-def running_view(job_id: int) -> discord.ui.View:
+def running_view(job_id: int, steer: bool = False) -> discord.ui.View:
+    """Cancel (and Steer, on the status message of a running job)."""
     view = discord.ui.View(timeout=None)
     view.add_item(CancelButton(job_id))
+    if steer:
+        view.add_item(SteerButton(job_id))
     return view
 
 

@@ -28,6 +28,12 @@ class GatedHandle:
     def cancel(self):
         self.cancelled = True
 
+    async def steer(self, text):
+        spec = self.spec
+        self.spec = spec.replace(prompt_schedule=(*spec.prompt_schedule, (1, text)))
+        self.backend.steered.append((self.job_id, text))
+        return self.spec.to_json()
+
     async def events(self):
         backend = self.backend
         backend.started.append(self.job_id)
@@ -58,6 +64,7 @@ class GatedBackend:
         self.gates: dict[int, asyncio.Future] = {}
         self.started: list[int] = []
         self.resumed: dict[int, object] = {}
+        self.steered: list[tuple[int, str]] = []
 
     def submit(self, job_id, spec, snapshot_path, resume):
         return GatedHandle(self, job_id, spec, snapshot_path, resume)

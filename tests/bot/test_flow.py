@@ -35,7 +35,7 @@ async def test_cancel_is_for_the_author_or_a_moderator(simcord_env, world, gated
     await u["alice"].slash(channel, "imagine", prompt="a castle")
     [thread] = channel.threads
     status = _status(thread, 1)
-    assert [c.label for row in status.components for c in row.children] == ["Cancel"]
+    assert [c.label for row in status.components for c in row.children] == ["Cancel", "Steer"]
     refused = await u["bob"].click(status, label="Cancel")
     assert refused.ephemeral and "Only the member who asked" in refused.response.content
     assert (await simcord_env.bot.store.get_job(1)).state == JobState.RUNNING
@@ -145,3 +145,30 @@ async def test_no_thread_permission_falls_back_to_the_channel(simcord_env, world
     job = await simcord_env.bot.store.get_job(1)
     assert job.thread_id is None and job.state == JobState.DONE
     assert any(m.attachments and m.embeds and m.embeds[0].title == "#1" for m in channel.history())
+
+
+async def test_steer_a_running_job(simcord_env, world, gated):
+    import json
+
+    guild, channel, u = world
+    gated.hold = True
+    await u["alice"].slash(channel, "imagine", prompt="a castle | fog:0.5")
+    [thread] = channel.threads
+    status = _status(thread, 1)
+    refused = await u["bob"].click(status, label="Steer")
+    assert refused.ephemeral and "Only the member who asked" in refused.response.content
+    shown = await u["alice"].click(status, label="Steer")
+    assert shown.modal is not None and "Steer" in shown.modal["title"]
+    bad = await u["alice"].submit_modal(shown, {"prompt": "oops:1,5"})
+    assert bad.ephemeral and "is not a number" in bad.response.content
+    shown = await u["alice"].click(status, label="Steer")
+    done = await u["alice"].submit_modal(shown, {"prompt": "a ruined castle at dawn"})
+    assert "now aims at **a ruined castle at dawn** from step 1" in done.response.content
+    assert gated.steered == [(1, "a ruined castle at dawn")]
+    spec = json.loads((await simcord_env.bot.store.get_job(1)).spec_json)
+    assert spec["prompt_schedule"] == [[1, "a ruined castle at dawn"]] and spec["prompt"] == "a castle | fog:0.5"
+    gated.release(1)
+    await simcord_env.settle()
+    assert (await simcord_env.bot.store.get_job(1)).state == JobState.DONE
+    late = await u["alice"].click(status, label="Steer") if _status(thread, 1).components else None
+    assert late is None  # the buttons are gone once the job ends

@@ -76,6 +76,16 @@ def test_cli_panorama_and_juxtaposition(tiny_models, tmp_path):
     assert proc.returncode == 2 and "one prompt or two" in proc.stderr
 
 
+def test_cli_prompt_schedule(tiny_models, tmp_path):
+    out = tmp_path / "story.png"
+    base = [*TINY, "--models-dir", str(tiny_models), "--steps", "4", "--seed", "1", "-q", "-o", str(out)]
+    proc = _run(["-m", "engine", "a castle", "--prompt-at", "3=a forest", "--prompt-at", "1=a ruin", *base])
+    assert proc.returncode == 0, proc.stderr
+    assert read_recipe(out)["spec"]["prompt_schedule"] == [[1, "a ruin"], [3, "a forest"]]
+    proc = _run(["-m", "engine", "a castle", "--prompt-at", "soon=a forest", *base])
+    assert proc.returncode == 2 and "STEP=TEXT" in proc.stderr
+
+
 def test_cli_reports_rounding_and_bad_input(tiny_models, tmp_path):
     proc = _run(["-m", "engine", "x:1,5", "-o", str(tmp_path / "o.png"), *TINY, "--models-dir", str(tiny_models)])
     assert proc.returncode == 2 and "is not a number" in proc.stderr and "Traceback" not in proc.stderr
