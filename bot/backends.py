@@ -135,9 +135,10 @@ class EmbeddedBackend:
     """Runs the engine in this process: one engine thread advances every running job, several jobs of the same
     size in one batched step (up to `max_batch`); previews are encoded on another thread meanwhile."""
 
-    def __init__(self, pool, snapshot_every: int = 50, max_batch: int = 1) -> None:
+    def __init__(self, pool, snapshot_every: int = 50, max_batch: int = 1, snapshot_budget: int = 6) -> None:
         self.pool = pool
         self.snapshot_every = snapshot_every
+        self.snapshot_budget = snapshot_budget
         self.max_batch = max_batch
         self.bridge = EngineBridge()
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagine-previews")
@@ -161,15 +162,10 @@ class EmbeddedBackend:
         if self._batcher is None:
             self._batcher = worker.Batcher(self.max_batch)
         self._handles[handle.job_id] = handle
-        await self.bridge.call(
-            self._batcher.add,
-            handle.job_id,
-            engine,
-            run,
-            lambda: handle._cancelled,
-            handle.snapshot_path,
-            self.snapshot_every,
-        )
+        history = None
+        if handle.snapshot_path is not None and self.snapshot_every:
+            history = worker.SnapshotHistory(handle.snapshot_path, self.snapshot_every, self.snapshot_budget)
+        await self.bridge.call(self._batcher.add, handle.job_id, engine, run, lambda: handle._cancelled, history)
         if self._driver is None:
             self._driver = asyncio.create_task(self._drive(), name="imagine-engine-batch")
 

@@ -33,7 +33,7 @@ def embedded_backend(settings: Settings) -> Backend:
             speed=Speed(settings.precision, compile=settings.compile, checkpoint=settings.checkpoint),
         )
     )
-    backend = EmbeddedBackend(pool, snapshot_every=settings.snapshot_every)
+    backend = EmbeddedBackend(pool, snapshot_every=settings.snapshot_every, snapshot_budget=settings.snapshot_budget)
     backend.max_batch = settings.max_concurrent or backend.concurrency()
     return backend
 

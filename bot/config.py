@@ -28,7 +28,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "IMAGINE_MAX_QUEUED_PER_USER": ("3", "waiting jobs one member may have at once"),
     "IMAGINE_MAX_QUEUE": ("50", "waiting jobs in all"),
     "IMAGINE_CONTINUE_STEPS": ("100", "steps the Continue button adds"),
-    "IMAGINE_SNAPSHOT_EVERY": ("50", "steps between snapshots (crash recovery, Continue)"),
+    "IMAGINE_SNAPSHOT_EVERY": ("25", "steps between snapshots (crash recovery, Continue, Branch)"),
+    "IMAGINE_SNAPSHOT_BUDGET": ("6", "snapshots kept per job: the newest and evenly spaced older ones"),
     "IMAGINE_TIMELAPSE": ("1", "1 to post a timelapse of every finished job (0 to turn it off)"),
     "IMAGINE_EDIT_INTERVAL": ("5", "seconds between edits of one job's status message"),
     "IMAGINE_LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING"),
@@ -63,7 +64,8 @@ class Settings:
     max_queued_per_user: int = 3
     max_queue: int = 50
     continue_steps: int = 100
-    snapshot_every: int = 50
+    snapshot_every: int = 25
+    snapshot_budget: int = 6
     edit_interval: float = 5.0
     timelapse: bool = True
     log_level: str = "INFO"
@@ -132,6 +134,7 @@ class Settings:
             max_queue=integer("IMAGINE_MAX_QUEUE", 1),
             continue_steps=integer("IMAGINE_CONTINUE_STEPS", 1),
             snapshot_every=integer("IMAGINE_SNAPSHOT_EVERY", 0),
+            snapshot_budget=integer("IMAGINE_SNAPSHOT_BUDGET", 2),
             edit_interval=max(1.0, edit_interval),
             timelapse=flag("IMAGINE_TIMELAPSE"),
             log_level=get("IMAGINE_LOG_LEVEL").upper(),

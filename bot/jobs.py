@@ -69,8 +69,10 @@ class JobService:
         kind: str = "new",
         parent_id: int | None = None,
         thread_id: int | None = None,
+        resume_from: Path | None = None,
     ) -> Job:
-        """Record and queue a job (raises QueueFull). It starts on the next `pump()`."""
+        """Record and queue a job (raises QueueFull). It starts on the next `pump()`; with `resume_from` (a
+        snapshot of another job: a branch) it starts from that state."""
         cap = None
         if guild_id is not None:
             cap = (await self.store.guild_settings(guild_id))["max_queued_per_user"]
@@ -85,6 +87,8 @@ class JobService:
         )
         if thread_id is not None:
             job = await self.store.update_job(job.id, thread_id=thread_id)
+        if resume_from is not None:
+            job = await self.store.update_job(job.id, snapshot_path=str(resume_from))
         self.queue.push(Entry(job.id, author_id), force=True)
         return job
 
@@ -162,7 +166,20 @@ class JobService:
 
     # -- running --------------------------------------------------------------------------------------------
     def _paths(self, job_id: int) -> tuple[Path, Path]:
-        return self.data_dir / "images" / f"{job_id}.png", self.data_dir / "snapshots" / f"{job_id}.pt"
+        return self.data_dir / "images" / f"{job_id}.png", self.data_dir / "snapshots" / str(job_id)
+
+    def snapshots(self, job_id: int) -> list[tuple[int, Path, Path | None]]:
+        """The saved states of a job, oldest first: (step, snapshot file, thumbnail file or None). Files are named
+        by step (see engine.snapshots)."""
+        directory = self._paths(job_id)[1]
+        if not directory.is_dir():
+            return []
+        found = []
+        for path in sorted(directory.glob("*.pt")):
+            if path.stem.isdigit():
+                thumb = path.with_suffix(".webp")
+                found.append((int(path.stem), path, thumb if thumb.is_file() else None))
+        return found
 
     def _frames(self, job_id: int) -> Path:
         return self.data_dir / "frames" / str(job_id)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import EngineError
-from engine.run import Engine, Run, load_snapshot, save_snapshot
+from engine.run import Engine, Run, load_snapshot
+from engine.snapshots import SnapshotHistory
 from engine.spec import Progress, Result
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,7 @@ class Active:
     engine: Engine
     run: Run
     cancelled: Callable[[], bool]
-    snapshot_path: Path | None = None
-    snapshot_every: int = 0
+    history: SnapshotHistory | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -79,11 +79,10 @@ class Batcher:
         engine: Engine,
         run: Run,
         cancelled: Callable[[], bool],
-        snapshot_path: Path | None = None,
-        snapshot_every: int = 0,
+        history: SnapshotHistory | None = None,
     ) -> None:
-        """Join the batch at the next step."""
-        self.active[key] = Active(key, engine, run, cancelled, snapshot_path, snapshot_every)
+        """Join the batch at the next step; with a `history`, snapshot every `history.every` steps and at the end."""
+        self.active[key] = Active(key, engine, run, cancelled, history)
 
     def steer(self, key: int, text: str) -> str | None:
         """Aim run `key` at `text` from its next step; returns its new spec (JSON), or None if it has ended."""
@@ -106,7 +105,7 @@ class Batcher:
         """Step every active run (one step per round) until at least one has something to report; return it all.
 
         Cancelled runs finish at the start of a round; a run reports progress every `spec.progress_every` steps,
-        snapshots every `snapshot_every` steps, and its result (after a final snapshot) when it is done. An error
+        snapshots every `history.every` steps, and its result (after a final snapshot) when it is done. An error
         in a batched step ends every run of that batch with an ErrorReport; the others go on.
         """
         reports: list[Report] = []
@@ -139,28 +138,22 @@ class Batcher:
             reports.append(ProgressReport(item.key, progress, engine.preview(run)))
         if run.done:
             self._finish(item, reports)
-        elif item.snapshot_path is not None and item.snapshot_every and at % item.snapshot_every == 0:
-            snapshot_to(run, item.snapshot_path)
-            reports.append(SnapshotReport(item.key, at, item.snapshot_path))
+        elif item.history is not None and at % item.history.every == 0:
+            path = item.history.save(run, engine.preview(run))
+            reports.append(SnapshotReport(item.key, at, path))
 
     def _finish(self, item: Active, reports: list[Report]) -> None:
         self.active.pop(item.key, None)
         try:
             result = item.engine.result(item.run, time.monotonic() - item.started, cancelled=not item.run.done)
-            if item.snapshot_path is not None:  # the final state, for Continue
-                snapshot_to(item.run, item.snapshot_path)
-                reports.append(SnapshotReport(item.key, item.run.step_index, item.snapshot_path))
+            if item.history is not None:  # the final state, for Continue and Branch
+                path = item.history.save(item.run, item.engine.preview(item.run))
+                reports.append(SnapshotReport(item.key, item.run.step_index, path))
             reports.append(ResultReport(item.key, result))
         except Exception as exc:  # noqa: BLE001
             if not isinstance(exc, EngineError):
                 log.exception("finishing run %s failed", item.key)
             reports.append(ErrorReport(item.key, exc))
-
-
-def snapshot_to(run: Run, path: Path) -> None:
-    """Save the run's state at `path` (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_snapshot(run.snapshot(), path)
 
 
 def snapshot_from(path: Path) -> dict:

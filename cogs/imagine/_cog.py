@@ -14,15 +14,16 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image, UnidentifiedImageError
 
+from bot.grid import contact_sheet
 from bot.jobs import continue_spec, reroll_spec
 from bot.pacing import RateLimiter
 from bot.queue import QueueFull
 from cogs.errors import reply
 from cogs.imagine._embeds import duration, jump_url, queued_line, short, top_embed
-from cogs.imagine._views import running_view
+from cogs.imagine._views import branch_view, running_view
 from engine.errors import InvalidSpec
 from engine.models import registry
-from engine.spec import JobSpec, random_seed, split_regions
+from engine.spec import MAX_STEPS, JobSpec, random_seed, split_regions
 from storage import Job
 
 log = logging.getLogger(__name__)
@@ -279,6 +280,63 @@ class Imagine(commands.Cog):
         eta = await self.bot.jobs.eta(job.id)
         label = "Reroll" if kind == "reroll" else f"Continue (+{self.settings.continue_steps} steps)"
         await interaction.response.send_message(f"{label} of #{parent.id} → {queued_line(job, spec, eta, None)}")
+        message = await interaction.original_response()
+        await self.bot.store.update_job(job.id, queued_message_id=message.id)
+        self.bot.jobs.pump()
+
+    # -- branching ------------------------------------------------------------------------------------------
+    async def branch_menu(self, interaction: discord.Interaction, job_id: int) -> None:
+        """Show the saved states of a job (thumbnails with their steps) and a menu to branch from one."""
+        job = await self.bot.store.get_job(job_id)
+        saved = self.bot.jobs.snapshots(job_id) if job is not None else []
+        if not saved:
+            await interaction.response.send_message("This image has no saved states to branch from.", ephemeral=True)
+            return
+        pictures = [(f"step {step}", thumb) for step, _, thumb in saved if thumb is not None]
+        files = []
+        if pictures:
+            sheet = await asyncio.to_thread(contact_sheet, pictures, 160)
+            files.append(discord.File(io.BytesIO(sheet), filename=f"imagine-{job_id}-states.png"))
+        await interaction.response.send_message(
+            f"Saved states of #{job_id}: pick one to start a new job from it (you can change the prompt).",
+            files=files,
+            view=branch_view(job_id, [step for step, _, _ in saved]),
+            ephemeral=True,
+        )
+
+    async def branch(self, interaction: discord.Interaction, parent_id: int, step: int, text: str) -> None:
+        """Queue a new job that starts from `parent_id`'s state at `step`, aiming at `text` from there."""
+        try:
+            await self._branch(interaction, parent_id, step, text.strip())
+        except (InvalidSpec, QueueFull) as exc:
+            await reply(interaction, str(exc))
+
+    async def _branch(self, interaction: discord.Interaction, parent_id: int, step: int, text: str) -> None:
+        parent = await self.bot.store.get_job(parent_id)
+        saved = {s: path for s, path, _ in self.bot.jobs.snapshots(parent_id)} if parent is not None else {}
+        if step not in saved:
+            await interaction.response.send_message("That saved state is no longer kept.", ephemeral=True)
+            return
+        spec = JobSpec.from_json(parent.spec_json)
+        schedule = tuple(entry for entry in spec.prompt_schedule if entry[0] < step)
+        if text != spec.prompt_at(step):
+            schedule = (*schedule, (step, text))
+        steps = spec.steps if step < spec.steps else min(MAX_STEPS, step + self.settings.continue_steps)
+        spec = spec.replace(prompt_schedule=schedule, steps=steps)
+        job = await self.bot.jobs.submit(
+            guild_id=interaction.guild_id,
+            channel_id=parent.channel_id,
+            author_id=interaction.user.id,
+            spec=spec,
+            kind="branch",
+            parent_id=parent.id,
+            thread_id=parent.post_channel_id if parent.thread_id else None,
+            resume_from=saved[step],
+        )
+        eta = await self.bot.jobs.eta(job.id)
+        await interaction.response.send_message(
+            f"Branch of #{parent.id} from step {step} → {queued_line(job, spec, eta, None)}"
+        )
         message = await interaction.original_response()
         await self.bot.store.update_job(job.id, queued_message_id=message.id)
         self.bot.jobs.pump()

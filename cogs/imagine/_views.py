@@ -125,6 +125,55 @@ class ContinueButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], temp
         await interaction.client.get_cog("Imagine").follow_up(interaction, self.job_id, "continue")
 
 
+class BranchButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:branch:(?P<job>\d+)"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(_button("branch", job_id, "Branch", discord.ButtonStyle.secondary, "🌿"))
+        self.job_id = job_id
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.get_cog("Imagine").branch_menu(interaction, self.job_id)
+
+
+class BranchModal(discord.ui.Modal, title="Branch from here"):
+    """The prompt for the new branch (as it was at that step: change it to take the run elsewhere)."""
+
+    prompt = discord.ui.TextInput(
+        label="Prompt from this step on", style=discord.TextStyle.paragraph, max_length=1000, custom_id="prompt"
+    )
+
+    def __init__(self, job_id: int, step: int, current: str) -> None:
+        super().__init__(timeout=600)
+        self.job_id, self.step = job_id, step
+        self.prompt.default = current
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await interaction.client.get_cog("Imagine").branch(interaction, self.job_id, self.step, self.prompt.value)
+
+
+class BranchSelect(discord.ui.Select):
+    def __init__(self, job_id: int, steps: list[int]) -> None:
+        options = [discord.SelectOption(label=f"Step {s}", value=str(s)) for s in steps[-25:]]
+        super().__init__(
+            placeholder="Branch from which step?", options=options, custom_id=f"imagine:branchpick:{job_id}"
+        )
+        self.job_id = job_id
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        step = int(self.values[0])
+        job = await interaction.client.store.get_job(self.job_id)
+        if job is None:
+            await interaction.response.send_message("That job no longer exists.", ephemeral=True)
+            return
+        spec = JobSpec.from_json(job.spec_json)
+        await interaction.response.send_modal(BranchModal(job.id, step, spec.prompt_at(step)))
+
+
+def branch_view(job_id: int, steps: list[int]) -> discord.ui.View:
+    view = discord.ui.View(timeout=600)
+    view.add_item(BranchSelect(job_id, steps))
+    return view
+
+
 class RecipeButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:recipe:(?P<job>\d+)"):
     def __init__(self, job_id: int) -> None:
         super().__init__(_button("recipe", job_id, "Recipe", discord.ButtonStyle.secondary, "📜"))
@@ -138,7 +187,7 @@ class RecipeButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], templa
         await interaction.response.send_message(recipe_text(job, JobSpec.from_json(job.spec_json)), ephemeral=True)
 
 
-DYNAMIC_ITEMS = (CancelButton, SteerButton, RerollButton, ContinueButton, RecipeButton)
+DYNAMIC_ITEMS = (CancelButton, SteerButton, RerollButton, ContinueButton, BranchButton, RecipeButton)
 
 
 def running_view(job_id: int, steer: bool = False) -> discord.ui.View:
@@ -152,6 +201,6 @@ def running_view(job_id: int, steer: bool = False) -> discord.ui.View:
 
 def result_view(job_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for item in (RerollButton(job_id), ContinueButton(job_id), RecipeButton(job_id)):
+    for item in (RerollButton(job_id), ContinueButton(job_id), BranchButton(job_id), RecipeButton(job_id)):
         view.add_item(item)
     return view

@@ -41,9 +41,10 @@ class GatedHandle:
         step = 1
         yield Progress(step, self.spec.steps, 0.5, (0.5,), 1.0, _png(), 32, 32)
         if self.snapshot_path is not None:
-            self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
-            self.snapshot_path.write_bytes(b"snapshot")
-            yield Snapshotted(step, self.snapshot_path)
+            self.snapshot_path.mkdir(parents=True, exist_ok=True)
+            path = self.snapshot_path / f"{step:06d}.pt"
+            path.write_bytes(b"snapshot")
+            yield Snapshotted(step, path)
         if backend.hold:
             gate = asyncio.get_running_loop().create_future()
             backend.gates[self.job_id] = gate

@@ -35,7 +35,7 @@ async def test_imagine_end_to_end_with_tiny_models(simcord_env):
     messages = thread.history()
     final = next(m for m in messages if m.attachments and m.embeds and m.embeds[0].title == "#1")
     assert final.attachments[0].filename == "imagine-1.png"
-    assert _buttons(final) == ["Reroll", "Continue", "Recipe"]
+    assert _buttons(final) == ["Reroll", "Continue", "Branch", "Recipe"]
     assert {str(r.emoji) for r in final.reactions} == {"👍", "👎"}
     status = next(m for m in messages if m.embeds and m.embeds[0].title.startswith("#1 ·"))
     assert status.embeds[0].title == "#1 · Done" and not status.components  # Cancel gone at the end
@@ -166,3 +166,37 @@ async def test_panorama_and_juxtaposition_from_discord(simcord_env):
     assert not custom.ephemeral
     spec = json.loads((await store.get_job(4)).spec_json)
     assert (spec["layout"], spec["tone_weight"], spec["size_weight"]) == ("mirror", 2.0, -1.0)
+
+
+async def test_branch_from_a_saved_state(simcord_env):
+    import json
+    from pathlib import Path
+
+    guild, channel, alice, bob = _world(simcord_env)
+    store = simcord_env.bot.store
+    await alice.slash(channel, "imagine", prompt="a red fox", size="square-small", seed=5)
+    parent = await store.get_job(1)
+    [thread] = channel.threads
+    final = next(m for m in thread.history() if m.attachments and m.embeds and m.embeds[0].title == "#1")
+    menu = await bob.click(final, label="Branch")
+    assert menu.ephemeral and "Saved states of #1" in menu.response.content
+    assert menu.response.attachments[0].filename == "imagine-1-states.png"
+    # every 5 steps: states at 5 and 10
+    shown = await bob.select(menu.response, ["5"])
+    assert shown.modal is not None
+    same = await bob.submit_modal(shown, {"prompt": "a red fox"})
+    assert "Branch of #1 from step 5 → Queued #2" in simcord_env.transcript()
+    assert same.response.content.startswith("Done #2 · a red fox")  # then it links to the result
+    branch = await store.get_job(2)
+    assert branch.state == JobState.DONE and branch.kind == "branch" and branch.parent_id == 1
+    assert json.loads(branch.spec_json)["prompt_schedule"] == []
+    # branching with the same prompt is continuing from that state: the very same picture
+    assert Path(branch.image_path).read_bytes() == Path(parent.image_path).read_bytes()
+
+    menu = await alice.click(final, label="Branch")
+    shown = await alice.select(menu.response, ["5"])
+    await alice.submit_modal(shown, {"prompt": "a blue fox in the snow"})
+    other = await store.get_job(3)
+    assert other.state == JobState.DONE
+    assert json.loads(other.spec_json)["prompt_schedule"] == [[5, "a blue fox in the snow"]]
+    assert Path(other.image_path).read_bytes() != Path(parent.image_path).read_bytes()

@@ -3,6 +3,7 @@
 import torch
 
 from engine.errors import OutOfMemory
+from engine.snapshots import SnapshotHistory
 from engine.worker import Batcher, ErrorReport, ProgressReport, ResultReport, SnapshotReport
 
 
@@ -32,7 +33,7 @@ def test_runs_of_one_shape_share_steps_and_end_as_if_alone(engine, tiny_spec, mo
     batcher = Batcher(max_batch=2)
     runs = [engine.start(s) for s in [*specs, other]]
     for key, run in enumerate(runs):
-        batcher.add(key, engine, run, lambda: False, tmp_path / f"{key}.pt", snapshot_every=3)
+        batcher.add(key, engine, run, lambda: False, SnapshotHistory(tmp_path / str(key), every=3))
     reports = _drain(batcher)
 
     # three runs of one shape in batches of at most two; the wider run steps on its own

@@ -1,0 +1,80 @@
+"""A run's snapshot history: a snapshot (and a small thumbnail) every K steps, thinned so that disk use stays
+bounded.
+
+The promise: at most `budget` snapshots per run, always the newest one, and, of the older ones, every multiple
+of the current stride, which starts at K and doubles each time the history would outgrow the budget. So a short
+run keeps every snapshot, and a long one keeps evenly spaced points from the start to the end (the early
+composition-forming steps stay reachable). Files are named by step: `000150.pt` and `000150.webp`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.run import Run, load_snapshot, save_snapshot
+
+THUMB_SIDE = 160
+
+
+class SnapshotHistory:
+    def __init__(self, directory: str | Path, every: int, budget: int = 6) -> None:
+        if every < 1 or budget < 2:
+            raise ValueError("snapshots need every >= 1 and a budget of at least 2")
+        self.directory, self.every, self.budget = Path(directory), every, budget
+
+    def steps(self) -> list[int]:
+        """The steps that have a snapshot, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.stem) for p in self.directory.glob("*.pt") if p.stem.isdigit())
+
+    def path(self, step: int) -> Path:
+        return self.directory / f"{step:06d}.pt"
+
+    def thumbnail(self, step: int) -> Path:
+        return self.directory / f"{step:06d}.webp"
+
+    def newest(self) -> Path | None:
+        steps = self.steps()
+        return self.path(steps[-1]) if steps else None
+
+    def save(self, run: Run, preview=None) -> Path:
+        """Snapshot `run` at its step (with a thumbnail of `preview`, a PIL image, if given), then thin."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        step = run.step_index
+        if preview is not None:
+            thumb = preview.copy()
+            thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+            thumb.save(self.thumbnail(step), format="WEBP", quality=80)
+        path = self.path(step)
+        save_snapshot(run.snapshot(), path)
+        self.thin()
+        return path
+
+    def keep(self, steps: list[int]) -> set[int]:
+        """Which of `steps` the promise keeps. The stride follows from the newest step alone (as if every K-th
+        step up to it had been saved), so it never shrinks back and old off-grid snapshots do not linger."""
+        if not steps:
+            return set()
+        newest = steps[-1]
+        grid = range(self.every, newest + 1, self.every)
+        stride = self.every
+        while len({s for s in grid if s % stride == 0} | {newest}) > self.budget:
+            stride *= 2
+        return {s for s in steps if s % stride == 0} | {newest}
+
+    def thin(self) -> list[int]:
+        """Delete the snapshots the promise does not keep; returns their steps."""
+        steps = self.steps()
+        kept = self.keep(steps)
+        dropped = [s for s in steps if s not in kept]
+        for step in dropped:
+            self.path(step).unlink(missing_ok=True)
+            self.thumbnail(step).unlink(missing_ok=True)
+        return dropped
+
+    def load(self, step: int) -> dict:
+        return load_snapshot(self.path(step))
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.iterdir()) if self.directory.is_dir() else 0
