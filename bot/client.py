@@ -11,6 +11,7 @@ from discord.ext import commands
 from bot.backends import Backend, EmbeddedBackend
 from bot.config import Settings
 from bot.jobs import JobService
+from bot.tournaments import Tournaments
 from engine.speed import Speed
 from storage import Store
 
@@ -49,6 +50,7 @@ class ImagineBot(commands.Bot):
         self.store: Store | None = None
         self.backend: Backend | None = None
         self.jobs: JobService | None = None
+        self.tournaments: Tournaments | None = None
 
     async def setup_hook(self) -> None:
         from cogs.imagine import DYNAMIC_ITEMS, DiscordPresenter
@@ -68,6 +70,7 @@ class ImagineBot(commands.Bot):
             timelapse=self.settings.timelapse,
         )
         log.info("running up to %d jobs at once", self.jobs.max_concurrent)
+        self.tournaments = Tournaments(self.store, self.jobs, self.presenter, wait=self.settings.tournament_wait)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.add_dynamic_items(*DYNAMIC_ITEMS)
@@ -77,10 +80,13 @@ class ImagineBot(commands.Bot):
             await self.tree.sync(guild=guild)
         await self.tree.sync()
         recovered = await self.jobs.recover()
+        await self.tournaments.recover()
         if recovered:
             self.jobs.pump()
 
     async def close(self) -> None:
+        if self.tournaments is not None:
+            await self.tournaments.close()
         if self.jobs is not None:
             await self.jobs.close()
         if self.backend is not None:

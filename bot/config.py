@@ -30,6 +30,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "IMAGINE_CONTINUE_STEPS": ("100", "steps the Continue button adds"),
     "IMAGINE_SNAPSHOT_EVERY": ("25", "steps between snapshots (crash recovery, Continue, Branch)"),
     "IMAGINE_SNAPSHOT_BUDGET": ("6", "snapshots kept per job: the newest and evenly spaced older ones"),
+    "IMAGINE_TOURNAMENT_STEPS": ("100", "steps of each candidate's first stage in a seed tournament"),
+    "IMAGINE_TOURNAMENT_WAIT": ("600", "seconds before the most voted (then best scoring) candidate goes on"),
     "IMAGINE_TIMELAPSE": ("1", "1 to post a timelapse of every finished job (0 to turn it off)"),
     "IMAGINE_EDIT_INTERVAL": ("5", "seconds between edits of one job's status message"),
     "IMAGINE_LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING"),
@@ -68,6 +70,8 @@ class Settings:
     snapshot_budget: int = 6
     edit_interval: float = 5.0
     timelapse: bool = True
+    tournament_steps: int = 100
+    tournament_wait: float = 600.0
     log_level: str = "INFO"
 
     def __repr__(self) -> str:  # the dataclass repr already hides the token; say so explicitly
@@ -137,6 +141,8 @@ class Settings:
             snapshot_budget=integer("IMAGINE_SNAPSHOT_BUDGET", 2),
             edit_interval=max(1.0, edit_interval),
             timelapse=flag("IMAGINE_TIMELAPSE"),
+            tournament_steps=integer("IMAGINE_TOURNAMENT_STEPS", 1),
+            tournament_wait=float(integer("IMAGINE_TOURNAMENT_WAIT", 0)),
             log_level=get("IMAGINE_LOG_LEVEL").upper(),
         )
 

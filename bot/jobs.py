@@ -53,6 +53,7 @@ class JobService:
         self.queue = FairQueue(max_queued_per_user, max_queue)
         self.max_concurrent = max_concurrent
         self.timelapse = timelapse
+        self.ended_hooks: list = []  # async callables(job), run after each job reaches a final state
         self._handles: dict[int, object] = {}
         self._tasks: dict[int, asyncio.Task] = {}
         self._progress: dict[int, tuple[int, int, int]] = {}  # job id -> (author, step, steps)
@@ -70,13 +71,17 @@ class JobService:
         parent_id: int | None = None,
         thread_id: int | None = None,
         resume_from: Path | None = None,
+        tournament: tuple[int, int] | None = None,
+        check_limits: bool = True,
     ) -> Job:
         """Record and queue a job (raises QueueFull). It starts on the next `pump()`; with `resume_from` (a
-        snapshot of another job: a branch) it starts from that state."""
-        cap = None
-        if guild_id is not None:
-            cap = (await self.store.guild_settings(guild_id))["max_queued_per_user"]
-        self.queue.check(author_id, cap)
+        snapshot of another job: a branch) it starts from that state. `tournament` = (tournament id, candidate
+        number); `check_limits=False` skips the waiting-line caps (a tournament's later candidates, its winner)."""
+        if check_limits:
+            cap = None
+            if guild_id is not None:
+                cap = (await self.store.guild_settings(guild_id))["max_queued_per_user"]
+            self.queue.check(author_id, cap)
         job = await self.store.create_job(
             guild_id=guild_id,
             channel_id=channel_id,
@@ -84,6 +89,8 @@ class JobService:
             spec_json=spec.to_json(),
             kind=kind,
             parent_id=parent_id,
+            tournament_id=tournament[0] if tournament else None,
+            candidate=tournament[1] if tournament else None,
         )
         if thread_id is not None:
             job = await self.store.update_job(job.id, thread_id=thread_id)
@@ -190,6 +197,12 @@ class JobService:
             if job is None or job.state != JobState.QUEUED:
                 return
             await self._execute(job)
+            ended = await self.store.get_job(job_id)
+            for hook in self.ended_hooks:
+                try:
+                    await hook(ended)
+                except Exception:
+                    log.exception("an end-of-job hook failed for job %d", job_id)
         finally:
             self._tasks.pop(job_id, None)
             self._handles.pop(job_id, None)

@@ -55,6 +55,8 @@ class Job:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    tournament_id: int | None = None
+    candidate: int | None = None
 
     @property
     def scores(self) -> dict[str, float]:
@@ -67,6 +69,28 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Tournament:
+    """One row of `tournaments`."""
+
+    id: int
+    guild_id: int | None
+    channel_id: int
+    author_id: int
+    spec_json: str
+    candidates: int
+    state: str
+    thread_id: int | None
+    grid_message_id: int | None
+    chosen: int | None
+    decided_by: str | None
+    decide_at: float | None
+    created_at: float
+
+
+_TOURNAMENT_UPDATABLE = {"state", "thread_id", "grid_message_id", "chosen", "decided_by", "decide_at"}
+
+
+@dataclass(frozen=True)
 class TopEntry:
     job: Job
     votes: int
@@ -74,8 +98,9 @@ class TopEntry:
 
 # SQL kept as named constants.
 _INSERT_JOB = """
-INSERT INTO jobs (guild_id, channel_id, author_id, spec_json, kind, parent_id, state, created_at)
-VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)
+INSERT INTO jobs (guild_id, channel_id, author_id, spec_json, kind, parent_id, state, created_at, tournament_id,
+                  candidate)
+VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)
 """
 _INSERT_EVENT = "INSERT INTO job_events (job_id, state, at, detail) VALUES (?, ?, ?, ?)"
 _SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
@@ -89,7 +114,7 @@ _SUM_VOTES = "SELECT COALESCE(SUM(value), 0) FROM votes WHERE job_id = ?"
 _SELECT_TOP = """
 SELECT jobs.*, COALESCE(SUM(votes.value), 0) AS total
 FROM jobs LEFT JOIN votes ON votes.job_id = jobs.id
-WHERE jobs.guild_id IS ? AND jobs.state = 'done' AND jobs.finished_at >= ?
+WHERE jobs.guild_id IS ? AND jobs.state = 'done' AND jobs.finished_at >= ? AND jobs.kind != 'candidate'
 GROUP BY jobs.id
 ORDER BY total DESC, jobs.score DESC, jobs.id
 LIMIT ?
@@ -181,10 +206,12 @@ class Store:
         spec_json: str,
         kind: str = "new",
         parent_id: int | None = None,
+        tournament_id: int | None = None,
+        candidate: int | None = None,
     ) -> Job:
         now = self._clock()
         async with self._db.execute(
-            _INSERT_JOB, (guild_id, channel_id, author_id, spec_json, kind, parent_id, now)
+            _INSERT_JOB, (guild_id, channel_id, author_id, spec_json, kind, parent_id, now, tournament_id, candidate)
         ) as cur:
             job_id = cur.lastrowid
         await self._db.execute(_INSERT_EVENT, (job_id, JobState.QUEUED, now, None))
@@ -259,6 +286,45 @@ class Store:
         async with self._db.execute(query, (guild_id, since, limit)) as cur:
             rows = await cur.fetchall()
         return [TopEntry(_job(r), r["total"]) for r in rows]
+
+    # -- tournaments ----------------------------------------------------------------------------------------
+    async def create_tournament(
+        self, *, guild_id: int | None, channel_id: int, author_id: int, spec_json: str, candidates: int
+    ) -> Tournament:
+        async with self._db.execute(
+            "INSERT INTO tournaments (guild_id, channel_id, author_id, spec_json, candidates, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (guild_id, channel_id, author_id, spec_json, candidates, self._clock()),
+        ) as cur:
+            tournament_id = cur.lastrowid
+        await self._db.commit()
+        return await self.get_tournament(tournament_id)
+
+    async def get_tournament(self, tournament_id: int) -> Tournament | None:
+        async with self._db.execute("SELECT * FROM tournaments WHERE id = ?", (tournament_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else Tournament(**{k: row[k] for k in Tournament.__dataclass_fields__})
+
+    async def update_tournament(self, tournament_id: int, **fields: Any) -> Tournament:
+        bad = set(fields) - _TOURNAMENT_UPDATABLE
+        if bad:
+            raise ValueError(f"not updatable: {sorted(bad)}")
+        if fields:
+            columns = ", ".join(f"{k} = ?" for k in fields)
+            await self._db.execute(f"UPDATE tournaments SET {columns} WHERE id = ?", (*fields.values(), tournament_id))
+            await self._db.commit()
+        return await self.get_tournament(tournament_id)
+
+    async def tournaments_in_state(self, state: str) -> list[Tournament]:
+        async with self._db.execute("SELECT id FROM tournaments WHERE state = ? ORDER BY id", (state,)) as cur:
+            ids = [r[0] for r in await cur.fetchall()]
+        return [await self.get_tournament(i) for i in ids]
+
+    async def tournament_jobs(self, tournament_id: int) -> list[Job]:
+        """The candidates of a tournament, by number."""
+        query = "SELECT * FROM jobs WHERE tournament_id = ? AND kind = 'candidate' ORDER BY candidate"
+        async with self._db.execute(query, (tournament_id,)) as cur:
+            return [_job(r) for r in await cur.fetchall()]
 
     # -- guild settings -------------------------------------------------------------------------------------
     async def guild_settings(self, guild_id: int) -> dict[str, Any]:

@@ -84,6 +84,7 @@ class Imagine(commands.Cog):
         symmetry="Mirror layout: how strongly the two halves match in light and dark (default 0.5, 0 = off)",
         semantic="Mirror layout: how strongly objects on one side are translated to the other (default 0.1)",
         focus="Above 0 favours the overall composition, below 0 fine detail (default 0)",
+        candidates="Seed tournament: start 2-9 seeds, see them side by side early, continue the best one",
     )
     async def imagine(
         self,
@@ -100,6 +101,7 @@ class Imagine(commands.Cog):
         symmetry: app_commands.Range[float, 0.0, 10.0] | None = None,
         semantic: app_commands.Range[float, 0.0, 1.0] | None = None,
         focus: app_commands.Range[float, -2.0, 2.0] | None = None,
+        candidates: app_commands.Range[int, 2, 9] | None = None,
     ) -> None:
         self._check_cooldown(interaction.user.id)
         spec = self._spec(
@@ -116,6 +118,9 @@ class Imagine(commands.Cog):
             init_image=await self._save_attachment(init_image, "init image") if init_image else None,
             image_prompts=(await self._save_attachment(image_prompt, "image prompt"),) if image_prompt else (),
         )
+        if candidates:
+            await self._start_tournament(interaction, spec, candidates)
+            return
         await self._submit(interaction, spec)
 
     @app_commands.command(name="juxtapose", description="Two ideas mirrored side by side, e.g. heaven and hell")
@@ -156,6 +161,27 @@ class Imagine(commands.Cog):
             semantic_weight=semantic,
         )
         await self._submit(interaction, spec)
+
+    async def _start_tournament(self, interaction: discord.Interaction, spec: JobSpec, candidates: int) -> None:
+        """Queue `candidates` seeds of `spec` for a short first stage, in one thread."""
+        tournament, jobs = await self.bot.tournaments.start(
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            author_id=interaction.user.id,
+            spec=spec,
+            candidates=candidates,
+            first_steps=self.settings.tournament_steps,
+        )
+        first = JobSpec.from_json(jobs[0].spec_json).steps
+        eta = await self.bot.jobs.eta(jobs[-1].id)
+        await interaction.response.send_message(
+            f"Tournament · {candidates} seeds of {short(spec.prompt)} · {first} steps each, then the chosen one "
+            f"to {spec.steps} · first look in ~{duration(eta)} (#{jobs[0].id}-#{jobs[-1].id})"
+        )
+        message = await interaction.original_response()
+        thread_id = await self._open_thread(interaction, message, jobs[0], spec)
+        await self.bot.tournaments.set_thread(tournament, thread_id)
+        self.bot.jobs.pump()
 
     def _spec(self, prompt: str, *, seed, steps, size, style, model, **fields) -> JobSpec:
         """A job spec from slash options, checked against this server's limits."""

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 from pathlib import Path
 
 import discord
 from PIL import Image
 
+from bot.grid import contact_sheet
 from bot.pacing import EditPacer
 from bot.timelapse import make_mp4, make_timelapse
-from cogs.imagine._embeds import jump_url, result_embed, short, status_embed
-from cogs.imagine._views import result_view, running_view
+from cogs.imagine._embeds import duration, jump_url, result_embed, short, status_embed
+from cogs.imagine._views import NUMBER_EMOJI, pick_view, result_view, running_view
 from engine.spec import JobSpec, Progress, Result
-from storage import Job
+from storage import Job, JobState, Tournament
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class DiscordPresenter:
         return channel
 
     async def job_started(self, job: Job) -> Job:
+        if job.kind == "candidate":  # a tournament shows its candidates together, in one grid at the end
+            return job
         spec = JobSpec.from_json(job.spec_json)
         channel = await self._channel(job.post_channel_id)
         if job.status_message_id is not None:
@@ -139,6 +143,8 @@ class DiscordPresenter:
         self._prompt.pop(job.id, None)
 
     async def job_finished(self, job: Job, result: Result, image_bytes: bytes) -> Job:
+        if job.kind == "candidate":
+            return job
         await self._settle_status(job, "done")
         spec = JobSpec.from_json(job.spec_json)
         channel = await self._channel(job.post_channel_id)
@@ -165,6 +171,8 @@ class DiscordPresenter:
         return job
 
     async def job_timelapse(self, job: Job, frames: list[Path], final_png: bytes) -> None:
+        if job.kind == "candidate":
+            return
         channel = await self._channel(job.post_channel_id)
         limit = getattr(getattr(channel, "guild", None), "filesize_limit", DEFAULT_UPLOAD_LIMIT)
         made = await asyncio.to_thread(make_timelapse, frames, limit, final_png)
@@ -177,6 +185,9 @@ class DiscordPresenter:
         await channel.send(f"Timelapse of #{job.id} · {made.frames} frames", files=files)
 
     async def job_failed(self, job: Job, message: str) -> None:
+        if job.kind == "candidate":
+            log.warning("candidate job %d failed: %s", job.id, message)
+            return
         await self._settle_status(job, "failed")
         channel = await self._channel(job.post_channel_id)
         await channel.send(f"❌ #{job.id} failed: {message}")
@@ -184,6 +195,8 @@ class DiscordPresenter:
         await self._link_from_channel(job, f"Failed #{job.id} · {short(spec.prompt)}")
 
     async def job_cancelled(self, job: Job, result: Result | None) -> None:
+        if job.kind == "candidate":
+            return
         await self._settle_status(job, "cancelled")
         channel = await self._channel(job.post_channel_id)
         if result is not None:
@@ -207,3 +220,59 @@ class DiscordPresenter:
             await channel.get_partial_message(job.queued_message_id).edit(content=text, view=None)
         except discord.HTTPException as exc:
             log.info("could not update the queued message of job %d: %s", job.id, exc)
+
+    # -- tournaments ----------------------------------------------------------------------------------------
+    async def tournament_ready(self, tournament: Tournament, candidates: list[Job]) -> Tournament:
+        channel = await self._channel(tournament.thread_id or tournament.channel_id)
+        finished = [c for c in candidates if c.state == JobState.DONE and c.image_path]
+        items = [(f"{c.candidate} · CLIP {c.score or 0:.3f}", Path(c.image_path)) for c in finished]
+        sheet = await asyncio.to_thread(contact_sheet, items, 256)
+        numbers = [c.candidate for c in finished]
+        wait = max(0, round((tournament.decide_at or 0) - time.time()))
+        spec = JobSpec.from_json(tournament.spec_json)
+        message = await channel.send(
+            f"<@{tournament.author_id}> the candidates of **{short(spec.prompt, 200)}** after their first "
+            f"{JobSpec.from_json(candidates[0].spec_json).steps} steps. Vote with the number reactions; the author "
+            f"picks with a button, or in {duration(wait)} the most voted (then the best scoring) goes on to "
+            f"{spec.steps} steps.",
+            file=discord.File(io.BytesIO(sheet), filename=f"tournament-{tournament.id}.png"),
+            view=pick_view(tournament.id, numbers),
+            allowed_mentions=discord.AllowedMentions(users=True),
+        )
+        for number in numbers:
+            try:
+                await message.add_reaction(NUMBER_EMOJI[number - 1])
+            except discord.HTTPException as exc:
+                log.warning("could not seed number reactions on tournament %d: %s", tournament.id, exc)
+                break
+        return await self.bot.store.update_tournament(tournament.id, grid_message_id=message.id)
+
+    async def tournament_votes(self, tournament: Tournament) -> dict[int, int]:
+        if tournament.grid_message_id is None:
+            return {}
+        channel = await self._channel(tournament.thread_id or tournament.channel_id)
+        try:
+            message = await channel.fetch_message(tournament.grid_message_id)
+        except discord.HTTPException:
+            return {}
+        votes = {}
+        for reaction in message.reactions:
+            if str(reaction.emoji) in NUMBER_EMOJI:
+                votes[NUMBER_EMOJI.index(str(reaction.emoji)) + 1] = reaction.count - (1 if reaction.me else 0)
+        return votes
+
+    async def tournament_decided(self, tournament: Tournament, winner: Job, job: Job) -> None:
+        channel = await self._channel(tournament.thread_id or tournament.channel_id)
+        why = {"author": "picked by the author", "votes": "most votes", "score": "best CLIP score"}.get(
+            tournament.decided_by or "", tournament.decided_by
+        )
+        if tournament.grid_message_id is not None:
+            try:
+                await channel.get_partial_message(tournament.grid_message_id).edit(view=None)
+            except discord.HTTPException as exc:
+                log.info("could not take the buttons off tournament %d: %s", tournament.id, exc)
+        await channel.send(f"Candidate {tournament.chosen} goes on ({why}) → #{job.id}.")
+
+    async def tournament_failed(self, tournament: Tournament) -> None:
+        channel = await self._channel(tournament.thread_id or tournament.channel_id)
+        await channel.send("No candidate of this tournament finished, so there is nothing to pick from.")

@@ -174,6 +174,48 @@ def branch_view(job_id: int, steps: list[int]) -> discord.ui.View:
     return view
 
 
+NUMBER_EMOJI = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣")
+
+
+class PickButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:pick:(?P<tournament>\d+):(?P<number>\d)"
+):
+    """Continue candidate `number` of a tournament (its author decides)."""
+
+    def __init__(self, tournament_id: int, number: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=str(number), style=discord.ButtonStyle.primary, custom_id=f"imagine:pick:{tournament_id}:{number}"
+            )
+        )
+        self.tournament_id, self.number = tournament_id, number
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
+        return cls(int(match["tournament"]), int(match["number"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot = interaction.client
+        tournament = await bot.store.get_tournament(self.tournament_id)
+        if tournament is None or tournament.state != "voting":
+            await interaction.response.send_message("This tournament has already been decided.", ephemeral=True)
+            return
+        if interaction.user.id != tournament.author_id:
+            await interaction.response.send_message(
+                "Only the member who started this tournament picks; vote with the number reactions.", ephemeral=True
+            )
+            return
+        await interaction.response.send_message(f"Candidate {self.number} goes on…", ephemeral=True)
+        await bot.tournaments.decide(self.tournament_id, self.number, "author")
+
+
+def pick_view(tournament_id: int, numbers: list[int]) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for number in numbers:
+        view.add_item(PickButton(tournament_id, number))
+    return view
+
+
 class RecipeButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:recipe:(?P<job>\d+)"):
     def __init__(self, job_id: int) -> None:
         super().__init__(_button("recipe", job_id, "Recipe", discord.ButtonStyle.secondary, "📜"))
@@ -187,7 +229,7 @@ class RecipeButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], templa
         await interaction.response.send_message(recipe_text(job, JobSpec.from_json(job.spec_json)), ephemeral=True)
 
 
-DYNAMIC_ITEMS = (CancelButton, SteerButton, RerollButton, ContinueButton, BranchButton, RecipeButton)
+DYNAMIC_ITEMS = (CancelButton, SteerButton, RerollButton, ContinueButton, BranchButton, RecipeButton, PickButton)
 
 
 def running_view(job_id: int, steer: bool = False) -> discord.ui.View:

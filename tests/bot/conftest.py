@@ -94,6 +94,8 @@ def settings(tmp_path, tiny_models):
         edit_interval=1.0,
         max_queued_per_user=2,
         max_queue=10,
+        tournament_steps=4,
+        tournament_wait=60.0,
     )
 
 

@@ -172,3 +172,69 @@ async def test_steer_a_running_job(simcord_env, world, gated):
     assert (await simcord_env.bot.store.get_job(1)).state == JobState.DONE
     late = await u["alice"].click(status, label="Steer") if _status(thread, 1).components else None
     assert late is None  # the buttons are gone once the job ends
+
+
+def _grid(channel):
+    return next(
+        m
+        for t in channel.threads
+        for m in t.history()
+        if m.content.startswith("<@") and m.attachments and m.attachments[0].filename.startswith("tournament-")
+    )
+
+
+async def test_tournament_survives_a_restart_and_the_author_picks(simcord_env, world, gated, make_gated_bot):
+    import json
+
+    guild, channel, u = world
+    gated.hold = True
+    await u["alice"].slash(channel, "imagine", prompt="a lighthouse in a storm", candidates=3)
+    store = simcord_env.bot.store
+    assert gated.started == [1]  # one at a time here; the others wait their turn
+    tournament = await store.get_tournament(1)
+    assert tournament.state == "running" and tournament.thread_id is not None
+    specs = [json.loads(j.spec_json) for j in await store.tournament_jobs(1)]
+    assert [s["steps"] for s in specs] == [4, 4, 4] and len({s["seed"] for s in specs}) == 3
+
+    gated.hold = False
+    gated.gates.clear()
+    await simcord_env.restart_bot(make_gated_bot())  # a crash while candidate 1 runs
+    await simcord_env.settle()
+    store = simcord_env.bot.store
+    tournament = await store.get_tournament(1)
+    assert tournament.state == "voting" and tournament.grid_message_id
+    grid = _grid(channel)
+    assert [c.label for row in grid.components for c in row.children] == ["1", "2", "3"]
+    assert [str(r.emoji) for r in grid.reactions] == ["1️⃣", "2️⃣", "3️⃣"]
+    refused = await u["bob"].click(grid, label="2")
+    assert refused.ephemeral and "Only the member who started" in refused.response.content
+
+    await u["alice"].click(grid, label="2")
+    tournament = await store.get_tournament(1)
+    assert (tournament.state, tournament.chosen, tournament.decided_by) == ("decided", 2, "author")
+    winner = (await store.tournament_jobs(1))[1]
+    going_on = await store.get_job(4)
+    assert going_on.kind == "continue" and going_on.parent_id == winner.id and going_on.state == JobState.DONE
+    assert json.loads(going_on.spec_json)["steps"] == 10 and json.loads(going_on.spec_json)["seed"] == specs[1]["seed"]
+    assert any(
+        m.content.startswith("Candidate 2 goes on (picked by the author) → #4")
+        for m in next(t for t in channel.threads if t.id == tournament.thread_id).history()
+    )
+    assert _grid(channel).components == []  # no more picking
+    top = await u["bob"].slash(channel, "top", period="all time")
+    assert top.response.embeds[0].description.count("**") == 2  # only the finished winner, not the candidates
+
+
+async def test_tournament_goes_to_the_most_voted_after_the_wait(simcord_env, world, gated):
+    guild, channel, u = world
+    await u["alice"].slash(channel, "imagine", prompt="a quiet harbour", candidates=2)
+    store = simcord_env.bot.store
+    assert (await store.get_tournament(1)).state == "voting"
+    grid = _grid(channel)
+    await u["bob"].react(grid, "2️⃣")
+    await u["carol"].react(grid, "2️⃣")
+    await u["alice"].react(grid, "1️⃣")
+    await simcord_env.advance_time(61)
+    tournament = await store.get_tournament(1)
+    assert (tournament.state, tournament.chosen, tournament.decided_by) == ("decided", 2, "votes")
+    assert (await store.get_job(3)).state == JobState.DONE

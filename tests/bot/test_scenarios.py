@@ -200,3 +200,23 @@ async def test_branch_from_a_saved_state(simcord_env):
     assert other.state == JobState.DONE
     assert json.loads(other.spec_json)["prompt_schedule"] == [[5, "a blue fox in the snow"]]
     assert Path(other.image_path).read_bytes() != Path(parent.image_path).read_bytes()
+
+
+async def test_seed_tournament_with_real_runs(simcord_env):
+    import json
+
+    guild, channel, alice, bob = _world(simcord_env)
+    store = simcord_env.bot.store
+    simcord_env.bot.tournaments.wait = 3600.0  # the author decides here, not the clock
+    await alice.slash(channel, "imagine", prompt="a red fox", size="square-small", candidates=2)
+    tournament = await store.get_tournament(1)
+    assert tournament.state == "voting"
+    candidates = await store.tournament_jobs(1)
+    assert [c.steps_done for c in candidates] == [4, 4] and all(c.score is not None for c in candidates)
+    [thread] = channel.threads
+    grid = next(m for m in thread.history() if m.attachments and m.attachments[0].filename == "tournament-1.png")
+    await alice.click(grid, label="1")
+    going_on = await store.get_job(3)
+    assert going_on.state == JobState.DONE and going_on.steps_done == 10 and going_on.parent_id == candidates[0].id
+    assert json.loads(going_on.spec_json)["seed"] == json.loads(candidates[0].spec_json)["seed"]
+    assert any(m.embeds and m.embeds[0].title == "#3" for m in thread.history())  # the winner's final post

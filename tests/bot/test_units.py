@@ -154,3 +154,18 @@ def test_sparkline_and_similarity_lines():
     embed = status_embed(job, spec, progress, history=history)
     field = next(f for f in embed.fields if f.name == "CLIP similarity")
     assert "a castle" in field.value and "fog" in field.value
+
+
+def test_pick_winner_votes_then_score_then_number():
+    from bot.tournaments import pick_winner
+
+    class J:
+        def __init__(self, score):
+            self.score = score
+
+    finished = {1: J(0.20), 2: J(0.30), 3: J(0.25)}
+    assert pick_winner(finished, {1: 2, 3: 1}) == (1, "votes")
+    assert pick_winner(finished, {}) == (2, "score")
+    assert pick_winner(finished, {1: 1, 3: 1}) == (3, "score")  # a tie in votes: the better score of the two
+    assert pick_winner({1: J(0.3), 2: J(0.3)}, {}) == (1, "score")
+    assert pick_winner(finished, {4: 9}) == (2, "score")  # votes for a candidate that did not finish

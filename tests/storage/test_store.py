@@ -19,13 +19,44 @@ async def store(tmp_path):
 async def test_migrations_set_user_version_and_wal(tmp_path):
     path = tmp_path / "a.sqlite"
     s = await Store.open(path)
-    assert await s.schema_version() == 1
-    assert await s.migrate() == 1  # idempotent
+    assert await s.schema_version() == 2
+    assert await s.migrate() == 2  # idempotent
     await s.close()
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"jobs", "job_events", "votes", "guild_settings"} <= tables
+    assert {"jobs", "job_events", "votes", "guild_settings", "tournaments"} <= tables
+
+
+async def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    from storage.store import _migrations
+
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    number, sql = next(iter(_migrations()))
+    con.executescript(f"{sql}\nPRAGMA user_version = {number};")
+    con.execute("INSERT INTO jobs (channel_id, author_id, spec_json, created_at) VALUES (1, 2, '{}', 0)")
+    con.commit()
+    con.close()
+    s = await Store.open(path)
+    assert await s.schema_version() == 2
+    old = await s.get_job(1)
+    assert old.tournament_id is None and old.author_id == 2
+    await s.close()
+
+
+async def test_tournaments(store):
+    t = await store.create_tournament(guild_id=1, channel_id=2, author_id=3, spec_json="{}", candidates=2)
+    assert t.state == "running" and t.candidates == 2
+    for n in (2, 1):
+        await store.create_job(
+            guild_id=1, channel_id=2, author_id=3, spec_json="{}", kind="candidate", tournament_id=t.id, candidate=n
+        )
+    assert [j.candidate for j in await store.tournament_jobs(t.id)] == [1, 2]
+    t = await store.update_tournament(t.id, state="voting", decide_at=99.0)
+    assert [x.id for x in await store.tournaments_in_state("voting")] == [t.id]
+    done = await store.set_state(1, JobState.DONE, score=0.9)
+    assert done.kind == "candidate" and await store.top(1) == []  # first-stage candidates stay off the board
 
 
 async def test_job_lifecycle_records_transitions(store):
