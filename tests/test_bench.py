@@ -33,3 +33,25 @@ def test_bench_engine_runs_on_tiny_models(tmp_path, capsys):
     assert [(r["size"], r["batch"]) for r in rows] == [(32, 1), (32, 2)]
     assert rows[0]["ours_over_plain"] > 0 and rows[0]["tflop_per_step"] > 0
     assert "steps/s" in capsys.readouterr().out
+
+
+def test_bench_compositions_runs_on_tiny_models(tmp_path, capsys):
+    from bench.compositions import CASES, main
+
+    out = tmp_path / "c.json"
+    assert main(["--tiny", "--size", "64x32", "--cutn", "4", "--steps", "1", "--repeats", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["case"] for r in rows] == list(CASES) and rows[0]["relative"] == 1.0
+    assert "x plain" in capsys.readouterr().out
+
+
+def test_bench_jobdisk_runs_on_tiny_models(tmp_path):
+    from bench.jobdisk import main
+
+    out = tmp_path / "d.json"
+    assert (
+        main(["--size", "64", "--steps", "20", "--every", "5", "--budget", "3", "--no-real", "--json", str(out)]) == 0
+    )
+    row = json.loads(out.read_text())
+    assert row["snapshots_kept"] == [10, 20]
+    assert row["frames"] == 2 and row["timelapse"]["webp within 8 MiB"]["frames"] == 3
