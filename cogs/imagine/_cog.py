@@ -20,7 +20,7 @@ from bot.pacing import RateLimiter
 from bot.queue import QueueFull
 from cogs.errors import reply
 from cogs.imagine._embeds import duration, jump_url, queued_line, short, top_embed
-from cogs.imagine._views import branch_view, running_view
+from cogs.imagine._views import branch_view, running_view, tournament_view
 from engine.errors import InvalidSpec
 from engine.models import registry
 from engine.spec import MAX_STEPS, JobSpec, random_seed, split_regions
@@ -176,7 +176,8 @@ class Imagine(commands.Cog):
         eta = await self.bot.jobs.eta(jobs[-1].id)
         await interaction.response.send_message(
             f"Tournament · {candidates} seeds of {short(spec.prompt)} · {first} steps each, then the chosen one "
-            f"to {spec.steps} · first look in ~{duration(eta)} (#{jobs[0].id}-#{jobs[-1].id})"
+            f"to {spec.steps} · first look in ~{duration(eta)} (#{jobs[0].id}-#{jobs[-1].id})",
+            view=tournament_view(tournament.id),
         )
         message = await interaction.original_response()
         thread_id = await self._open_thread(interaction, message, jobs[0], spec)

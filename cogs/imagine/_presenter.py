@@ -275,4 +275,4 @@ class DiscordPresenter:
 
     async def tournament_failed(self, tournament: Tournament) -> None:
         channel = await self._channel(tournament.thread_id or tournament.channel_id)
-        await channel.send("No candidate of this tournament finished, so there is nothing to pick from.")
+        await channel.send("No candidate of this tournament finished (cancelled or failed): nothing to pick from.")

@@ -209,6 +209,42 @@ class PickButton(
         await bot.tournaments.decide(self.tournament_id, self.number, "author")
 
 
+class CancelTournamentButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:tcancel:(?P<tournament>\d+)"
+):
+    """Stop every candidate of a tournament that has not ended (its author or a moderator)."""
+
+    def __init__(self, tournament_id: int) -> None:
+        super().__init__(_button("tcancel", tournament_id, "Cancel", discord.ButtonStyle.danger))
+        self.tournament_id = tournament_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
+        return cls(int(match["tournament"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot = interaction.client
+        tournament = await bot.store.get_tournament(self.tournament_id)
+        if tournament is None or tournament.state != "running":
+            await interaction.response.send_message("This tournament's first stage is over.", ephemeral=True)
+            return
+        if interaction.user.id != tournament.author_id and not _may_moderate(interaction):
+            await interaction.response.send_message(
+                "Only the member who started this tournament (or a moderator) can cancel it.", ephemeral=True
+            )
+            return
+        await interaction.response.send_message("Cancelling the tournament…", ephemeral=True)
+        for job in await bot.store.tournament_jobs(self.tournament_id):
+            if job.state.active:
+                await bot.jobs.cancel(job.id)
+
+
+def tournament_view(tournament_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelTournamentButton(tournament_id))
+    return view
+
+
 def pick_view(tournament_id: int, numbers: list[int]) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for number in numbers:
@@ -229,7 +265,16 @@ class RecipeButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], templa
         await interaction.response.send_message(recipe_text(job, JobSpec.from_json(job.spec_json)), ephemeral=True)
 
 
-DYNAMIC_ITEMS = (CancelButton, SteerButton, RerollButton, ContinueButton, BranchButton, RecipeButton, PickButton)
+DYNAMIC_ITEMS = (
+    CancelButton,
+    SteerButton,
+    RerollButton,
+    ContinueButton,
+    BranchButton,
+    RecipeButton,
+    PickButton,
+    CancelTournamentButton,
+)
 
 
 def running_view(job_id: int, steer: bool = False) -> discord.ui.View:

@@ -238,3 +238,22 @@ async def test_tournament_goes_to_the_most_voted_after_the_wait(simcord_env, wor
     tournament = await store.get_tournament(1)
     assert (tournament.state, tournament.chosen, tournament.decided_by) == ("decided", 2, "votes")
     assert (await store.get_job(3)).state == JobState.DONE
+
+
+async def test_cancel_a_tournament(simcord_env, world, gated):
+    guild, channel, u = world
+    gated.hold = True
+    await u["alice"].slash(channel, "imagine", prompt="a harbour at dusk", candidates=3)
+    store = simcord_env.bot.store
+    started = next(m for m in channel.history() if m.content.startswith("Tournament · 3 seeds"))
+    refused = await u["bob"].click(started, label="Cancel")
+    assert refused.ephemeral and "Only the member who started" in refused.response.content
+    await u["mod"].click(started, label="Cancel")  # a moderator may
+    gated.release(1)
+    await simcord_env.settle()
+    assert [j.state for j in await store.tournament_jobs(1)] == [JobState.CANCELLED] * 3
+    assert (await store.get_tournament(1)).state == "failed"
+    [thread] = channel.threads
+    assert any("No candidate of this tournament finished" in m.content for m in thread.history())
+    late = await u["alice"].click(started, label="Cancel")
+    assert late.ephemeral and "first stage is over" in late.response.content
