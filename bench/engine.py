@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import resource
@@ -134,7 +135,7 @@ def bench(args: argparse.Namespace) -> list[dict]:
     plain_models = (copy.deepcopy(perceptor), copy.deepcopy(vqgan)) if device.type == "cuda" else (perceptor, vqgan)
     plain_engine = None if args.no_plain else Engine(*plain_models, device=device, speed=PLAIN)
     engine = Engine(perceptor, vqgan=vqgan, device=device, speed=speed)
-    eager = Engine(perceptor, vqgan=vqgan, device=device, speed=Speed(**{**speed.__dict__, "compile": False}))
+    eager = Engine(perceptor, vqgan=vqgan, device=device, speed=dataclasses.replace(speed, compile=False))
     print(f"device {device}, speed {speed}, autocast {engine.fast.dtype}", flush=True)
     peak = _peak_tflops(device)
     rows = []

@@ -12,7 +12,6 @@ from bot.backends import Backend, EmbeddedBackend
 from bot.config import Settings
 from bot.jobs import JobService
 from bot.tournaments import Tournaments
-from engine.speed import Speed
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ def embedded_backend(settings: Settings) -> Backend:
             vqgan_checkpoint=settings.vqgan_checkpoint,
             clip_checkpoint=settings.clip_checkpoint,
             device=settings.device,
-            speed=Speed(settings.precision, compile=settings.compile, checkpoint=settings.checkpoint),
+            speed=settings.speed,
         )
     )
     backend = EmbeddedBackend(pool, snapshot_every=settings.snapshot_every, snapshot_budget=settings.snapshot_budget)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.models import registry
+from engine.speed import Speed, parse_flag
 
 # Every key the bot reads, with its default and meaning; `.env.example` is checked against this table.
 KEYS: dict[str, tuple[str, str]] = {
@@ -58,9 +59,7 @@ class Settings:
     clip_model: str = registry.DEFAULT_CLIP
     device: str = "auto"
     max_concurrent: int | None = None  # None: ask the backend (from GPU memory)
-    precision: str = "auto"
-    compile: bool = False
-    checkpoint: bool = False
+    speed: Speed = Speed()
     max_steps: int = 500
     default_steps: int = 300
     max_queued_per_user: int = 3
@@ -103,15 +102,6 @@ class Settings:
         def path(key: str) -> Path | None:
             return Path(get(key)) if get(key) else None
 
-        def flag(key: str) -> bool:
-            value = get(key).lower()
-            if value not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(f"{key} must be 1 or 0, not {get(key)!r}")
-            return value in ("1", "true", "yes", "on")
-
-        precision = get("IMAGINE_PRECISION").lower()
-        if precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"IMAGINE_PRECISION must be auto, fp32, bf16 or fp16, not {precision!r}")
         try:
             edit_interval = float(get("IMAGINE_EDIT_INTERVAL"))
         except ValueError:
@@ -129,9 +119,7 @@ class Settings:
             max_concurrent=None
             if get("IMAGINE_MAX_CONCURRENT").lower() == "auto"
             else integer("IMAGINE_MAX_CONCURRENT", 1),
-            precision=precision,
-            compile=flag("IMAGINE_COMPILE"),
-            checkpoint=flag("IMAGINE_CHECKPOINT"),
+            speed=Speed.from_env({k: get(k) for k in ("IMAGINE_PRECISION", "IMAGINE_COMPILE", "IMAGINE_CHECKPOINT")}),
             max_steps=integer("IMAGINE_MAX_STEPS", 1),
             default_steps=integer("IMAGINE_DEFAULT_STEPS", 1),
             max_queued_per_user=integer("IMAGINE_MAX_QUEUED_PER_USER", 1),
@@ -140,7 +128,7 @@ class Settings:
             snapshot_every=integer("IMAGINE_SNAPSHOT_EVERY", 0),
             snapshot_budget=integer("IMAGINE_SNAPSHOT_BUDGET", 2),
             edit_interval=max(1.0, edit_interval),
-            timelapse=flag("IMAGINE_TIMELAPSE"),
+            timelapse=parse_flag("IMAGINE_TIMELAPSE", get("IMAGINE_TIMELAPSE"), True),
             tournament_steps=integer("IMAGINE_TOURNAMENT_STEPS", 1),
             tournament_wait=float(integer("IMAGINE_TOURNAMENT_WAIT", 0)),
             log_level=get("IMAGINE_LOG_LEVEL").upper(),

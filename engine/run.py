@@ -33,7 +33,7 @@ from engine.losses import (
     size_weights,
     tone_asymmetry,
 )
-from engine.spec import JobSpec, Progress, Result
+from engine.spec import JobSpec, Progress, Result, parse_regions
 from engine.speed import Speed
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,6 @@ class Run:
 
     def set_prompt(self, text: str) -> None:
         """Aim at `text` from now on (z, the optimiser state and the step count stay as they are)."""
-        from engine.spec import parse_regions
-
         engine, device = self.engine, self.engine.device
         regions = parse_regions(text)
         prompts = [p for region in regions for p in region]

@@ -30,21 +30,34 @@ class Speed:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Speed:
+        """Read IMAGINE_PRECISION, IMAGINE_COMPILE, IMAGINE_CHECKPOINT, IMAGINE_CHANNELS_LAST and IMAGINE_FAST_CLIP
+        (empty or missing: the default). A value of the wrong kind is an InvalidSpec naming the key."""
         env = os.environ if environ is None else environ
-        flag = lambda key, default: _flag(env.get(key), default)  # noqa: E731
+        precision = (env.get("IMAGINE_PRECISION") or "auto").strip().lower()
+        if precision not in PRECISIONS:
+            raise InvalidSpec(
+                f"Unknown precision {precision!r} in IMAGINE_PRECISION; use one of {', '.join(PRECISIONS)}."
+            )
         return cls(
-            precision=env.get("IMAGINE_PRECISION") or "auto",
-            channels_last=flag("IMAGINE_CHANNELS_LAST", True),
-            fast_clip=flag("IMAGINE_FAST_CLIP", True),
-            compile=flag("IMAGINE_COMPILE", False),
-            checkpoint=flag("IMAGINE_CHECKPOINT", False),
+            precision=precision,
+            channels_last=parse_flag("IMAGINE_CHANNELS_LAST", env.get("IMAGINE_CHANNELS_LAST"), True),
+            fast_clip=parse_flag("IMAGINE_FAST_CLIP", env.get("IMAGINE_FAST_CLIP"), True),
+            compile=parse_flag("IMAGINE_COMPILE", env.get("IMAGINE_COMPILE"), False),
+            checkpoint=parse_flag("IMAGINE_CHECKPOINT", env.get("IMAGINE_CHECKPOINT"), False),
         )
 
 
-def _flag(value: str | None, default: bool) -> bool:
-    if value is None or not value.strip():
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_flag(key: str, raw: str | None, default: bool) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off; empty means `default`; anything else names the key."""
+    value = (raw or "").strip().lower()
+    if not value:
         return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    if value not in _TRUE + _FALSE:
+        raise InvalidSpec(f"{key} must be 1 or 0, not {value!r}.")
+    return value in _TRUE
 
 
 PLAIN = Speed(precision="fp32", channels_last=False, fast_clip=False, compile=False, checkpoint=False)

@@ -133,21 +133,23 @@ class Batcher:
         run, engine = item.run, item.engine
         every = run.spec.progress_every
         at = run.step_index
+        preview = None  # one device-to-host copy per step, shared by the report and the snapshot's thumbnail
         if at % every == 0 or run.done:
             progress = engine.progress(run, time.monotonic() - item.started, preview=False)
-            reports.append(ProgressReport(item.key, progress, engine.preview(run)))
+            preview = engine.preview(run)
+            reports.append(ProgressReport(item.key, progress, preview))
         if run.done:
-            self._finish(item, reports)
+            self._finish(item, reports, preview)
         elif item.history is not None and at % item.history.every == 0:
-            path = item.history.save(run, engine.preview(run))
+            path = item.history.save(run, preview if preview is not None else engine.preview(run))
             reports.append(SnapshotReport(item.key, at, path))
 
-    def _finish(self, item: Active, reports: list[Report]) -> None:
+    def _finish(self, item: Active, reports: list[Report], preview=None) -> None:
         self.active.pop(item.key, None)
         try:
             result = item.engine.result(item.run, time.monotonic() - item.started, cancelled=not item.run.done)
             if item.history is not None:  # the final state, for Continue and Branch
-                path = item.history.save(item.run, item.engine.preview(item.run))
+                path = item.history.save(item.run, preview if preview is not None else item.engine.preview(item.run))
                 reports.append(SnapshotReport(item.key, item.run.step_index, path))
             reports.append(ResultReport(item.key, result))
         except Exception as exc:  # noqa: BLE001

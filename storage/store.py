@@ -223,14 +223,18 @@ class Store:
             row = await cur.fetchone()
         return _job(row) if row else None
 
-    async def update_job(self, job_id: int, **fields: Any) -> Job:
-        bad = set(fields) - _UPDATABLE
+    async def _update_row(self, table: str, allowed: set[str], row_id: int, fields: dict[str, Any]) -> None:
+        """Set `fields` (only column names from `allowed`) of one row of `table` and commit."""
+        bad = set(fields) - allowed
         if bad:
             raise ValueError(f"not updatable: {sorted(bad)}")
         if fields:
             columns = ", ".join(f"{k} = ?" for k in fields)
-            await self._db.execute(f"UPDATE jobs SET {columns} WHERE id = ?", (*fields.values(), job_id))
+            await self._db.execute(f"UPDATE {table} SET {columns} WHERE id = ?", (*fields.values(), row_id))
             await self._db.commit()
+
+    async def update_job(self, job_id: int, **fields: Any) -> Job:
+        await self._update_row("jobs", _UPDATABLE, job_id, fields)
         return await self.get_job(job_id)
 
     async def set_state(self, job_id: int, state: JobState, detail: str | None = None, **fields: Any) -> Job:
@@ -303,22 +307,15 @@ class Store:
     async def get_tournament(self, tournament_id: int) -> Tournament | None:
         async with self._db.execute("SELECT * FROM tournaments WHERE id = ?", (tournament_id,)) as cur:
             row = await cur.fetchone()
-        return None if row is None else Tournament(**{k: row[k] for k in Tournament.__dataclass_fields__})
+        return None if row is None else _tournament(row)
 
     async def update_tournament(self, tournament_id: int, **fields: Any) -> Tournament:
-        bad = set(fields) - _TOURNAMENT_UPDATABLE
-        if bad:
-            raise ValueError(f"not updatable: {sorted(bad)}")
-        if fields:
-            columns = ", ".join(f"{k} = ?" for k in fields)
-            await self._db.execute(f"UPDATE tournaments SET {columns} WHERE id = ?", (*fields.values(), tournament_id))
-            await self._db.commit()
+        await self._update_row("tournaments", _TOURNAMENT_UPDATABLE, tournament_id, fields)
         return await self.get_tournament(tournament_id)
 
     async def tournaments_in_state(self, state: str) -> list[Tournament]:
-        async with self._db.execute("SELECT id FROM tournaments WHERE state = ? ORDER BY id", (state,)) as cur:
-            ids = [r[0] for r in await cur.fetchall()]
-        return [await self.get_tournament(i) for i in ids]
+        async with self._db.execute("SELECT * FROM tournaments WHERE state = ? ORDER BY id", (state,)) as cur:
+            return [_tournament(r) for r in await cur.fetchall()]
 
     async def tournament_jobs(self, tournament_id: int) -> list[Job]:
         """The candidates of a tournament, by number."""
@@ -343,3 +340,7 @@ def _job(row: aiosqlite.Row) -> Job:
     data = {k: row[k] for k in Job.__dataclass_fields__}
     data["state"] = JobState(data["state"])
     return Job(**data)
+
+
+def _tournament(row: aiosqlite.Row) -> Tournament:
+    return Tournament(**{k: row[k] for k in Tournament.__dataclass_fields__})

@@ -147,7 +147,7 @@ class Imagine(commands.Cog):
         semantic: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
         self._check_cooldown(interaction.user.id)
-        if " / " in f" {left} " or " / " in f" {right} ":
+        if len(split_regions(left)) > 1 or len(split_regions(right)) > 1:
             raise InvalidSpec("Each side is one prompt; leave out ' / ' (use | to add ideas to a side).")
         spec = self._spec(
             f"{left} / {right}",

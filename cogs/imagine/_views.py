@@ -24,6 +24,15 @@ class _FromJobId:
         return cls(int(match["job"]))
 
 
+async def _active_job(interaction: discord.Interaction, job_id: int):
+    """The job if it is still waiting or running; otherwise say so to the member and return None."""
+    job = await interaction.client.store.get_job(job_id)
+    if job is None or not job.state.active:
+        await interaction.response.send_message("This job has already ended.", ephemeral=True)
+        return None
+    return job
+
+
 def _button(action: str, job_id: int, label: str, style: discord.ButtonStyle, emoji: str | None = None):
     return discord.ui.Button(label=label, style=style, emoji=emoji, custom_id=f"imagine:{action}:{job_id}")
 
@@ -35,9 +44,8 @@ class CancelButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], templa
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = interaction.client
-        job = await bot.store.get_job(self.job_id)
-        if job is None or not job.state.active:
-            await interaction.response.send_message("This job has already ended.", ephemeral=True)
+        job = await _active_job(interaction, self.job_id)
+        if job is None:
             return
         if interaction.user.id != job.author_id and not _may_moderate(interaction):
             await interaction.response.send_message(
@@ -66,9 +74,8 @@ class SteerModal(discord.ui.Modal, title="Steer this picture"):
     async def on_submit(self, interaction: discord.Interaction) -> None:
         bot = interaction.client
         text = self.prompt.value.strip()
-        job = await bot.store.get_job(self.job_id)
-        if job is None or not job.state.active:
-            await interaction.response.send_message("This job has already ended.", ephemeral=True)
+        job = await _active_job(interaction, self.job_id)
+        if job is None:
             return
         spec = JobSpec.from_json(job.spec_json)
         try:  # check the prompt before it reaches the engine
@@ -94,9 +101,8 @@ class SteerButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], templat
         self.job_id = job_id
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        job = await interaction.client.store.get_job(self.job_id)
-        if job is None or not job.state.active:
-            await interaction.response.send_message("This job has already ended.", ephemeral=True)
+        job = await _active_job(interaction, self.job_id)
+        if job is None:
             return
         if interaction.user.id != job.author_id:
             await interaction.response.send_message(

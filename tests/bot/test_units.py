@@ -72,6 +72,17 @@ def test_settings_from_env_and_hidden_token(caplog):
     assert "sekrit" not in caplog.text
     with pytest.raises(ValueError, match="IMAGINE_MAX_STEPS must be a whole number"):
         Settings.from_env({"IMAGINE_MAX_STEPS": "many"})
+    fast = Settings.from_env({"IMAGINE_PRECISION": "FP16", "IMAGINE_COMPILE": "yes", "IMAGINE_TIMELAPSE": "0"})
+    assert (fast.speed.precision, fast.speed.compile, fast.speed.checkpoint, fast.timelapse) == (
+        "fp16",
+        True,
+        False,
+        False,
+    )
+    with pytest.raises(ValueError, match="IMAGINE_COMPILE must be 1 or 0"):
+        Settings.from_env({"IMAGINE_COMPILE": "maybe"})
+    with pytest.raises(ValueError, match="IMAGINE_PRECISION"):
+        Settings.from_env({"IMAGINE_PRECISION": "fp8"})
 
 
 def test_problems_explain_what_is_missing(tmp_path, tiny_models):
