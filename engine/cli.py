@@ -6,12 +6,15 @@ python -m engine "a cityscape at night | trending on artstation" -o city.png --s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
+from engine.env import load_env, quiet_libraries
 from engine.errors import EngineError
 from engine.models import registry
 from engine.spec import JobSpec, random_seed
@@ -62,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cut-pow", type=float, default=1.0)
     p.add_argument("--generator", choices=["vqgan", "fourier"], default="vqgan")
     p.add_argument("--model", default=registry.DEFAULT_VQGAN, help="VQGAN name in the models directory")
-    p.add_argument("--clip", default=registry.DEFAULT_CLIP, help="open_clip architecture (default ViT-B-32)")
+    p.add_argument(
+        "--clip",
+        default=os.environ.get("IMAGINE_CLIP_MODEL") or registry.DEFAULT_CLIP,
+        help="open_clip architecture (default $IMAGINE_CLIP_MODEL or ViT-B-32)",
+    )
     p.add_argument("--init-image", help="start from this image instead of noise")
     p.add_argument("--init-weight", type=float, default=0.0, help="pull towards the init image (MSE weight)")
     p.add_argument("--image-prompt", action="append", default=[], help="an image to aim for (path[:weight])")
@@ -132,8 +139,10 @@ def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    load_env()  # the same .env as the bot: models, device and speed settings
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
     try:
         return _generate(args, argv)
     except EngineError as exc:
@@ -149,8 +158,9 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
     from engine.loading import EnginePool, ModelSettings
     from engine.run import load_snapshot, save_snapshot
 
-    env = ModelSettings.from_env()
-    settings = ModelSettings(
+    env = ModelSettings.from_env()  # IMAGINE_* keys, speed settings included; flags win
+    settings = dataclasses.replace(
+        env,
         models_dir=registry.models_dir(args.models_dir) if args.models_dir else env.models_dir,
         vqgan_config=Path(args.vqgan_config) if args.vqgan_config else env.vqgan_config,
         vqgan_checkpoint=Path(args.vqgan_checkpoint) if args.vqgan_checkpoint else env.vqgan_checkpoint,

@@ -4,61 +4,107 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
+from engine.env import load_env, quiet_libraries
 from engine.errors import CheckpointError
 from engine.models import registry
 
 
-def _bar(desc: str):
+def _progress(source) -> object:
+    """A progress callback that opens its bar on the first bytes (a failed attempt prints no empty bar)."""
     from tqdm import tqdm
 
-    bar = tqdm(desc=desc, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True)
+    bars: list = []
 
     def update(done: int, total: int | None) -> None:
+        if not bars:
+            bars.append(
+                tqdm(
+                    desc=source.dest.name,
+                    total=total,
+                    initial=done,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    dynamic_ncols=True,
+                )
+            )
+        bar = bars[0]
         if total is not None and bar.total != total:
             bar.total = total
         bar.n = done
         bar.refresh()
+        if total is not None and done >= total:
+            bar.close()
 
-    return bar, update
+    return update
 
 
-def _download(args: argparse.Namespace) -> int:
-    from engine.models.download import fetch, fetch_any, sha256_from_url
+def clip_sources(name: str, directory: Path, hub_endpoint: str | None = None) -> list:
+    """Where OpenAI's CLIP weights for `name` can come from, in order: OpenAI's own URL (its SHA-256 is in the
+    URL), then the Hugging Face Hub copy open_clip knows (the Hub publishes each file's SHA-256)."""
+    import huggingface_hub
+    import open_clip
 
-    directory = registry.models_dir(args.dir)
-    names = args.names or ([] if args.clip else [registry.DEFAULT_VQGAN])
+    from engine.models.download import Source, sha256_from_url
+
+    config = open_clip.get_pretrained_cfg(name, "openai") or {}
+    clip_dir = Path(directory) / "clip"
+    sources = []
+    if config.get("url"):
+        url = config["url"]
+        sources.append(Source("OpenAI", url, clip_dir / f"{name}-openai.pt", sha256_from_url(url)))
+    if config.get("hf_hub"):
+        repo = config["hf_hub"].strip("/")
+        for filename, suffix in (
+            ("open_clip_model.safetensors", "safetensors"),
+            ("open_clip_pytorch_model.bin", "bin"),
+        ):
+            url = huggingface_hub.hf_hub_url(repo, filename, endpoint=hub_endpoint)
+            sources.append(Source(f"the Hub ({filename})", url, clip_dir / f"{name}-openai.{suffix}", hub=True))
+    return sources
+
+
+def download(names: list[str], clips: list[str], directory: Path, hub_endpoint: str | None = None) -> list[Path]:
+    """Fetch VQGANs (yaml + checkpoint) and OpenAI CLIP weights into `directory`; skip what is already there."""
+    from engine.models.clip import find_clip_checkpoint
+    from engine.models.download import Source, fetch_first
+
+    done = []
     for name in names:
         entry = registry.VQGANS.get(name)
         if entry is None:
-            print(f"Unknown model {name!r}. Known: {', '.join(registry.VQGANS)}.", file=sys.stderr)
-            return 2
+            raise CheckpointError(f"Unknown model {name!r}. Known: {', '.join(registry.VQGANS)}.")
         yaml_path, ckpt_path = registry.vqgan_paths(name, directory)
         for remote, dest in ((entry.config, yaml_path), (entry.checkpoint, ckpt_path)):
-            bar, update = _bar(dest.name)
-            try:
-                fetch_any(remote.urls, dest, remote.sha256, progress=update)
-            finally:
-                bar.close()
-        print(f"{name}: {yaml_path} and {ckpt_path}")
-    for clip_name in args.clip or []:
-        import open_clip
+            sources = [Source(_host(u), u, dest, remote.sha256) for u in remote.urls]
+            done.append(fetch_first(sources, f"{name} ({dest.name})", _progress))
+    for name in clips:
+        present = find_clip_checkpoint(name, directory)
+        if present is not None and "openai" in present.name:
+            done.append(present)
+            continue
+        sources = clip_sources(name, directory, hub_endpoint)
+        if not sources:
+            raise CheckpointError(f"No OpenAI weights are known for {name!r}; known: ViT-B-32, ViT-B-16, RN50, ...")
+        done.append(fetch_first(sources, f"the CLIP weights {name}", _progress))
+    return done
 
-        url = open_clip.get_pretrained_url(clip_name, "openai")
-        if not url:
-            print(
-                f"No OpenAI weights are known for {clip_name!r}; known: ViT-B-32, ViT-B-16, RN50, ...", file=sys.stderr
-            )
-            return 2
-        dest = Path(directory) / "clip" / f"{clip_name}-openai.pt"
-        bar, update = _bar(dest.name)
-        try:
-            fetch(url, dest, sha256_from_url(url), progress=update)
-        finally:
-            bar.close()
-        print(f"{clip_name}: {dest}")
+
+def _host(url: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(url).hostname or url
+
+
+def _download(args: argparse.Namespace) -> int:
+    directory = registry.models_dir(args.dir)
+    names = args.names or ([] if args.clip else [registry.DEFAULT_VQGAN])
+    for path in download(names, args.clip or [], directory, os.environ.get("HF_ENDPOINT")):
+        print(f"ok: {path}")
     return 0
 
 
@@ -72,8 +118,9 @@ def _list(args: argparse.Namespace) -> int:
     for name in sorted(installed - set(registry.VQGANS)):
         print(f"  {name:28} {'installed':28} (local)")
     clip_dir = directory / "clip"
-    for path in sorted(clip_dir.glob("*.pt")) if clip_dir.is_dir() else []:
-        print(f"  clip: {path.name}")
+    for path in sorted(clip_dir.iterdir()) if clip_dir.is_dir() else []:
+        if path.suffix in (".pt", ".safetensors", ".bin"):
+            print(f"  clip: {path.name}")
     return 0
 
 
@@ -103,7 +150,7 @@ def _tiny(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from engine.models.vqgan import convert_checkpoint
 
-    out = convert_checkpoint(args.checkpoint, args.out)
+    out = convert_checkpoint(args.checkpoint, args.out, trust=args.trust)
     print(f"Wrote the inference weights of {args.checkpoint} to {out}")
     return 0
 
@@ -128,11 +175,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir")
     p.set_defaults(func=_tiny)
     p = sub.add_parser("convert", help="keep only the inference weights of a Lightning .ckpt (loads weights-only)")
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow a full pickle load of the input (runs code the file names): only for your own files",
+    )
     p.add_argument("checkpoint")
     p.add_argument("out")
     p.set_defaults(func=_convert)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    load_env()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
     try:
         return args.func(args)
     except CheckpointError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -50,12 +51,21 @@ class Perceptor(nn.Module):
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
 
-def _is_torchscript(path: Path) -> bool:
-    """OpenAI's released `.pt` files are TorchScript archives (and use QuickGELU)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+def checkpoint_format(path: Path) -> str:
+    """ "torchscript" (OpenAI's released `.pt`), "safetensors", or "state_dict" (a pickled dict of tensors)."""
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            if any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist()):
+                return "torchscript"
+    return "state_dict"
+
+
+# Where `python -m engine.models download --clip NAME` puts OpenAI's weights: its TorchScript archive from
+# OpenAI's site, or the Hugging Face Hub copy of the same weights as an open_clip state dict.
+CHECKPOINT_NAMES = ("{name}-openai.pt", "{name}-openai.safetensors", "{name}-openai.bin", "{name}.pt")
+CHECKPOINT_NAMES += ("{name}.safetensors", "{name}.bin")
 
 
 def find_clip_checkpoint(name: str, models_dir: str | Path | None) -> Path | None:
@@ -63,34 +73,65 @@ def find_clip_checkpoint(name: str, models_dir: str | Path | None) -> Path | Non
     if models_dir is None:
         return None
     clip_dir = Path(models_dir) / "clip"
-    for candidate in (clip_dir / f"{name}-openai.pt", clip_dir / f"{name}.pt", clip_dir / f"{name}.safetensors"):
+    for pattern in CHECKPOINT_NAMES:
+        candidate = clip_dir / pattern.format(name=name)
         if candidate.is_file():
             return candidate
     return None
 
 
-def load_clip(
-    name: str,
-    checkpoint: str | Path | None = None,
-    models_dir: str | Path | None = None,
-    device: torch.device | str = "cpu",
-) -> Perceptor:
-    """Build the open_clip architecture `name` and load `checkpoint` (or the one in `models_dir/clip`).
-
-    A config `NAME.json` beside the checkpoint (or in `models_dir/clip`) registers a custom architecture.
-    Nothing is downloaded here.
-    """
+def _architecture_mismatch(name: str, model: nn.Module) -> str | None:
+    """How a model rebuilt from a checkpoint's shapes differs from open_clip's config `name` (None: it matches)."""
     import open_clip
 
-    path = Path(checkpoint) if checkpoint else find_clip_checkpoint(name, models_dir)
-    if path is None or not path.is_file():
-        where = f" at {path}" if path else (f" in {Path(models_dir) / 'clip'}" if models_dir else "")
+    config = open_clip.get_model_config(name)
+    if config is None:
+        return None  # a name open_clip does not know: the checkpoint's shapes define it
+    vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
+    visual = model.visual
+    found = {
+        "embed_dim": model.text_projection.shape[1],
+        "vision width": visual.conv1.weight.shape[0] if hasattr(visual, "conv1") else None,
+        "vision layers": len(visual.transformer.resblocks) if hasattr(visual, "transformer") else None,
+        "text width": model.ln_final.weight.shape[0],
+    }
+    wanted = {
+        "embed_dim": config.get("embed_dim"),
+        "vision width": vision.get("width") if isinstance(vision.get("layers"), int) else None,
+        "vision layers": vision.get("layers") if isinstance(vision.get("layers"), int) else None,
+        "text width": text.get("width"),
+    }
+    wrong = [f"{k} {found[k]} (expected {wanted[k]})" for k in found if wanted[k] is not None and found[k] != wanted[k]]
+    return ", ".join(wrong) or None
+
+
+def _from_torchscript(path: Path, name: str) -> nn.Module:
+    """OpenAI's TorchScript archive: read its weights on the CPU and rebuild open_clip's model (QuickGELU, fp32).
+
+    The archive's code is never run: only its state dict is read, and the architecture comes from its shapes.
+    """
+    from open_clip.model import build_model_from_openai_state_dict
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, and is how OpenAI shipped CLIP
+        archive = torch.jit.load(str(path), map_location="cpu")
+    state = dict(archive.state_dict())
+    del archive
+    model = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None)
+    mismatch = _architecture_mismatch(name, model)
+    if mismatch:
         raise CheckpointError(
-            f"No CLIP checkpoint for {name}{where}. Run `python -m engine.models download --clip {name}` "
-            f"on a machine with internet access, or point --clip-checkpoint (IMAGINE_CLIP_CHECKPOINT) at a local "
-            "open_clip or OpenAI checkpoint.",
-            str(path) if path else None,
+            f"The CLIP checkpoint {path} is not a {name} model: {mismatch}. Set IMAGINE_CLIP_MODEL (or --clip) to "
+            "the architecture of this file, or download the right one.",
+            str(path),
         )
+    return model.float()
+
+
+def _from_state_dict(path: Path, name: str, models_dir: str | Path | None) -> nn.Module:
+    """An open_clip state dict (Hub `.safetensors`/`.bin`, or a training checkpoint): weights-only loading."""
+    import open_clip
+
     for config_dir in {path.parent, *([Path(models_dir) / "clip"] if models_dir else [])}:
         config = config_dir / f"{name}.json"
         if config.is_file():
@@ -101,15 +142,54 @@ def load_clip(
             f"a {name}.json model config beside the checkpoint.",
             str(path),
         )
-    quick_gelu = _is_torchscript(path) or name.endswith("quickgelu")
+    # OpenAI's weights were trained with QuickGELU; the downloader names their files NAME-openai.*.
+    quick_gelu = "openai" in path.name or name.endswith("quickgelu")
+    return open_clip.create_model(name, pretrained=str(path), device="cpu", force_quick_gelu=quick_gelu)
+
+
+def _tokenizer(name: str, context_length: int):
+    import open_clip
+
+    if open_clip.get_model_config(name) is not None:
+        return open_clip.get_tokenizer(name)
+    return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)  # OpenAI's tokenizer
+
+
+def load_clip(
+    name: str,
+    checkpoint: str | Path | None = None,
+    models_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> Perceptor:
+    """Build the CLIP model `name` from `checkpoint` (or the one in `models_dir/clip`): an OpenAI TorchScript
+    archive, an open_clip/Hub state dict (`.safetensors`, `.bin`, `.pt`) or an open_clip training checkpoint.
+
+    A config `NAME.json` beside a state dict (or in `models_dir/clip`) registers a custom architecture.
+    Nothing is downloaded here, and no pickle beyond plain tensors is ever loaded.
+    """
+    path = Path(checkpoint) if checkpoint else find_clip_checkpoint(name, models_dir)
+    if path is None or not path.is_file():
+        where = f" at {path}" if path else (f" in {Path(models_dir) / 'clip'}" if models_dir else "")
+        raise CheckpointError(
+            f"No CLIP checkpoint for {name}{where}. Run `python -m engine.models download --clip {name}` "
+            f"on a machine with internet access, or point --clip-checkpoint (IMAGINE_CLIP_CHECKPOINT) at a local "
+            "open_clip or OpenAI checkpoint.",
+            str(path) if path else None,
+        )
     try:
-        model = open_clip.create_model(name, pretrained=str(path), device="cpu", force_quick_gelu=quick_gelu)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AssertionError) as exc:
+        if checkpoint_format(path) == "torchscript":
+            model = _from_torchscript(path, name)
+        else:
+            model = _from_state_dict(path, name, models_dir)
+    except CheckpointError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # torch, safetensors and pickle raise many kinds for a truncated or foreign file
         raise CheckpointError(
             f"The CLIP checkpoint {path} could not be loaded as {name} ({type(exc).__name__}: {str(exc)[:200]}). "
             "Check that it belongs to this architecture, or delete it and download it again.",
             str(path),
         ) from None
     model.eval().requires_grad_(False)
-    tokenizer = open_clip.get_tokenizer(name)
-    return Perceptor(model, tokenizer, name).to(device)
+    return Perceptor(model, _tokenizer(name, int(model.context_length)), name).to(device)

@@ -6,6 +6,7 @@ pytorch-lightning API. The loss (discriminator, LPIPS) is never built: its confi
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import logging
@@ -166,17 +167,51 @@ def quantize_nearest(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return codebook[idx].view(b, h, w, d).permute(0, 3, 1, 2)
 
 
-def _torch_load(path: Path) -> Any:
-    """Load a checkpoint: weights-only first; Lightning checkpoints that need more are loaded from the operator's
-    own files only (this function is never given a member's upload)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        log.info("%s holds more than weights (a Lightning checkpoint); loading it in full", path)
+# What a Lightning 1.x checkpoint (taming's released `last.ckpt`) pickles besides tensors and plain containers:
+# the callbacks' states are keyed by the callback's class, and hyperparameters may be an AttributeDict or a
+# Namespace. Lightning is not installed: each is read as an inert stand-in, and nothing of Lightning's code runs.
+_LIGHTNING_CLASSES = (
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
+    "pytorch_lightning.callbacks.lr_monitor.LearningRateMonitor",
+)
+
+
+class _AttributeDict(dict):
+    """Stands in for Lightning's AttributeDict (a dict) while unpickling."""
+
+
+def _lightning_globals() -> list:
+    stand_ins: list = [(type(n.rsplit(".", 1)[1], (), {}), n) for n in _LIGHTNING_CLASSES]
+    stand_ins.append((_AttributeDict, "pytorch_lightning.utilities.parsing.AttributeDict"))
+    stand_ins.append(argparse.Namespace)
+    return stand_ins
+
+
+def _torch_load(path: Path, trust: bool = False) -> Any:
+    """Load a checkpoint weights-only, allowing the few inert globals a Lightning 1.x checkpoint names.
+
+    `trust=True` (the operator's explicit `convert --trust`) is the only way to an unrestricted pickle load.
+    """
+    if trust:
         return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_lightning_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)[:3])
+        except Exception:
+            names = "unknown classes"
+        raise CheckpointError(
+            f"The checkpoint {path} holds Python objects besides weights ({names}), which are never loaded "
+            f"automatically. If it is your own file and you trust it, convert it once: `python -m engine.models "
+            f"convert --trust {path} {path.with_suffix('.weights.ckpt')}`.",
+            str(path),
+        ) from None
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
     """The inference tensors of a taming `.ckpt` (Lightning, under `state_dict`) or of a plain state dict."""
     path = Path(path)
     if not path.is_file():
@@ -186,7 +221,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             str(path),
         )
     try:
-        raw = _torch_load(path)
+        raw = _torch_load(path, trust)
+    except CheckpointError:
+        raise
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
             f"The VQGAN checkpoint {path} could not be read ({type(exc).__name__}: {str(exc)[:200]}). "
@@ -223,9 +260,11 @@ def load_vqgan(config_path: str | Path, checkpoint_path: str | Path, device: tor
     return model.to(device)
 
 
-def convert_checkpoint(checkpoint_path: str | Path, out_path: str | Path) -> Path:
-    """Write just the inference tensors of a Lightning `.ckpt` as a plain state dict (loads with weights_only)."""
-    state = read_state_dict(checkpoint_path)
+def convert_checkpoint(checkpoint_path: str | Path, out_path: str | Path, trust: bool = False) -> Path:
+    """Write just the inference tensors of a `.ckpt` as a plain state dict (loads with weights_only).
+
+    `trust=True` allows an unrestricted pickle load of the input: only for the operator's own files."""
+    state = read_state_dict(checkpoint_path, trust)
     out = Path(out_path)
     torch.save({"state_dict": state}, out)
     return out

@@ -122,3 +122,102 @@ def test_download_command_offline_message(tmp_path, capsys):
         pytest.skip("internet reachable")
     assert code == 1
     assert "point --vqgan-checkpoint" in capsys.readouterr().err
+
+
+# -- CLIP from two sources: OpenAI's URL, then the Hub's copy ---------------------------------------------------
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """A loopback stand-in for the Hub's file endpoint: HEAD answers with the LFS ETag (the SHA-256), GET serves."""
+
+    files: dict = {}
+    etags: dict = {}
+
+    def _file(self):
+        return type(self).files.get(self.path)
+
+    def do_HEAD(self):  # noqa: N802
+        body = self._file()
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("X-Linked-Etag", f'"{type(self).etags.get(self.path, hashlib.sha256(body).hexdigest())}"')
+        self.send_header("X-Repo-Commit", "0" * 40)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+
+    def do_GET(self):  # noqa: N802
+        body = self._file()
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """OpenAI's URL answers 404; the Hub serves a tiny open_clip state dict as `open_clip_model.safetensors`."""
+    import open_clip
+
+    from tests.engine import realformats
+
+    weights = realformats.write_hub_state_dict(
+        tmp_path / "src" / "tinyhub.safetensors", "tinyhub", realformats.TINY_HUB_CONFIG
+    )
+    _Hub.files = {"/org/tinyhub/resolve/main/open_clip_model.safetensors": weights.read_bytes()}
+    _Hub.etags = {}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    real_cfg = open_clip.get_pretrained_cfg
+    cfg = {"url": f"{url}/clip/models/{'ab' * 32}/tinyhub.pt", "hf_hub": "org/tinyhub/"}
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda n, t: cfg if n == "tinyhub" else real_cfg(n, t))
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    yield url, weights
+    httpd.shutdown()
+
+
+def test_clip_download_falls_back_to_the_hub_and_loads(hub, tmp_path, capsys):
+    from engine.models.__main__ import main
+    from engine.models.clip import load_clip
+
+    _, weights = hub
+    models = tmp_path / "models"
+    assert main(["download", "--clip", "tinyhub", "--dir", str(models)]) == 0
+    got = models / "clip" / "tinyhub-openai.safetensors"
+    assert got.read_bytes() == weights.read_bytes()
+    assert verify(got)
+    (models / "clip" / "tinyhub.json").write_bytes((weights.parent / "tinyhub.json").read_bytes())
+    assert load_clip("tinyhub", models_dir=models).encode_text(["a cat"]).shape == (1, 32)
+    # a second run finds the file and asks nobody
+    _Hub.files = {}
+    assert main(["download", "--clip", "tinyhub", "--dir", str(models)]) == 0
+
+
+def test_clip_download_refuses_a_bad_digest_in_one_sentence_and_leaves_nothing(hub, tmp_path, capsys):
+    from engine.models.__main__ import main
+
+    _Hub.etags = {"/org/tinyhub/resolve/main/open_clip_model.safetensors": "cd" * 32}
+    models = tmp_path / "models"
+    assert main(["download", "--clip", "tinyhub", "--dir", str(models)]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "B/s]" not in line]
+    assert len(lines) == 1 and lines[0].startswith("error: Could not download the CLIP weights tinyhub")
+    assert "OpenAI: HTTP 404" in err and "is not the expected cdcdcdcdcdcd" in err and "HTTP 404" in err
+    assert "0.00B" not in err
+    assert not models.exists()  # no half-written file, no empty folder
+
+
+def test_clip_download_keeps_folders_that_were_there(hub, tmp_path, capsys):
+    from engine.models.__main__ import main
+
+    _Hub.files = {}
+    models = tmp_path / "models"
+    (models / "vqgan").mkdir(parents=True)
+    assert main(["download", "--clip", "tinyhub", "--dir", str(models)]) == 1
+    assert sorted(p.name for p in models.iterdir()) == ["vqgan"]
