@@ -1,33 +1,68 @@
-"""`python -m bot`: read settings, check them, configure logging once, start the bot."""
+"""`python -m bot`: read settings, check everything once (the models really load), then log in and run.
+
+`python -m bot --check` runs the same check and exits: 0 when the bot could start, 2 with a sentence per problem.
+"""
 
 from __future__ import annotations
 
+import argparse
+import functools
 import logging
 import sys
+import time
 
 import discord
 
 from bot.config import Settings
 
+log = logging.getLogger("bot")
 
-def main() -> int:
+NETWORK_ERRORS = (OSError, discord.GatewayNotFound, discord.HTTPException, discord.ConnectionClosed)
+
+
+def _configure_logging(level: str) -> None:
+    from engine.env import quiet_libraries
+
+    discord.utils.setup_logging(level=getattr(logging, level, logging.INFO))
+    quiet_libraries()
+    # Voice is not used: no warnings about its optional libraries.
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
+
+
+def _say_problems(problems: list[str]) -> int:
+    print("The bot cannot start yet:", file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="The imagine Discord bot.")
+    parser.add_argument("--check", action="store_true", help="check settings, models, data and database, then exit")
+    args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
     except ValueError as exc:
         print(f"error: {exc} (see .env.example)", file=sys.stderr)
         return 2
-    problems = settings.problems()
-    if problems:
-        print("The bot cannot start yet:", file=sys.stderr)
-        for problem in problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return 2
-    discord.utils.setup_logging(level=getattr(logging, settings.log_level, logging.INFO))
-    logging.getLogger(__name__).info("starting with %r", settings)
+    _configure_logging(settings.log_level)
 
-    from bot.client import ImagineBot
+    from bot.preflight import check
 
-    bot = ImagineBot(settings)
+    started = time.monotonic()
+    checked = check(settings)
+    if checked.problems:
+        return _say_problems(checked.problems)
+    took = ", ".join(f"{k} {v:.1f} s" for k, v in checked.seconds.items())
+    if args.check:
+        print(f"ok: models loaded ({took}), data directory writable, database opens.")
+        return 0
+    log.info("start-up check passed in %.1f s (%s); starting with %r", time.monotonic() - started, took, settings)
+
+    from bot.client import ImagineBot, embedded_backend
+
+    bot = ImagineBot(settings, functools.partial(embedded_backend, pool=checked.pool))
     try:
         bot.run(settings.token, log_handler=None)
     except discord.LoginFailure:
@@ -36,6 +71,16 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
+    except discord.PrivilegedIntentsRequired:
+        print("error: Discord refused an intent the bot asked for; see the README's set-up.", file=sys.stderr)
+        return 2
+    except NETWORK_ERRORS as exc:
+        print(
+            f"error: Discord could not be reached ({type(exc).__name__}: {str(exc)[:160] or 'no answer'}); "
+            "check this machine's network and start the bot again.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

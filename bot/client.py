@@ -19,11 +19,12 @@ log = logging.getLogger(__name__)
 EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.votes")
 
 
-def embedded_backend(settings: Settings) -> Backend:
-    """The default backend: the engine in this process, models loaded on first use."""
+def embedded_backend(settings: Settings, pool=None) -> Backend:
+    """The default backend: the engine in this process, with the models the start-up check loaded (`pool`), or
+    loaded on first use."""
     from engine.loading import EnginePool, ModelSettings
 
-    pool = EnginePool(
+    pool = pool or EnginePool(
         ModelSettings(
             models_dir=settings.models_dir,
             vqgan_config=settings.vqgan_config,

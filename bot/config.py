@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.env import load_env
 from engine.models import registry
 from engine.speed import Speed, parse_flag
 
@@ -24,6 +24,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "IMAGINE_PRECISION": ("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16"),
     "IMAGINE_COMPILE": ("0", "1 to torch.compile the decoder and CLIP (faster steps on GPU after a slow start)"),
     "IMAGINE_CHECKPOINT": ("0", "1 to recompute decoder activations in the backward (less memory, slower)"),
+    "IMAGINE_CHANNELS_LAST": ("1", "1 to keep decoder activations channels-last on CUDA (0 to turn it off)"),
+    "IMAGINE_FAST_CLIP": ("1", "1 for the packed-attention form of CLIP's image tower (0: the stock modules)"),
     "IMAGINE_MAX_STEPS": ("500", "the most steps a member may ask for"),
     "IMAGINE_DEFAULT_STEPS": ("300", "steps when a member does not say"),
     "IMAGINE_MAX_QUEUED_PER_USER": ("3", "waiting jobs one member may have at once"),
@@ -39,10 +41,13 @@ KEYS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load_dotenv(path: str | Path | None) -> None:
-    from dotenv import load_dotenv
-
-    load_dotenv(path or ".env", override=False)
+SPEED_KEYS = (
+    "IMAGINE_PRECISION",
+    "IMAGINE_COMPILE",
+    "IMAGINE_CHECKPOINT",
+    "IMAGINE_CHANNELS_LAST",
+    "IMAGINE_FAST_CLIP",
+)
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,7 @@ class Settings:
         """Read settings from `environ` (default: os.environ after loading `.env`). Raises ValueError with the
         key name for a value that is not of the right kind."""
         if environ is None:
-            _load_dotenv(dotenv)
-            environ = dict(os.environ)
+            environ = load_env(dotenv)
         get = lambda key: (environ.get(key) or KEYS[key][0]).strip()  # noqa: E731
 
         def integer(key: str, low: int = 0) -> int:
@@ -119,7 +123,7 @@ class Settings:
             max_concurrent=None
             if get("IMAGINE_MAX_CONCURRENT").lower() == "auto"
             else integer("IMAGINE_MAX_CONCURRENT", 1),
-            speed=Speed.from_env({k: get(k) for k in ("IMAGINE_PRECISION", "IMAGINE_COMPILE", "IMAGINE_CHECKPOINT")}),
+            speed=Speed.from_env({k: get(k) for k in SPEED_KEYS}),
             max_steps=integer("IMAGINE_MAX_STEPS", 1),
             default_steps=integer("IMAGINE_DEFAULT_STEPS", 1),
             max_queued_per_user=integer("IMAGINE_MAX_QUEUED_PER_USER", 1),
@@ -134,13 +138,23 @@ class Settings:
             log_level=get("IMAGINE_LOG_LEVEL").upper(),
         )
 
+    def vqgan_installed(self) -> bool:
+        """Whether some VQGAN's files are there (in the models directory, or given explicitly)."""
+        return bool(registry.installed_vqgans(self.models_dir)) or bool(self.vqgan_config and self.vqgan_checkpoint)
+
+    def default_model(self) -> str:
+        """The VQGAN a member gets without choosing: the registry's default if installed, else the first installed."""
+        installed = registry.installed_vqgans(self.models_dir)
+        if registry.DEFAULT_VQGAN in installed or not installed:
+            return registry.DEFAULT_VQGAN
+        return installed[0]
+
     def problems(self) -> list[str]:
         """What stops the bot from starting, as sentences for the operator."""
         found = []
         if not self.token:
             found.append("DISCORD_TOKEN is not set: put the bot token in .env (see .env.example).")
-        installed = registry.installed_vqgans(self.models_dir)
-        if not installed and not (self.vqgan_config and self.vqgan_checkpoint):
+        if not self.vqgan_installed():
             found.append(
                 f"No VQGAN is installed in {self.models_dir}: run `python -m engine.models download "
                 f"{registry.DEFAULT_VQGAN} --clip {self.clip_model}`, or set IMAGINE_VQGAN_CONFIG and "

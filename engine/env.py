@@ -1,6 +1,6 @@
 """The process's settings and logs, for the command lines: `.env` read once, third-party chatter kept quiet.
 
-Standard library at import (python-dotenv is imported when `.env` is read), so the bot can use it without torch.
+Standard library and python-dotenv only, so the bot can use it without torch.
 """
 
 from __future__ import annotations

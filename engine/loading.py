@@ -64,34 +64,43 @@ class EnginePool:
             self._device = pick_device(self.settings.device)
         return self._device
 
+    def perceptor(self, name: str):
+        """The CLIP model `name`, loaded on first use."""
+        from engine.models.clip import load_clip
+
+        with self._lock:
+            if name not in self._perceptors:
+                log.info("loading CLIP %s on %s", name, self.device)
+                self._perceptors[name] = load_clip(
+                    name, self.settings.clip_checkpoint, self.settings.models_dir, self.device
+                )
+            return self._perceptors[name]
+
+    def vqgan(self, name: str):
+        """The VQGAN `name` (from the models directory, or the explicit files), loaded on first use."""
+        from engine.models.vqgan import load_vqgan
+
+        with self._lock:
+            if name not in self._vqgans:
+                config, checkpoint = self.settings.vqgan_files(name)
+                log.info("loading VQGAN %s from %s on %s", name, checkpoint, self.device)
+                self._vqgans[name] = load_vqgan(config, checkpoint, self.device)
+            return self._vqgans[name]
+
     def engine_for(self, spec: JobSpec):
         """The Engine for `spec`'s models (loading them if needed)."""
-        from engine.models.clip import load_clip
-        from engine.models.vqgan import load_vqgan
         from engine.run import Engine
 
         vqgan_name = spec.model if spec.generator == "vqgan" else ""
         key = (vqgan_name, spec.clip_model)
-        with self._lock:
-            if key in self._engines:
-                return self._engines[key]
-            if spec.clip_model not in self._perceptors:
-                log.info("loading CLIP %s on %s", spec.clip_model, self.device)
-                self._perceptors[spec.clip_model] = load_clip(
-                    spec.clip_model, self.settings.clip_checkpoint, self.settings.models_dir, self.device
+        if key not in self._engines:
+            perceptor = self.perceptor(spec.clip_model)
+            vqgan = self.vqgan(vqgan_name) if vqgan_name else None
+            with self._lock:
+                self._engines.setdefault(
+                    key, Engine(perceptor, vqgan=vqgan, device=self.device, speed=self.settings.speed)
                 )
-            vqgan = None
-            if vqgan_name:
-                if vqgan_name not in self._vqgans:
-                    config, checkpoint = self.settings.vqgan_files(vqgan_name)
-                    log.info("loading VQGAN %s from %s on %s", vqgan_name, checkpoint, self.device)
-                    self._vqgans[vqgan_name] = load_vqgan(config, checkpoint, self.device)
-                vqgan = self._vqgans[vqgan_name]
-            engine = Engine(
-                self._perceptors[spec.clip_model], vqgan=vqgan, device=self.device, speed=self.settings.speed
-            )
-            self._engines[key] = engine
-            return engine
+        return self._engines[key]
 
     def check(self, spec: JobSpec) -> None:
         """Raise CheckpointError now if the files `spec` needs are absent (before a job is queued)."""

@@ -170,12 +170,16 @@ class Store:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path)
-        db.row_factory = aiosqlite.Row
-        for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=5000"):
-            async with db.execute(pragma):  # close each cursor: an open one blocks the migrations' COMMIT
-                pass
-        store = cls(db, clock)
-        await store.migrate()
+        try:
+            db.row_factory = aiosqlite.Row
+            for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=5000"):
+                async with db.execute(pragma):  # close each cursor: an open one blocks the migrations' COMMIT
+                    pass
+            store = cls(db, clock)
+            await store.migrate()
+        except BaseException:
+            await db.close()  # the connection's thread would otherwise keep the process alive
+            raise
         return store
 
     async def close(self) -> None:

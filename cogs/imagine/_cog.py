@@ -236,10 +236,7 @@ class Imagine(commands.Cog):
         return sorted(set(names)) + ["fourier"]
 
     def default_model(self) -> str:
-        installed = registry.installed_vqgans(self.settings.models_dir)
-        if registry.DEFAULT_VQGAN in installed or not installed:
-            return registry.DEFAULT_VQGAN
-        return installed[0]
+        return self.settings.default_model()
 
     async def _save_attachment(self, attachment: discord.Attachment, what: str) -> str:
         if attachment.size > MAX_ATTACHMENT:

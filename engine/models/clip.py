@@ -52,14 +52,18 @@ class Perceptor(nn.Module):
 
 
 def checkpoint_format(path: Path) -> str:
-    """ "torchscript" (OpenAI's released `.pt`), "safetensors", or "state_dict" (a pickled dict of tensors)."""
+    """The kind of CLIP file: "torchscript" (OpenAI's released `.pt`), "safetensors", "state_dict" (torch.save of
+    a dict of tensors), or "damaged" (a zip archive cut short, or no checkpoint at all)."""
     if path.suffix == ".safetensors":
         return "safetensors"
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             if any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist()):
                 return "torchscript"
-    return "state_dict"
+        return "state_dict"
+    with open(path, "rb") as f:
+        head = f.read(1)
+    return "state_dict" if head == b"\x80" else "damaged"  # torch.save's legacy format is a bare pickle
 
 
 # Where `python -m engine.models download --clip NAME` puts OpenAI's weights: its TorchScript archive from
@@ -176,11 +180,15 @@ def load_clip(
             "open_clip or OpenAI checkpoint.",
             str(path) if path else None,
         )
+    kind = checkpoint_format(path)
+    if kind == "damaged":
+        raise CheckpointError(
+            f"The CLIP checkpoint {path} could not be loaded as {name}: it is cut short or not a checkpoint at all. "
+            "Delete it and download it again.",
+            str(path),
+        )
     try:
-        if checkpoint_format(path) == "torchscript":
-            model = _from_torchscript(path, name)
-        else:
-            model = _from_state_dict(path, name, models_dir)
+        model = _from_torchscript(path, name) if kind == "torchscript" else _from_state_dict(path, name, models_dir)
     except CheckpointError:
         raise
     except MemoryError:

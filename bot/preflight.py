@@ -1,0 +1,102 @@
+"""The start-up check: everything the bot needs, tried once before it logs in (`python -m bot --check` alone).
+
+Each problem is one sentence for the operator. The models are really loaded (not just found), and the loaded
+pool is handed to the bot, so the first job does not load them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from bot.config import Settings
+from engine.errors import EngineError
+from engine.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Checked:
+    """What the check found: problems as sentences, and the loaded models (None when they did not load)."""
+
+    problems: list[str] = field(default_factory=list)
+    pool: object | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _data_dir(settings: Settings) -> str | None:
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=settings.data_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        return f"The data directory {settings.data_dir} is not writable ({exc.strerror or exc}): set IMAGINE_DATA_DIR."
+    return None
+
+
+def _database(settings: Settings) -> str | None:
+    from storage import Store
+
+    async def open_and_close() -> None:
+        store = await Store.open(settings.db_path)
+        await store.close()
+
+    try:
+        asyncio.run(open_and_close())
+    except Exception as exc:  # sqlite3 and aiosqlite raise several kinds for a foreign or damaged file
+        return (
+            f"The database {settings.db_path} cannot be opened ({exc}). Move it aside to start with an empty one, "
+            "or restore it from a backup."
+        )
+    return None
+
+
+def _models(settings: Settings, found: Checked) -> None:
+    from engine.loading import EnginePool, ModelSettings
+
+    pool = EnginePool(
+        ModelSettings(
+            models_dir=settings.models_dir,
+            vqgan_config=settings.vqgan_config,
+            vqgan_checkpoint=settings.vqgan_checkpoint,
+            clip_checkpoint=settings.clip_checkpoint,
+            device=settings.device,
+            speed=settings.speed,
+        )
+    )
+    ok = True
+    started = time.monotonic()
+    try:
+        pool.perceptor(settings.clip_model)
+    except EngineError as exc:
+        found.problems.append(str(exc))
+        ok = False
+    found.seconds["clip"] = time.monotonic() - started
+    started = time.monotonic()
+    if not settings.vqgan_installed():
+        ok = False  # already said by settings.problems()
+    else:
+        try:
+            pool.vqgan(settings.default_model())
+        except EngineError as exc:
+            found.problems.append(str(exc))
+            ok = False
+    found.seconds["vqgan"] = time.monotonic() - started
+    if ok:
+        pool.engine_for(JobSpec("check", model=settings.default_model(), clip_model=settings.clip_model))
+        found.pool = pool
+
+
+def check(settings: Settings, *, load_models: bool = True) -> Checked:
+    """Run every check; a sentence per problem. Settings problems (token, models installed) come first."""
+    found = Checked(problems=list(settings.problems()))
+    for problem in (_data_dir(settings), _database(settings)):
+        if problem:
+            found.problems.append(problem)
+    if load_models:
+        _models(settings, found)
+    return found

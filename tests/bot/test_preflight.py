@@ -1,0 +1,147 @@
+"""`python -m bot --check` and the same check before log-in: a sentence per problem, exit 2, within seconds;
+a network failure at log-in is one sentence; with the files `download` writes, the bot gets to log in."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.engine import realformats
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def download_layout(tmp_path_factory):
+    """OpenAI's TorchScript CLIP and taming's Lightning VQGAN, where `download` puts them (tiny widths)."""
+    root = tmp_path_factory.mktemp("models")
+    realformats.write_openai_torchscript(root / "clip" / "tinyopenai-openai.pt")
+    realformats.write_lightning_vqgan(root / "vqgan", "vqgan_imagenet_f16_16384")
+    return root
+
+
+def _env(models: Path, data: Path, **extra) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "DISCORD_"))}
+    env.update(
+        DISCORD_TOKEN="a.test.token",
+        IMAGINE_MODELS_DIR=str(models),
+        IMAGINE_DATA_DIR=str(data),
+        IMAGINE_CLIP_MODEL="tinyopenai",
+        IMAGINE_DEVICE="cpu",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def _run(args, env, cwd) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
+    return proc, time.monotonic() - started
+
+
+def _problems(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("  - ")]
+
+
+def test_check_passes_with_the_download_layout(download_layout, tmp_path):
+    proc, _ = _run(["-m", "bot", "--check"], _env(download_layout, tmp_path / "data"), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok: models loaded")
+    assert "INFO root" not in proc.stderr and "voice will NOT be supported" not in proc.stderr
+
+
+def test_check_says_clip_is_missing(download_layout, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(download_layout / "vqgan", models / "vqgan")
+    proc, took = _run(["-m", "bot", "--check"], _env(models, tmp_path / "data"), tmp_path)
+    assert proc.returncode == 2
+    problems = _problems(proc.stderr)
+    assert len(problems) == 1 and "No CLIP checkpoint for tinyopenai" in problems[0]
+    assert "Traceback" not in proc.stderr and took < 60
+
+
+def test_check_says_clip_is_corrupt(download_layout, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(download_layout, models)
+    clip = models / "clip" / "tinyopenai-openai.pt"
+    clip.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])  # an interrupted copy
+    proc, took = _run(["-m", "bot", "--check"], _env(models, tmp_path / "data"), tmp_path)
+    assert proc.returncode == 2
+    problems = _problems(proc.stderr)
+    assert len(problems) == 1 and "could not be loaded as tinyopenai" in problems[0]
+    assert "Traceback" not in proc.stderr and took < 60
+
+
+def test_check_says_the_database_is_garbage(download_layout, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "imagine.sqlite").write_bytes(os.urandom(4096))
+    proc, took = _run(["-m", "bot", "--check"], _env(download_layout, data), tmp_path)
+    assert proc.returncode == 2
+    problems = _problems(proc.stderr)
+    assert len(problems) == 1 and "imagine.sqlite cannot be opened" in problems[0]
+    assert "Traceback" not in proc.stderr and took < 60
+
+
+def test_every_problem_at_once(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "imagine.sqlite").write_bytes(b"not a database" * 100)
+    env = _env(tmp_path / "nothing", data)
+    del env["DISCORD_TOKEN"]
+    proc, _ = _run(["-m", "bot"], env, tmp_path)
+    assert proc.returncode == 2
+    text = " ".join(_problems(proc.stderr))
+    for part in ("DISCORD_TOKEN is not set", "No VQGAN is installed", "No CLIP checkpoint", "cannot be opened"):
+        assert part in text
+    assert "Traceback" not in proc.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_network_failure_at_login_is_one_sentence(download_layout, tmp_path):
+    port = _closed_port()
+    args = ["-m", "tests.bot.launch", f"http://127.0.0.1:{port}/api/v10", f"ws://127.0.0.1:{port}/"]
+    proc, _ = _run(args, _env(download_layout, tmp_path / "data"), ROOT)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Discord could not be reached" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+async def test_the_bot_logs_in_with_the_download_layout(download_layout, tmp_path):
+    from tests.bot.loopback import LoopbackDiscord
+
+    server = LoopbackDiscord()
+    await server.start()
+    env = _env(download_layout, tmp_path / "data")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bot.launch", server.api_base, server.gateway_url,
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await asyncio.wait_for(server.identified.wait(), 120)
+        deadline = time.monotonic() + 60
+        while not any(c["name"] == "imagine" for c in server.commands):  # synced after setup_hook
+            assert time.monotonic() < deadline, "the commands were never synced"
+            await asyncio.sleep(0.1)
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        await server.stop()
+    assert b"Traceback" not in err, err.decode()[-2000:]
