@@ -70,7 +70,6 @@ def clip_sources(name: str, directory: Path, hub_endpoint: str | None = None) ->
 
 def download(names: list[str], clips: list[str], directory: Path, hub_endpoint: str | None = None) -> list[Path]:
     """Fetch VQGANs (yaml + checkpoint) and OpenAI CLIP weights into `directory`; skip what is already there."""
-    from engine.models.clip import find_clip_checkpoint
     from engine.models.download import Source, fetch_first
 
     done = []
@@ -83,7 +82,7 @@ def download(names: list[str], clips: list[str], directory: Path, hub_endpoint: 
             sources = [Source(_host(u), u, dest, remote.sha256) for u in remote.urls]
             done.append(fetch_first(sources, f"{name} ({dest.name})", _progress))
     for name in clips:
-        present = find_clip_checkpoint(name, directory)
+        present = registry.find_clip_checkpoint(name, directory)
         if present is not None and "openai" in present.name:
             done.append(present)
             continue

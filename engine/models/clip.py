@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import CheckpointError
+from engine.models.registry import find_clip_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +65,6 @@ def checkpoint_format(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(1)
     return "state_dict" if head == b"\x80" else "damaged"  # torch.save's legacy format is a bare pickle
-
-
-# Where `python -m engine.models download --clip NAME` puts OpenAI's weights: its TorchScript archive from
-# OpenAI's site, or the Hugging Face Hub copy of the same weights as an open_clip state dict.
-CHECKPOINT_NAMES = ("{name}-openai.pt", "{name}-openai.safetensors", "{name}-openai.bin", "{name}.pt")
-CHECKPOINT_NAMES += ("{name}.safetensors", "{name}.bin")
-
-
-def find_clip_checkpoint(name: str, models_dir: str | Path | None) -> Path | None:
-    """Where `python -m engine.models download --clip NAME` puts a checkpoint, if it is there."""
-    if models_dir is None:
-        return None
-    clip_dir = Path(models_dir) / "clip"
-    for pattern in CHECKPOINT_NAMES:
-        candidate = clip_dir / pattern.format(name=name)
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _architecture_mismatch(name: str, model: nn.Module) -> str | None:

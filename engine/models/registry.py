@@ -91,3 +91,27 @@ def installed_vqgans(directory: str | Path) -> list[str]:
     if not base.is_dir():
         return []
     return sorted(p.stem for p in base.glob("*.yaml") if p.with_suffix(".ckpt").is_file())
+
+
+# Where `python -m engine.models download --clip NAME` puts OpenAI's weights: its TorchScript archive from
+# OpenAI's site, or the Hugging Face Hub copy of the same weights as an open_clip state dict.
+CLIP_CHECKPOINT_NAMES = (
+    "{name}-openai.pt",
+    "{name}-openai.safetensors",
+    "{name}-openai.bin",
+    "{name}.pt",
+    "{name}.safetensors",
+    "{name}.bin",
+)
+
+
+def find_clip_checkpoint(name: str, directory: str | Path | None) -> Path | None:
+    """The CLIP checkpoint for `name` in a models directory's `clip/` folder, if there is one."""
+    if directory is None:
+        return None
+    clip_dir = Path(directory) / "clip"
+    for pattern in CLIP_CHECKPOINT_NAMES:
+        candidate = clip_dir / pattern.format(name=name)
+        if candidate.is_file():
+            return candidate
+    return None
