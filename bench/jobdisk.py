@@ -1,6 +1,6 @@
 """`python -m bench.jobdisk`: disk used by one job at the default snapshot settings, and its timelapse sizes.
 
-Runs a job through the engine's Batcher with a SnapshotHistory (IMAGINE_SNAPSHOT_EVERY / _BUDGET defaults)
+Runs a job through the engine's loop with a SnapshotHistory (IMAGINE_SNAPSHOT_EVERY / _BUDGET defaults)
 and the bot's frame store, like the bot does, then makes the timelapse for a few upload limits. Tiny models
 run it fast (their random-weight pictures are noisy: a worst case for compression); the snapshot size of the
 real imagenet f16 VQGAN at the same size is measured from one real-size step.
@@ -11,6 +11,7 @@ real imagenet f16 VQGAN at the same size is measured from one real-size step.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import tempfile
@@ -18,11 +19,11 @@ from pathlib import Path
 
 from bot.timelapse import frame_paths, make_timelapse, save_frame
 from engine.loading import EnginePool, ModelSettings
+from engine.loop import Callbacks, run_to_end
 from engine.models.tiny import real_size_clip, real_size_vqgan, write_tiny_models
 from engine.run import Engine, save_snapshot
 from engine.snapshots import SnapshotHistory
-from engine.spec import JobSpec
-from engine.worker import Batcher, ProgressReport, ResultReport
+from engine.spec import JobSpec, Snapshotted
 
 LIMITS = {"10 MiB (Discord default)": 10 * 2**20, "25 MiB": 25 * 2**20, "8 MiB": 8 * 2**20}
 
@@ -50,19 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     engine = pool.engine_for(spec)
     history = SnapshotHistory(work / "snapshots", args.every, args.budget)
     frames_dir = work / "frames"
-    batcher = Batcher()
-    batcher.add(1, engine, engine.start(spec), lambda: False, history)
-    result = None
-    while len(batcher):
-        for report in batcher.advance():
-            if isinstance(report, ProgressReport):
-                import io
 
-                buffer = io.BytesIO()
-                report.preview.save(buffer, format="PNG", compress_level=1)
-                save_frame(frames_dir, report.progress.step, buffer.getvalue())
-            elif isinstance(report, ResultReport):
-                result = report.result
+    def on_progress(progress, preview) -> None:
+        buffer = io.BytesIO()
+        preview.save(buffer, format="PNG", compress_level=1)
+        save_frame(frames_dir, progress.step, buffer.getvalue())
+
+    def on_event(event) -> None:
+        if isinstance(event, Snapshotted):
+            history.save(event.step, event.state, event.thumbnail)
+
+    callbacks = Callbacks(on_progress=on_progress, on_event=on_event, snapshot_every=args.every)
+    result = run_to_end(engine, engine.start(spec), callbacks)
     frames = frame_paths(frames_dir)
     row = {
         "size": args.size,

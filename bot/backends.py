@@ -1,12 +1,15 @@
 """Execution backends: the narrow interface between the job service and whatever runs the engine.
 
-    handle = backend.submit(job_id, spec, snapshot_path)    # start a job (nothing runs until events are read)
-    async for event in handle.events(): ...                  # Progress, Snapshotted, then Finished
-    handle.cancel()                                          # stop between steps; events end with Finished(cancelled)
+    handle = backend.submit(job_id, spec, resume, snapshot_every)  # start a job (nothing runs until events are read)
+    async for event in handle.events(): ...                         # Progress, Snapshotted, then Finished
+    handle.cancel()                                                 # stop between steps: Finished(cancelled)
 
-Errors of the engine (`engine.errors.EngineError`) are raised from `events()`. The embedded backend runs the
-engine in this process on one worker thread, batching concurrent jobs of one size into one step; a distributed
-backend (Celery + Redis) implements the same three verbs with the engine on remote GPU workers.
+The events are the engine's own (`engine.spec`): one vocabulary from the loop to the job service. Bytes cross this
+seam, never paths: a resumed job gets its snapshot's bytes, and snapshots come back as bytes the job service
+keeps; so a backend whose engine runs on another host needs no shared filesystem. A `Failed` run raises its error
+from `events()` (an `EngineError` is a sentence for the member). `capacity` is how many jobs the backend runs at
+once. The embedded backend runs the engine in this process on one thread (`engine.loop`), batching concurrent
+jobs of one size into one step.
 """
 
 from __future__ import annotations
@@ -17,31 +20,13 @@ import io
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-from engine.spec import JobSpec, Progress, Result
+from engine.spec import Event, Failed, Finished, JobSpec, Progress, Snapshotted
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Snapshotted:
-    """The job's state was saved to `path` at `step` (crash recovery and Continue start from it)."""
-
-    step: int
-    path: Path
-
-
-@dataclass(frozen=True)
-class Finished:
-    """The job ended; `result.cancelled` says whether it was stopped early."""
-
-    result: Result
-
-
-Event = Progress | Snapshotted | Finished
+__all__ = ["Backend", "EmbeddedBackend", "Event", "Failed", "Finished", "JobHandle", "Progress", "Snapshotted"]
 
 
 class JobHandle(Protocol):
@@ -54,7 +39,9 @@ class JobHandle(Protocol):
 
 
 class Backend(Protocol):
-    def submit(self, job_id: int, spec: JobSpec, snapshot_path: Path | None, resume: Path | None) -> JobHandle: ...
+    capacity: int  # jobs run at once
+
+    def submit(self, job_id: int, spec: JobSpec, resume: bytes | None, snapshot_every: int) -> JobHandle: ...
 
     async def close(self) -> None: ...
 
@@ -78,76 +65,70 @@ class EngineBridge:
 
 
 class EmbeddedHandle:
-    """One job of the embedded backend: its run joins the backend's batch; reports arrive on a queue."""
+    """One job of the embedded backend: its run joins the backend's loop; its events arrive on a queue."""
 
-    def __init__(self, backend: EmbeddedBackend, job_id: int, spec: JobSpec, snapshot_path, resume) -> None:
+    def __init__(self, backend: EmbeddedBackend, job_id: int, spec: JobSpec, resume, snapshot_every: int) -> None:
         self.backend, self.job_id, self.spec = backend, job_id, spec
-        self.snapshot_path, self.resume = snapshot_path, resume
+        self.resume, self.snapshot_every = resume, snapshot_every
         self._cancelled = False
-        self.reports: asyncio.Queue = asyncio.Queue()
+        self.queue: asyncio.Queue = asyncio.Queue()
 
     def cancel(self) -> None:
         self._cancelled = True
 
     async def steer(self, text: str) -> str | None:
-        batcher = self.backend._batcher
-        if batcher is None or self.job_id not in self.backend._handles:
+        loop = self.backend._loop
+        if loop is None:
             return None
-        return await self.backend.bridge.call(batcher.steer, self.job_id, text)
+        spec = await self.backend.bridge.call(loop.steer, self.job_id, text)
+        return None if spec is None else spec.to_json()
 
     async def events(self) -> AsyncIterator[Event]:
-        from engine import worker  # the one place the bot side reaches the torch side, on first use
-
-        backend, spec = self.backend, self.spec
-        bridge = backend.bridge
         finished = False
         try:
-            engine = await bridge.call(backend.pool.engine_for, spec)
-            snapshot = await bridge.call(worker.snapshot_from, self.resume) if self.resume else None
-            run = await bridge.call(engine.start, spec, snapshot)
-            await backend.join(self, engine, run)
+            await self.backend.join(self)
             while True:
-                report = await self.reports.get()
-                if isinstance(report, worker.ProgressReport):
-                    png = await report.preview if report.preview is not None else None
-                    yield dataclasses.replace(report.progress, preview=png)
-                elif isinstance(report, worker.SnapshotReport):
-                    yield Snapshotted(report.step, report.path)
-                elif isinstance(report, worker.ResultReport):
+                event = await self.queue.get()
+                if isinstance(event, asyncio.Future):  # a progress report whose preview is being encoded
+                    event = await event
+                if isinstance(event, Failed):
                     finished = True
-                    yield Finished(report.result)
+                    raise event.error
+                yield event
+                if isinstance(event, Finished):
+                    finished = True
                     return
-                elif isinstance(report, worker.ErrorReport):
-                    finished = True
-                    raise report.error
         finally:
+            self.backend._handles.pop(self.job_id, None)
             if not finished:  # the consumer went away: stop the run at its next step
                 self._cancelled = True
 
 
-def _encode_preview(image) -> bytes:
+def _encode_preview(progress: Progress, image) -> Progress:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    return dataclasses.replace(progress, preview=buffer.getvalue())
 
 
 class EmbeddedBackend:
-    """Runs the engine in this process: one engine thread advances every running job, several jobs of the same
-    size in one batched step (up to `max_batch`); previews are encoded on another thread meanwhile."""
+    """Runs the engine in this process: one engine thread advances every running job in `engine.loop` (several
+    jobs of the same size in one batched step, up to `max_batch`); previews are encoded on another thread."""
 
-    def __init__(self, pool, snapshot_every: int = 50, max_batch: int = 1, snapshot_budget: int = 6) -> None:
+    def __init__(self, pool, max_batch: int = 1) -> None:
         self.pool = pool
-        self.snapshot_every = snapshot_every
-        self.snapshot_budget = snapshot_budget
         self.max_batch = max_batch
         self.bridge = EngineBridge()
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagine-previews")
+        self._loop = None  # the engine's Loop, made on the engine thread's first job
         self._handles: dict[int, EmbeddedHandle] = {}
-        self._batcher = None
         self._driver: asyncio.Task | None = None
 
-    def submit(self, job_id: int, spec: JobSpec, snapshot_path: Path | None, resume: Path | None) -> EmbeddedHandle:
-        return EmbeddedHandle(self, job_id, spec, snapshot_path, resume)
+    @property
+    def capacity(self) -> int:
+        return self.max_batch
+
+    def submit(self, job_id: int, spec: JobSpec, resume: bytes | None, snapshot_every: int = 0) -> EmbeddedHandle:
+        return EmbeddedHandle(self, job_id, spec, resume, snapshot_every)
 
     def concurrency(self) -> int:
         """How many jobs to run at once here: a default from the device's free memory (1 on CPU)."""
@@ -155,42 +136,53 @@ class EmbeddedBackend:
 
         return suggest_concurrency(self.pool.device)
 
-    async def join(self, handle: EmbeddedHandle, engine, run) -> None:
-        """Add a started run to the batch (between two steps) and make sure the batch is being advanced."""
-        from engine import worker
+    def _callbacks(self, handle: EmbeddedHandle):
+        """The run's callbacks: called on the engine thread, they hand each event to the job's queue."""
+        from engine.loop import Callbacks
 
-        if self._batcher is None:
-            self._batcher = worker.Batcher(self.max_batch)
+        aloop = asyncio.get_running_loop()
+
+        def progress(report: Progress, preview) -> None:
+            def deliver() -> None:
+                handle.queue.put_nowait(aloop.run_in_executor(self._encoder, _encode_preview, report, preview))
+
+            aloop.call_soon_threadsafe(deliver)
+
+        def event(e: Event) -> None:
+            aloop.call_soon_threadsafe(handle.queue.put_nowait, e)
+
+        return Callbacks(progress, event, lambda: handle._cancelled, handle.snapshot_every)
+
+    async def join(self, handle: EmbeddedHandle) -> None:
+        """Load the models if needed, start the run (from the snapshot's bytes, if any) and add it to the loop
+        between two steps; make sure the loop is being driven."""
+        from engine.loop import Loop
+        from engine.run import load_snapshot
+
+        def start() -> None:
+            if self._loop is None:
+                self._loop = Loop(self.max_batch)
+            engine = self.pool.engine_for(handle.spec)
+            snapshot = load_snapshot(handle.resume) if handle.resume is not None else None
+            self._loop.add(handle.job_id, engine, engine.start(handle.spec, snapshot), callbacks)
+
+        callbacks = self._callbacks(handle)
+        await self.bridge.call(start)
         self._handles[handle.job_id] = handle
-        history = None
-        if handle.snapshot_path is not None and self.snapshot_every:
-            history = worker.SnapshotHistory(handle.snapshot_path, self.snapshot_every, self.snapshot_budget)
-        await self.bridge.call(self._batcher.add, handle.job_id, engine, run, lambda: handle._cancelled, history)
         if self._driver is None:
-            self._driver = asyncio.create_task(self._drive(), name="imagine-engine-batch")
+            self._driver = asyncio.create_task(self._drive(), name="imagine-engine-loop")
 
     async def _drive(self) -> None:
-        """Advance the batch while it has runs; deliver each report to its job (previews encoded meanwhile)."""
-        from engine import worker
-
-        loop = asyncio.get_running_loop()
+        """Advance the loop, one round per call to the engine thread, while it has runs."""
         try:
-            while await self.bridge.call(len, self._batcher):
-                for report in await self.bridge.call(self._batcher.advance):
-                    handle = self._handles.get(report.key)
-                    if handle is None:
-                        continue
-                    if isinstance(report, worker.ProgressReport) and report.preview is not None:
-                        preview = loop.run_in_executor(self._encoder, _encode_preview, report.preview)
-                        report = dataclasses.replace(report, preview=preview)
-                    if isinstance(report, worker.ResultReport | worker.ErrorReport):
-                        self._handles.pop(report.key, None)
-                    handle.reports.put_nowait(report)
-        except Exception as exc:  # the engine thread itself broke (not one job): fail every waiting job
-            log.exception("the engine batch stopped")
+            while await self.bridge.call(self._loop.round):
+                pass
+        except Exception as exc:  # the loop itself broke (not one job's step): fail every job still in it
+            log.exception("the engine loop stopped")
             for key, handle in list(self._handles.items()):
-                handle.reports.put_nowait(worker.ErrorReport(key, exc))
-            self._handles.clear()
+                if key in self._loop:
+                    handle.queue.put_nowait(Failed(exc))
+            self._loop = None
         finally:
             self._driver = None
 

@@ -34,7 +34,7 @@ def embedded_backend(settings: Settings, pool=None) -> Backend:
             speed=settings.speed,
         )
     )
-    backend = EmbeddedBackend(pool, snapshot_every=settings.snapshot_every, snapshot_budget=settings.snapshot_budget)
+    backend = EmbeddedBackend(pool)
     backend.max_batch = settings.max_concurrent or backend.concurrency()
     return backend
 
@@ -66,8 +66,10 @@ class ImagineBot(commands.Bot):
             self.settings.data_dir,
             max_queued_per_user=self.settings.max_queued_per_user,
             max_queue=self.settings.max_queue,
-            max_concurrent=self.settings.max_concurrent or getattr(self.backend, "max_batch", 1),
+            max_concurrent=self.settings.max_concurrent or self.backend.capacity,
             timelapse=self.settings.timelapse,
+            snapshot_every=self.settings.snapshot_every,
+            snapshot_budget=self.settings.snapshot_budget,
         )
         log.info("running up to %d jobs at once", self.jobs.max_concurrent)
         self.tournaments = Tournaments(self.store, self.jobs, self.presenter, wait=self.settings.tournament_wait)

@@ -12,12 +12,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.backends import Backend, Finished, Snapshotted
+from bot.backends import Backend
 from bot.presenter import Presenter
 from bot.queue import Entry, FairQueue
 from bot.timelapse import frame_paths, save_frame
 from engine.errors import EngineError, InvalidSpec
-from engine.spec import MAX_STEPS, JobSpec, Progress, Result
+from engine.snapshots import SnapshotHistory
+from engine.spec import MAX_STEPS, Finished, JobSpec, Progress, Result, Snapshotted
 from storage import Job, JobState, Store
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,15 @@ class JobService:
         max_queue: int = 50,
         max_concurrent: int = 1,
         timelapse: bool = True,
+        snapshot_every: int = 25,
+        snapshot_budget: int = 6,
     ) -> None:
         self.store, self.backend, self.presenter = store, backend, presenter
         self.data_dir = Path(data_dir)
         self.queue = FairQueue(max_queued_per_user, max_queue)
         self.max_concurrent = max_concurrent
         self.timelapse = timelapse
+        self.snapshot_every, self.snapshot_budget = snapshot_every, snapshot_budget
         self.ended_hooks: list = []  # async callables(job), run after each job reaches a final state
         self._handles: dict[int, object] = {}
         self._tasks: dict[int, asyncio.Task] = {}
@@ -219,10 +223,14 @@ class JobService:
             if parent is not None and parent.snapshot_path and Path(parent.snapshot_path).is_file():
                 resume = Path(parent.snapshot_path)
         job = await self.store.set_state(job.id, JobState.RUNNING, detail=f"resume from {resume}" if resume else None)
+        history = (
+            SnapshotHistory(snapshot_path, self.snapshot_every, self.snapshot_budget) if self.snapshot_every else None
+        )
         try:
             spec = JobSpec.from_json(job.spec_json)
             job = await self.presenter.job_started(job)
-            handle = self.backend.submit(job.id, spec, snapshot_path, resume)
+            state = await asyncio.to_thread(resume.read_bytes) if resume is not None else None
+            handle = self.backend.submit(job.id, spec, state, self.snapshot_every)
             self._handles[job.id] = handle
             self._progress[job.id] = (job.author_id, job.steps_done, spec.steps)
             async for event in handle.events():
@@ -233,8 +241,9 @@ class JobService:
                     if self.timelapse and event.preview is not None:
                         await asyncio.to_thread(save_frame, self._frames(job.id), event.step, event.preview)
                     await self.presenter.job_progress(job, event)
-                elif isinstance(event, Snapshotted):
-                    job = await self.store.update_job(job.id, snapshot_path=str(event.path))
+                elif isinstance(event, Snapshotted) and history is not None:
+                    path = await asyncio.to_thread(history.save, event.step, event.state, event.thumbnail)
+                    job = await self.store.update_job(job.id, snapshot_path=str(path))
                 elif isinstance(event, Finished):
                     await self._finish(job, event.result, image_path)
                     return

@@ -11,11 +11,10 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from engine.env import load_env, quiet_libraries
-from engine.errors import EngineError
+from engine.errors import Cancelled, EngineError
 from engine.models import registry
 from engine.spec import JobSpec, random_seed
 
@@ -156,6 +155,7 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
 
     from engine.images import to_pil
     from engine.loading import EnginePool, ModelSettings
+    from engine.loop import Callbacks, run_to_end
     from engine.run import load_snapshot, save_snapshot
 
     env = ModelSettings.from_env()  # IMAGINE_* keys, speed settings included; flags win
@@ -188,20 +188,22 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=spec.steps, initial=run.step_index, disable=args.quiet, dynamic_ncols=True)
-    started = time.monotonic()
+
+    def on_step(run) -> None:
+        bar.update(1)
+        if run.step_index % 5 == 0 or run.done:
+            bar.set_postfix(loss=f"{float(run.last_losses.sum()):.4f}")
+        if args.save_every and run.step_index % args.save_every == 0:
+            frame = output.with_name(f"{output.stem}-{run.step_index:05d}.png")
+            to_pil(run.last_image).save(frame)
+
     try:
-        while not run.done and not stop["asked"]:
-            engine.step([run])
-            bar.update(1)
-            if run.step_index % 5 == 0 or run.done:
-                bar.set_postfix(loss=f"{float(run.last_losses.sum()):.4f}")
-            if args.save_every and run.step_index % args.save_every == 0:
-                frame = output.with_name(f"{output.stem}-{run.step_index:05d}.png")
-                to_pil(run.last_image).save(frame)
+        result = run_to_end(engine, run, Callbacks(should_stop=lambda: stop["asked"], on_step=on_step))
+    except Cancelled as stopped:
+        result = stopped.result
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
-    result = engine.result(run, time.monotonic() - started, cancelled=stop["asked"])
     output.write_bytes(result.image)
     if args.snapshot:
         save_snapshot(run.snapshot(), args.snapshot)

@@ -1,7 +1,7 @@
 """The optimisation loop: a Run holds one job's state; an Engine advances one or several runs per step.
 
     engine = Engine(perceptor, vqgan=vqgan)           # models loaded once, shared by every run
-    result = engine.generate(spec, on_progress=..., should_stop=...)
+    result = engine.generate(spec, on_progress=..., should_stop=...)   # a loop of one (engine.loop)
 
 `Engine.step(runs)` advances runs of the same size and generator in one batched decode + CLIP pass; each run
 keeps its own latent, optimiser and random generator, so a run's result does not depend on its neighbours
@@ -10,9 +10,9 @@ keeps its own latent, optimiser and random generator, so a run's result does not
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.cutouts import Augment, Cutouts
-from engine.errors import Cancelled, InvalidSpec, OutOfMemory
+from engine.errors import InvalidSpec, OutOfMemory
 from engine.fast import FastModels
 from engine.generators import Generator, make_generator
 from engine.images import encode_png, fit, from_pil, load_image, recipe, to_pil
@@ -33,7 +33,7 @@ from engine.losses import (
     size_weights,
     tone_asymmetry,
 )
-from engine.spec import JobSpec, Progress, Result, parse_regions
+from engine.spec import JobSpec, Progress, Result, Snapshotted, parse_regions
 from engine.speed import Speed
 
 log = logging.getLogger(__name__)
@@ -379,34 +379,46 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         snapshot: dict[str, Any] | None = None,
-        on_snapshot: Callable[[dict[str, Any]], None] | None = None,
+        on_snapshot: Callable[[Snapshotted], None] | None = None,
         snapshot_every: int = 0,
     ) -> Result:
-        """Run `spec` to the end (or continue `snapshot`); raise Cancelled (with the last image) if stopped."""
-        run = self.start(spec, snapshot)
-        started = time.monotonic()
-        while not run.done:
-            if should_stop is not None and should_stop():
-                raise Cancelled(result=self.result(run, time.monotonic() - started, cancelled=True))
-            self.step([run])
-            at = run.step_index
-            if on_progress is not None and (at % spec.progress_every == 0 or run.done):
-                on_progress(self.progress(run, time.monotonic() - started))
-            if on_snapshot is not None and snapshot_every and at % snapshot_every == 0 and not run.done:
-                on_snapshot(run.snapshot())
-        return self.result(run, time.monotonic() - started)
+        """Run `spec` to the end (or continue `snapshot`) in a loop of one; raise Cancelled (with the last image)
+        if stopped. Progress reports carry a PNG preview."""
+        from engine.loop import Callbacks, run_to_end
+
+        def progress(report: Progress, preview) -> None:
+            on_progress(dataclasses.replace(report, preview=encode_png(preview, compress_level=1)))
+
+        def event(e) -> None:
+            if isinstance(e, Snapshotted):
+                on_snapshot(e)
+
+        callbacks = Callbacks(
+            on_progress=progress if on_progress is not None else None,
+            on_event=event if on_snapshot is not None else None,
+            should_stop=should_stop or (lambda: False),
+            snapshot_every=snapshot_every if on_snapshot is not None else 0,
+        )
+        return run_to_end(self, self.start(spec, snapshot), callbacks)
+
+
+def snapshot_bytes(snapshot: dict[str, Any]) -> bytes:
+    """A snapshot as bytes (torch.save), to store or send anywhere."""
+    buffer = io.BytesIO()
+    torch.save(snapshot, buffer)
+    return buffer.getvalue()
 
 
 def save_snapshot(snapshot: dict[str, Any], path) -> None:
     """Write a snapshot atomically (a crash mid-write leaves the previous one)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    buffer = io.BytesIO()
-    torch.save(snapshot, buffer)
-    tmp.write_bytes(buffer.getvalue())
+    tmp.write_bytes(snapshot_bytes(snapshot))
     tmp.replace(path)
 
 
-def load_snapshot(path) -> dict[str, Any]:
-    """Read a snapshot written by `save_snapshot` (weights-only: safe to load)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_snapshot(source) -> dict[str, Any]:
+    """Read a snapshot from a path or from bytes (weights-only: safe to load)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        source = io.BytesIO(bytes(source))
+    return torch.load(source, map_location="cpu", weights_only=True)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.run import Run, load_snapshot, save_snapshot
-
-THUMB_SIDE = 160
-
 
 class SnapshotHistory:
+    """One run's snapshots in a directory, as the bytes the loop emits (`engine.spec.Snapshotted`).
+
+    Standard library only: the bot keeps its jobs' histories with it, wherever the engine ran."""
+
     def __init__(self, directory: str | Path, every: int, budget: int = 6) -> None:
         if every < 1 or budget < 2:
             raise ValueError("snapshots need every >= 1 and a budget of at least 2")
@@ -38,16 +38,13 @@ class SnapshotHistory:
         steps = self.steps()
         return self.path(steps[-1]) if steps else None
 
-    def save(self, run: Run, preview=None) -> Path:
-        """Snapshot `run` at its step (with a thumbnail of `preview`, a PIL image, if given), then thin."""
+    def save(self, step: int, state: bytes, thumbnail: bytes | None = None) -> Path:
+        """Keep the state at `step` (and its thumbnail), written atomically, then thin."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        step = run.step_index
-        if preview is not None:
-            thumb = preview.copy()
-            thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
-            thumb.save(self.thumbnail(step), format="WEBP", quality=80)
+        if thumbnail is not None:
+            _write_atomically(self.thumbnail(step), thumbnail)
         path = self.path(step)
-        save_snapshot(run.snapshot(), path)
+        _write_atomically(path, state)
         self.thin()
         return path
 
@@ -73,8 +70,14 @@ class SnapshotHistory:
             self.thumbnail(step).unlink(missing_ok=True)
         return dropped
 
-    def load(self, step: int) -> dict:
-        return load_snapshot(self.path(step))
+    def load(self, step: int) -> bytes:
+        return self.path(step).read_bytes()
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.iterdir()) if self.directory.is_dir() else 0
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

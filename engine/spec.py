@@ -331,3 +331,31 @@ class Result:
         weights = {p.text: p.weight for p in self.spec.prompts}
         good = [s for text, s in self.scores if weights.get(text, 1.0) > 0]
         return sum(good) / len(good) if good else 0.0
+
+
+# -- what a run tells its owner: the one event vocabulary of the loop, the backends and the bot ----------------
+@dataclass(frozen=True)
+class Snapshotted:
+    """The run's state at `step` (torch.save bytes; `engine.run.load_snapshot` reads them) and a small WebP
+    thumbnail: enough to continue exactly from there on any host."""
+
+    step: int
+    state: bytes = field(repr=False)
+    thumbnail: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The run ended; `result.cancelled` says whether it was stopped early."""
+
+    result: Result
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The run could not go on; `error` is an `EngineError` (a sentence for the member) or another exception."""
+
+    error: BaseException
+
+
+Event = Progress | Snapshotted | Finished | Failed

@@ -16,6 +16,7 @@ SQL = {"sqlite3", "aiosqlite"}
 STDLIB_ONLY = {
     "engine/spec.py",
     "engine/errors.py",
+    "engine/snapshots.py",
     "engine/speed.py",
     "engine/models/registry.py",
     "engine/models/__init__.py",

@@ -8,9 +8,8 @@ import io
 import pytest
 from PIL import Image
 
-from bot.backends import Finished, Snapshotted
 from bot.config import Settings
-from engine.spec import Progress, Result
+from engine.spec import Finished, Progress, Result, Snapshotted
 
 
 def _png(color=(200, 40, 40), size=(32, 32)) -> bytes:
@@ -20,9 +19,9 @@ def _png(color=(200, 40, 40), size=(32, 32)) -> bytes:
 
 
 class GatedHandle:
-    def __init__(self, backend, job_id, spec, snapshot_path, resume):
+    def __init__(self, backend, job_id, spec, resume, snapshot_every):
         self.backend, self.job_id, self.spec = backend, job_id, spec
-        self.snapshot_path, self.resume = snapshot_path, resume
+        self.resume, self.snapshot_every = resume, snapshot_every
         self.cancelled = False
 
     def cancel(self):
@@ -40,11 +39,8 @@ class GatedHandle:
         backend.resumed[self.job_id] = self.resume
         step = 1
         yield Progress(step, self.spec.steps, 0.5, (0.5,), 1.0, _png(), 32, 32)
-        if self.snapshot_path is not None:
-            self.snapshot_path.mkdir(parents=True, exist_ok=True)
-            path = self.snapshot_path / f"{step:06d}.pt"
-            path.write_bytes(b"snapshot")
-            yield Snapshotted(step, path)
+        if self.snapshot_every:
+            yield Snapshotted(step, f"snapshot of job {self.job_id} at {step}".encode(), _png(size=(8, 8)))
         if backend.hold:
             gate = asyncio.get_running_loop().create_future()
             backend.gates[self.job_id] = gate
@@ -67,8 +63,10 @@ class GatedBackend:
         self.resumed: dict[int, object] = {}
         self.steered: list[tuple[int, str]] = []
 
-    def submit(self, job_id, spec, snapshot_path, resume):
-        return GatedHandle(self, job_id, spec, snapshot_path, resume)
+    capacity = 1
+
+    def submit(self, job_id, spec, resume, snapshot_every):
+        return GatedHandle(self, job_id, spec, resume, snapshot_every)
 
     def release(self, job_id):
         self.gates.pop(job_id).set_result(None)

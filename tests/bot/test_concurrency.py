@@ -56,9 +56,9 @@ def _spec(prompt, steps, **kw):
 
 async def test_jobs_run_together_in_batched_steps(tmp_path, pool, monkeypatch):
     store = await Store.open(tmp_path / "db.sqlite")
-    backend = EmbeddedBackend(pool, snapshot_every=4, max_batch=2)
+    backend = EmbeddedBackend(pool, max_batch=2)
     presenter = RecordingPresenter()
-    service = JobService(store, backend, presenter, tmp_path, max_concurrent=2)
+    service = JobService(store, backend, presenter, tmp_path, max_concurrent=2, snapshot_every=4)
     engine = pool.engine_for(_spec("x", 1))
     batch_sizes = []
     real_step = engine.step
@@ -88,9 +88,9 @@ async def test_jobs_run_together_in_batched_steps(tmp_path, pool, monkeypatch):
 
 async def test_cancelling_one_job_leaves_the_other_running(tmp_path, pool):
     store = await Store.open(tmp_path / "db.sqlite")
-    backend = EmbeddedBackend(pool, snapshot_every=0, max_batch=2)
+    backend = EmbeddedBackend(pool, max_batch=2)
     presenter = RecordingPresenter()
-    service = JobService(store, backend, presenter, tmp_path, max_concurrent=2)
+    service = JobService(store, backend, presenter, tmp_path, max_concurrent=2, snapshot_every=0)
     try:
         first = await service.submit(guild_id=None, channel_id=1, author_id=10, spec=_spec("first", 30))
         second = await service.submit(guild_id=None, channel_id=1, author_id=11, spec=_spec("second", 8))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import discord
 import pytest
 
@@ -121,7 +123,8 @@ async def test_restart_mid_run_resumes_and_buttons_and_votes_survive(simcord_env
     await simcord_env.settle()
     store = simcord_env.bot.store
     # the running job resumed from its snapshot and finished in the same thread; the queued one ran too
-    assert gated.resumed[2] is not None and str(gated.resumed[2]) == running.snapshot_path
+    assert gated.resumed[2] == b"snapshot of job 2 at 1"  # the saved state's bytes, not a path
+    assert Path(running.snapshot_path).read_bytes() == gated.resumed[2]
     job2, job3 = await store.get_job(2), await store.get_job(3)
     assert job2.state == JobState.DONE and job2.thread_id == running.thread_id
     assert job3.state == JobState.DONE

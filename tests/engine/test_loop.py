@@ -68,9 +68,9 @@ def test_resume_from_snapshot_equals_uninterrupted(engine, tiny_spec, tmp_path):
     spec = tiny_spec(steps=8)
     whole = engine.generate(spec)
     snaps = {}
-    engine.generate(spec.replace(steps=8), on_snapshot=lambda s: snaps.setdefault(s["step"], s), snapshot_every=3)
-    assert sorted(snaps) == [3, 6]
-    save_snapshot(snaps[3], tmp_path / "s.pt")
+    engine.generate(spec.replace(steps=8), on_snapshot=lambda s: snaps.setdefault(s.step, s), snapshot_every=3)
+    assert sorted(snaps) == [3, 6, 8]  # every 3 steps, and the final state
+    save_snapshot(load_snapshot(snaps[3].state), tmp_path / "s.pt")
     resumed = engine.generate(spec, snapshot=load_snapshot(tmp_path / "s.pt"))
     assert resumed.image == whole.image
 

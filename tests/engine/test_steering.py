@@ -5,8 +5,8 @@ import torch
 
 from engine.errors import InvalidSpec
 from engine.images import read_recipe
-from engine.spec import JobSpec
-from engine.worker import Batcher, ResultReport
+from engine.loop import Callbacks, Loop
+from engine.spec import Finished, JobSpec
 
 
 def test_schedule_parsing_and_validation():
@@ -43,24 +43,25 @@ def test_a_scheduled_change_applies_from_its_step(engine, tiny_spec):
 
 def test_live_steering_is_recorded_and_the_recipe_replays_it(engine, tiny_spec):
     spec = tiny_spec("a red apple", steps=8, progress_every=4)
-    batcher = Batcher()
+    loop = Loop()
     run = engine.start(spec)
-    batcher.add(1, engine, run, lambda: False)
-    batcher.advance()  # 4 steps
-    new_spec = JobSpec.from_json(batcher.steer(1, "a lighthouse | storm:0.5"))
+    events = []
+    loop.add(1, engine, run, Callbacks(on_event=events.append))
+    for _ in range(4):
+        loop.round()
+    new_spec = loop.steer(1, "a lighthouse | storm:0.5")
     assert new_spec.prompt_schedule == ((4, "a lighthouse | storm:0.5"),)
     optimizer_state = run.optimizer.state_dict()["state"][0]["exp_avg"].clone()
     assert torch.count_nonzero(optimizer_state) > 0  # Adam's moments were kept, not reset
-    reports = []
-    while len(batcher):
-        reports.extend(batcher.advance())
-    result = next(r.result for r in reports if isinstance(r, ResultReport))
+    while loop:
+        loop.round()
+    result = next(e.result for e in events if isinstance(e, Finished))
     recipe = read_recipe(result.image)
     assert recipe["spec"]["prompt_schedule"] == [[4, "a lighthouse | storm:0.5"]]
     assert [t for t, _ in result.scores] == ["a lighthouse", "storm"]
     replay = engine.generate(JobSpec.from_dict(recipe["spec"]))
     assert replay.image == result.image  # same bytes on the CPU
-    assert batcher.steer(1, "too late") is None
+    assert loop.steer(1, "too late") is None
 
 
 def test_resuming_a_steered_run_from_a_snapshot_continues_it(engine, tiny_spec):
