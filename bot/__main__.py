@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import sys
 import time
@@ -56,13 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         return _say_problems(checked.problems)
     took = ", ".join(f"{k} {v:.1f} s" for k, v in checked.seconds.items())
     if args.check:
-        print(f"ok: models loaded ({took}), data directory writable, database opens.")
+        what = "Redis answers" if settings.backend == "celery" else f"models loaded ({took})"
+        print(f"ok: {what}, data directory writable, database opens.")
         return 0
     log.info("start-up check passed in %.1f s (%s); starting with %r", time.monotonic() - started, took, settings)
 
-    from bot.client import ImagineBot, embedded_backend
+    from bot.client import ImagineBot, backend_for
 
-    bot = ImagineBot(settings, functools.partial(embedded_backend, pool=checked.pool))
+    bot = ImagineBot(settings, backend_for(settings, checked.pool))
     try:
         bot.run(settings.token, log_handler=None)
     except discord.LoginFailure:

@@ -39,6 +39,20 @@ def embedded_backend(settings: Settings, pool=None) -> Backend:
     return backend
 
 
+def celery_backend(settings: Settings) -> Backend:
+    """The distributed backend: GPU workers on other hosts, through Celery and Redis."""
+    from bot.remote import CeleryBackend
+
+    return CeleryBackend(settings.redis_url)
+
+
+def backend_for(settings: Settings, pool=None) -> Callable[[Settings], Backend]:
+    """The backend factory IMAGINE_BACKEND names (the embedded one gets the models the check loaded)."""
+    if settings.backend == "celery":
+        return celery_backend
+    return lambda s: embedded_backend(s, pool)
+
+
 class ImagineBot(commands.Bot):
     """commands.Bot plus the store, the job service and the backend."""
 
@@ -66,7 +80,7 @@ class ImagineBot(commands.Bot):
             self.settings.data_dir,
             max_queued_per_user=self.settings.max_queued_per_user,
             max_queue=self.settings.max_queue,
-            max_concurrent=self.settings.max_concurrent or self.backend.capacity,
+            max_concurrent=self.settings.max_concurrent,
             timelapse=self.settings.timelapse,
             snapshot_every=self.settings.snapshot_every,
             snapshot_budget=self.settings.snapshot_budget,

@@ -26,6 +26,12 @@ KEYS: dict[str, tuple[str, str]] = {
     "IMAGINE_CHECKPOINT": ("0", "1 to recompute decoder activations in the backward (less memory, slower)"),
     "IMAGINE_CHANNELS_LAST": ("1", "1 to keep decoder activations channels-last on CUDA (0 to turn it off)"),
     "IMAGINE_FAST_CLIP": ("1", "1 for the packed-attention form of CLIP's image tower (0: the stock modules)"),
+    "IMAGINE_BACKEND": (
+        "embedded",
+        "embedded (the engine in the bot's process) or celery (GPU workers on other hosts)",
+    ),
+    "IMAGINE_REDIS_URL": ("redis://localhost:6379/0", "the Redis of the celery backend (broker, events, snapshots)"),
+    "IMAGINE_WORKER_SLOTS": ("1", "jobs one GPU worker (python -m bot.worker) runs at once, batched"),
     "IMAGINE_MAX_STEPS": ("500", "the most steps a member may ask for"),
     "IMAGINE_DEFAULT_STEPS": ("300", "steps when a member does not say"),
     "IMAGINE_MAX_QUEUED_PER_USER": ("3", "waiting jobs one member may have at once"),
@@ -63,7 +69,9 @@ class Settings:
     clip_checkpoint: Path | None = None
     clip_model: str = registry.DEFAULT_CLIP
     device: str = "auto"
-    max_concurrent: int | None = None  # None: ask the backend (from GPU memory)
+    max_concurrent: int | None = None  # None: ask the backend (from GPU memory, or the live workers' slots)
+    backend: str = "embedded"
+    redis_url: str = "redis://localhost:6379/0"
     speed: Speed = Speed()
     max_steps: int = 500
     default_steps: int = 300
@@ -106,6 +114,11 @@ class Settings:
         def path(key: str) -> Path | None:
             return Path(get(key)) if get(key) else None
 
+        def backend(value: str) -> str:
+            if value.lower() not in ("embedded", "celery"):
+                raise ValueError(f"IMAGINE_BACKEND must be embedded or celery, not {value!r}")
+            return value.lower()
+
         try:
             edit_interval = float(get("IMAGINE_EDIT_INTERVAL"))
         except ValueError:
@@ -124,6 +137,8 @@ class Settings:
             if get("IMAGINE_MAX_CONCURRENT").lower() == "auto"
             else integer("IMAGINE_MAX_CONCURRENT", 1),
             speed=Speed.from_env({k: get(k) for k in SPEED_KEYS}),
+            backend=backend(get("IMAGINE_BACKEND")),
+            redis_url=get("IMAGINE_REDIS_URL"),
             max_steps=integer("IMAGINE_MAX_STEPS", 1),
             default_steps=integer("IMAGINE_DEFAULT_STEPS", 1),
             max_queued_per_user=integer("IMAGINE_MAX_QUEUED_PER_USER", 1),
@@ -154,7 +169,7 @@ class Settings:
         found = []
         if not self.token:
             found.append("DISCORD_TOKEN is not set: put the bot token in .env (see .env.example).")
-        if not self.vqgan_installed():
+        if self.backend == "embedded" and not self.vqgan_installed():
             found.append(
                 f"No VQGAN is installed in {self.models_dir}: run `python -m engine.models download "
                 f"{registry.DEFAULT_VQGAN} --clip {self.clip_model}`, or set IMAGINE_VQGAN_CONFIG and "

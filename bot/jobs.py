@@ -46,7 +46,7 @@ class JobService:
         *,
         max_queued_per_user: int = 3,
         max_queue: int = 50,
-        max_concurrent: int = 1,
+        max_concurrent: int | None = None,
         timelapse: bool = True,
         snapshot_every: int = 25,
         snapshot_budget: int = 6,
@@ -54,7 +54,9 @@ class JobService:
         self.store, self.backend, self.presenter = store, backend, presenter
         self.data_dir = Path(data_dir)
         self.queue = FairQueue(max_queued_per_user, max_queue)
-        self.max_concurrent = max_concurrent
+        self._max_concurrent = max_concurrent  # None: as many as the backend has room for, asked each time
+        if hasattr(backend, "on_capacity"):
+            backend.on_capacity = self.pump  # a worker joined: start what waits
         self.timelapse = timelapse
         self.snapshot_every, self.snapshot_budget = snapshot_every, snapshot_budget
         self.ended_hooks: list = []  # async callables(job), run after each job reaches a final state
@@ -62,6 +64,11 @@ class JobService:
         self._tasks: dict[int, asyncio.Task] = {}
         self._progress: dict[int, tuple[int, int, int]] = {}  # job id -> (author, step, steps)
         self.seconds_per_step = DEFAULT_SECONDS_PER_STEP
+
+    @property
+    def max_concurrent(self) -> int:
+        """Jobs run at once: the setting, else the backend's capacity (a distributed backend's changes)."""
+        return self._max_concurrent or self.backend.capacity
 
     # -- submitting -----------------------------------------------------------------------------------------
     async def submit(
@@ -104,12 +111,14 @@ class JobService:
         return job
 
     def pump(self) -> None:
-        """Start waiting jobs while there is room."""
+        """Start waiting jobs while there is room; with a backend whose room changes, ask it to say when it grows."""
         while len(self._tasks) < self.max_concurrent:
             entry = self.queue.pop()
             if entry is None:
                 return
             self._tasks[entry.job_id] = asyncio.create_task(self._run(entry.job_id), name=f"job-{entry.job_id}")
+        if len(self.queue) and hasattr(self.backend, "need_capacity"):
+            self.backend.need_capacity(lambda: bool(len(self.queue)) and len(self._tasks) >= self.max_concurrent)
 
     async def recover(self) -> int:
         """After a restart: jobs that were running go first (resuming from their snapshot), then the queued ones."""
@@ -169,8 +178,9 @@ class JobService:
         return steps * self.seconds_per_step / max(1, self.max_concurrent)
 
     async def close(self) -> None:
-        for handle in self._handles.values():
-            handle.cancel()
+        if not getattr(self.backend, "remote", False):  # remote jobs go on without us; a restart reads on
+            for handle in self._handles.values():
+                handle.cancel()
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)

@@ -97,6 +97,21 @@ def check(settings: Settings, *, load_models: bool = True) -> Checked:
     for problem in (_data_dir(settings), _database(settings)):
         if problem:
             found.problems.append(problem)
-    if load_models:
+    if settings.backend == "celery":
+        problem = _redis(settings)
+        if problem:
+            found.problems.append(problem)
+    elif load_models:
         _models(settings, found)
     return found
+
+
+def _redis(settings: Settings) -> str | None:
+    """The celery backend's Redis answers (the models load on the workers, not here)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5).ping()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return f"Redis at {settings.redis_url} cannot be reached ({exc}): start it, or set IMAGINE_REDIS_URL."
+    return None

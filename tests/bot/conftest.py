@@ -10,6 +10,7 @@ from PIL import Image
 
 from bot.config import Settings
 from engine.spec import Finished, Progress, Result, Snapshotted
+from tests.bot.cluster import redis_server, start_worker  # noqa: F401 - fixtures of the distributed backend
 
 
 def _png(color=(200, 40, 40), size=(32, 32)) -> bytes:

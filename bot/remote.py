@@ -1,0 +1,290 @@
+"""The distributed backend: jobs run on GPU workers on other hosts (`python -m bot.worker`), through Celery with
+a Redis broker; progress, previews, snapshots and results come back on a Redis Stream per job.
+
+Fairness stays in the bot: the job service hands a job to Celery only when a worker slot is free (`capacity` is
+the sum of the live workers' slots, from their heartbeats), so the broker queue stays shallow. Each job is sent
+with an attempt token. The bot reads the job's stream from a cursor it keeps in Redis, so after a restart it goes
+on where it stopped, without sending the job again while a worker still runs it. A job whose worker stops
+heart-beating is sent again with a new token and resumes from its newest snapshot (kept in Redis); the old
+token's task, should it ever come back, is dropped. While Redis cannot be reached, jobs wait; they are not failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+from bot import celery_app as wire_keys
+from bot.celery_app import QUEUE
+from engine.spec import Event, Failed, Finished, JobSpec
+
+log = logging.getLogger(__name__)
+
+POLL = 1.0  # seconds between looks at the workers' heartbeats
+
+
+class RedisUnavailable(Exception):
+    """Redis cannot be reached (the sentence says where)."""
+
+
+class CeleryHandle:
+    """One job on the distributed backend."""
+
+    def __init__(self, backend: CeleryBackend, job_id: int, spec: JobSpec, resume, snapshot_every: int) -> None:
+        self.backend, self.job_id, self.spec = backend, job_id, spec
+        self.resume, self.snapshot_every = resume, snapshot_every
+        self._steers: dict[str, asyncio.Future] = {}
+        self._ended = False
+        self._attempt: bytes | None = None
+        self._sent = 0.0
+
+    def _key(self, part: str) -> str:
+        return wire_keys.key(self.job_id, part)
+
+    def cancel(self) -> None:
+        self.backend._spawn(self._set_cancel())
+
+    async def _set_cancel(self) -> None:
+        await self.backend._retry(lambda r: r.set(self._key("cancel"), b"1", ex=wire_keys.KEEP))
+
+    async def steer(self, text: str) -> str | None:
+        if self._ended:
+            return None
+        nonce = uuid.uuid4().hex
+        future = asyncio.get_running_loop().create_future()
+        self._steers[nonce] = future
+        request = json.dumps({"nonce": nonce, "text": text})
+        await self.backend._retry(lambda r: r.rpush(self._key("steer"), request))
+        try:
+            return await asyncio.wait_for(future, self.backend.steer_timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._steers.pop(nonce, None)
+
+    async def _dispatch(self, fresh: bool) -> None:
+        """Give the job to Celery under a new attempt token. A fresh job starts from `resume` (or from nothing);
+        a job sent again keeps the newest snapshot its last worker left in Redis."""
+        attempt = uuid.uuid4().hex
+
+        async def prepare(r) -> None:
+            pipe = r.pipeline()
+            pipe.set(self._key("attempt"), attempt, ex=wire_keys.KEEP)
+            pipe.delete(self._key("cancel"))
+            if fresh:
+                pipe.delete(self._key("snapshot"), self._key("events"), self._key("cursor"), self._key("steer"))
+                if self.resume is not None:
+                    pipe.set(self._key("resume"), self.resume, ex=wire_keys.KEEP)
+                else:
+                    pipe.delete(self._key("resume"))
+            await pipe.execute()
+
+        await self.backend._retry(prepare)
+        args = [self.job_id, attempt, self.spec.to_json(), self.snapshot_every]
+        await self.backend._send(args)
+        self._attempt, self._sent = attempt.encode(), time.monotonic()
+        log.info("job %d sent to the workers (attempt %s%s)", self.job_id, attempt[:8], "" if fresh else ", again")
+
+    async def events(self) -> AsyncIterator[Event]:
+        from engine.wire import Steered, decode
+
+        backend = self.backend
+        try:
+            alive = await backend._retry(lambda r: r.exists(self._key("worker"), self._key("attempt")))
+            started = await backend._retry(lambda r: r.exists(self._key("events")))
+            if alive < 2:  # nobody runs it now: send it (again, after a restart, keeping its snapshot)
+                await self._dispatch(fresh=not started)
+            else:  # a restart of the bot while a worker runs the job: read on from the cursor
+                self._attempt, self._sent = await backend._retry(lambda r: r.get(self._key("attempt"))), 0.0
+            cursor = await backend._retry(lambda r: r.get(self._key("cursor"))) or b"0-0"
+            seen = time.monotonic()
+            while True:
+                entries = await backend._retry(
+                    lambda r, c=cursor: r.xread({self._key("events"): c}, count=16, block=int(POLL * 1000))
+                )
+                for _stream, items in entries or []:
+                    for entry_id, fields in items:
+                        cursor = entry_id
+                        event = decode(fields)
+                        if isinstance(event, Steered):
+                            future = self._steers.get(event.nonce)
+                            if future is not None and not future.done():
+                                future.set_result(event.spec)
+                        elif isinstance(event, Failed):
+                            self._ended = True
+                            await self._close_out(cursor)
+                            raise event.error
+                        else:
+                            if isinstance(event, Finished):
+                                self._ended = True
+                            yield event
+                            await backend._retry(lambda r, c=cursor: r.set(self._key("cursor"), c, ex=wire_keys.KEEP))
+                            if isinstance(event, Finished):
+                                await self._close_out(cursor)
+                                return
+                if await self._lost(seen):
+                    await self._dispatch(fresh=False)
+                    seen = time.monotonic()
+                elif await backend._retry(lambda r: r.exists(self._key("worker"))):
+                    seen = time.monotonic()
+        finally:
+            if not self._ended:
+                log.debug("job %d: stopped reading its events", self.job_id)
+
+    async def _lost(self, seen: float) -> bool:
+        """Whether the job must be sent again: its worker stopped heart-beating (it claimed this attempt, then went
+        quiet for `lost_after`), or its task vanished (never claimed, nothing left in the broker's queue)."""
+        backend = self.backend
+        quiet = time.monotonic() - seen
+        if quiet < backend.lost_after:
+            return False
+        worker, claimed, waiting = await backend._retry(
+            lambda r: _pipeline(r, ("exists", self._key("worker")), ("get", self._key("claimed")), ("llen", QUEUE))
+        )
+        if worker:
+            return False
+        if claimed is not None and claimed == self._attempt:
+            log.warning("job %d: its worker stopped answering; sending it again", self.job_id)
+            return True
+        if time.monotonic() - self._sent > 2 * backend.lost_after and not waiting:
+            log.warning("job %d: its task is nowhere to be found; sending it again", self.job_id)
+            return True
+        return False
+
+    async def _close_out(self, cursor: bytes) -> None:
+        """The job ended: its token goes (a late copy of its task is then dropped) and its keys expire soon."""
+
+        async def close(r) -> None:
+            pipe = r.pipeline()
+            pipe.delete(self._key("attempt"), self._key("cancel"), self._key("steer"), self._key("resume"))
+            pipe.delete(self._key("claimed"))
+            for part in ("events", "snapshot", "cursor"):
+                pipe.expire(self._key(part), self.backend.keep_after_end)
+            await pipe.execute()
+
+        await self.backend._retry(close)
+
+
+async def _pipeline(r, *calls) -> list:
+    pipe = r.pipeline()
+    for name, *args in calls:
+        getattr(pipe, name)(*args)
+    return await pipe.execute()
+
+
+class CeleryBackend:
+    """Jobs go to Celery workers on any host; see the module's docstring."""
+
+    remote = True  # its jobs outlive the bot's process: a restart reads on, a shutdown does not cancel them
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        lost_after: float = 5.0,
+        steer_timeout: float = 30.0,
+        keep_after_end: int = 3600,
+    ) -> None:
+        import redis.asyncio
+
+        self.redis_url = redis_url
+        self.redis = redis.asyncio.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.app = wire_keys.make_app(redis_url)
+        self.lost_after, self.steer_timeout, self.keep_after_end = lost_after, steer_timeout, keep_after_end
+        self.on_capacity: Callable[[], None] | None = None  # the job service's pump
+        self._capacity = 0
+        self._monitor: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._warned = 0.0
+
+    @property
+    def capacity(self) -> int:
+        """Slots of the live workers, as last counted (see `need_capacity`)."""
+        return self._capacity
+
+    def need_capacity(self, still_needed: Callable[[], bool]) -> None:
+        """Jobs wait for room: count the live workers' slots now and every POLL seconds while `still_needed()`,
+        and call `on_capacity` whenever the count grows. (No timer runs while nothing waits.)"""
+        if self._monitor is None or self._monitor.done():
+            self._monitor = asyncio.get_running_loop().create_task(self._watch(still_needed), name="imagine-workers")
+
+    def submit(self, job_id: int, spec: JobSpec, resume: bytes | None, snapshot_every: int = 0) -> CeleryHandle:
+        return CeleryHandle(self, job_id, spec, resume, snapshot_every)
+
+    async def check(self) -> str | None:
+        """A sentence when Redis cannot be reached (for the start-up check), else None."""
+        try:
+            await asyncio.wait_for(self.redis.ping(), 10)
+        except Exception as exc:  # redis raises several kinds for a refused or unresolvable host
+            return f"Redis at {self.redis_url} cannot be reached ({exc}): start it, or set IMAGINE_REDIS_URL."
+        return None
+
+    async def workers(self) -> dict[str, int]:
+        """The live workers and their slots."""
+        found = {}
+        async for name in self.redis.scan_iter(match=wire_keys.worker_key("*")):
+            slots = await self.redis.hget(name, "slots")
+            if slots is not None:
+                found[name.decode().rsplit(":", 1)[-1]] = int(slots)
+        return found
+
+    async def _watch(self, still_needed: Callable[[], bool]) -> None:
+        import redis
+
+        while still_needed():
+            try:
+                capacity = sum((await self.workers()).values())
+            except (redis.RedisError, OSError) as exc:
+                self._warn(exc)
+                capacity = self._capacity  # keep the last count while Redis is away
+            grew = capacity > self._capacity
+            self._capacity = capacity
+            if grew and self.on_capacity is not None:
+                self.on_capacity()
+                continue
+            await asyncio.sleep(POLL)
+
+    def _warn(self, exc: BaseException) -> None:
+        if time.monotonic() - self._warned > 30:
+            log.warning("Redis at %s is not answering (%s); jobs wait until it does", self.redis_url, exc)
+            self._warned = time.monotonic()
+
+    async def _retry(self, call):
+        """Run `call(redis)` until Redis answers (jobs wait rather than fail while it is away)."""
+        import redis
+
+        delay = 0.5
+        while True:
+            try:
+                return await call(self.redis)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self._warn(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _send(self, args: list) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(self.app.send_task, wire_keys.TASK, args=args, queue=wire_keys.QUEUE)
+                return
+            except Exception as exc:  # kombu raises its own kinds for a broker that is away
+                self._warn(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.redis.aclose()

@@ -1,0 +1,315 @@
+"""`python -m bot.worker`: a GPU worker of the distributed backend (Celery 5, Redis broker), one per GPU.
+
+    IMAGINE_REDIS_URL=redis://queue-host:6379/0 IMAGINE_DEVICE=cuda:0 python -m bot.worker --slots 4
+
+The same as `celery -A bot.worker:app worker --pool threads --concurrency 4`. The models load once per process.
+Each Celery task is one job: it adds its run to the process's one loop (`engine.loop`, continuous batching, as the
+embedded backend does) and waits for it to end, while the loop thread publishes the run's events to the job's
+Redis Stream (`engine.wire`). Cancel and Steer arrive through Redis keys read between steps; the latest snapshot
+is kept in Redis, so a job whose worker died resumes from it on another worker. A task whose attempt token is no
+longer the job's (the bot sent the job again after this worker was taken for lost) is dropped at once.
+
+Redis keys, all under `imagine:`: `workers:<id>` (heartbeat: slots, TTL), `job:<id>:attempt`, `:worker` (which
+worker runs it, TTL), `:events` (the stream), `:snapshot` (newest state), `:resume` (the state to start from),
+`:cancel`, `:steer` (a list of steering requests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import io
+import logging
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+import uuid
+
+from bot.celery_app import ALIVE_TTL, HEARTBEAT, KEEP, QUEUE, key, make_app, worker_key
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    """Writes to Redis without ever raising into the loop: while Redis is away, events wait here in order and are
+    sent when it answers again."""
+
+    def __init__(self, client) -> None:
+        self.redis = client
+        self._pending: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+
+    def publish(self, job_id: int, fields: dict, snapshot: bytes | None = None) -> None:
+        with self._lock:
+            self._pending.append((job_id, fields, snapshot))
+            self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        import redis
+
+        while self._pending:
+            job_id, fields, snapshot = self._pending[0]
+            try:
+                pipe = self.redis.pipeline()
+                if snapshot is not None:
+                    pipe.set(key(job_id, "snapshot"), snapshot, ex=KEEP)
+                pipe.xadd(key(job_id, "events"), fields)
+                pipe.expire(key(job_id, "events"), KEEP)
+                pipe.execute()
+            except redis.RedisError as exc:
+                log.warning("Redis is not answering (%s); %d events wait", exc, len(self._pending))
+                return
+            self._pending.popleft()
+
+
+@dataclasses.dataclass
+class _Job:
+    job_id: int
+    attempt: str
+    spec: object
+    state: bytes | None
+    snapshot_every: int
+    done: threading.Event
+    superseded: bool = False
+
+
+class Runner:
+    """The worker process's engine: one loop thread, one heartbeat thread, the models loaded once."""
+
+    _instance: Runner | None = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self, redis_url: str, slots: int, worker_id: str | None = None) -> None:
+        import redis
+
+        from engine.loading import EnginePool, ModelSettings
+
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.publisher = Publisher(self.redis)
+        self.slots = slots
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.pool = EnginePool(ModelSettings.from_env())
+        self.jobs: dict[int, _Job] = {}
+        self._commands: queue.Queue = queue.Queue()
+        self._stopping = threading.Event()
+        threading.Thread(target=self._drive, name="imagine-loop", daemon=True).start()
+        threading.Thread(target=self._beat, name="imagine-heartbeat", daemon=True).start()
+
+    @classmethod
+    def configure(cls, redis_url: str, slots: int) -> Runner:
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls(redis_url, slots)
+            return cls._instance
+
+    @classmethod
+    def instance(cls) -> Runner:
+        if cls._instance is None:
+            return cls.configure(os.environ.get("IMAGINE_REDIS_URL", "redis://localhost:6379/0"), 1)
+        return cls._instance
+
+    # -- a task ---------------------------------------------------------------------------------------------
+    def run(self, job_id: int, attempt: str, spec_json: str, snapshot_every: int) -> None:
+        """Run one job to its end (called on a Celery pool thread, which waits here)."""
+        from engine.spec import JobSpec
+
+        if self._get(key(job_id, "attempt")) != attempt.encode():
+            log.info("job %d: attempt %s is no longer the job's; dropped", job_id, attempt[:8])
+            return
+        state = self._get(key(job_id, "snapshot")) or self._get(key(job_id, "resume"))
+        job = _Job(job_id, attempt, JobSpec.from_json(spec_json), state, snapshot_every, threading.Event())
+        self.jobs[job_id] = job
+        self._claim(job_id, attempt)
+        self._commands.put(job)
+        job.done.wait()
+        self.jobs.pop(job_id, None)
+
+    def _get(self, name: str) -> bytes | None:
+        import redis
+
+        for delay in (0.5, 1, 2, 4, 8):
+            try:
+                return self.redis.get(name)
+            except redis.RedisError:
+                time.sleep(delay)
+        return self.redis.get(name)
+
+    def _claim(self, job_id: int, attempt: str) -> None:
+        import redis
+
+        try:
+            pipe = self.redis.pipeline()
+            pipe.set(key(job_id, "worker"), self.worker_id, ex=ALIVE_TTL)
+            pipe.set(key(job_id, "claimed"), attempt, ex=KEEP)
+            pipe.execute()
+        except redis.RedisError:
+            pass
+
+    # -- the loop thread ------------------------------------------------------------------------------------
+    def _drive(self) -> None:
+        from engine.loop import Loop
+
+        loop = Loop(self.slots)
+        while not self._stopping.is_set():
+            try:
+                job = self._commands.get(timeout=None if not len(loop) else 0)
+            except queue.Empty:
+                job = None
+            if job is not None:
+                self._start(loop, job)
+                continue  # take every waiting job before the next round
+            self._steer(loop)
+            loop.round()
+
+    def _start(self, loop, job: _Job) -> None:
+        from engine.run import load_snapshot
+        from engine.spec import Failed
+
+        try:
+            engine = self.pool.engine_for(job.spec)
+            snapshot = load_snapshot(job.state) if job.state is not None else None
+            run = engine.start(job.spec, snapshot)
+        except Exception as exc:  # noqa: BLE001 - the job learns of it
+            if not _is_engine_error(exc):
+                log.exception("job %d could not start", job.job_id)
+            self._emit(job, Failed(exc))
+            job.done.set()
+            return
+        loop.add(job.job_id, engine, run, self._callbacks(job))
+
+    def _callbacks(self, job: _Job):
+        from engine.loop import Callbacks
+        from engine.spec import Failed, Finished, Snapshotted
+
+        def on_progress(progress, preview) -> None:
+            buffer = io.BytesIO()
+            preview.save(buffer, format="PNG", compress_level=1)
+            self._emit(job, dataclasses.replace(progress, preview=buffer.getvalue()))
+
+        def on_event(event) -> None:
+            self._emit(job, event, snapshot=event.state if isinstance(event, Snapshotted) else None)
+            if isinstance(event, Finished | Failed):
+                job.done.set()
+
+        return Callbacks(on_progress, on_event, lambda: self._should_stop(job), job.snapshot_every)
+
+    def _emit(self, job: _Job, event, snapshot: bytes | None = None) -> None:
+        from engine.wire import encode
+
+        if not job.superseded:
+            self.publisher.publish(job.job_id, encode(event), snapshot)
+
+    def _should_stop(self, job: _Job) -> bool:
+        """Cancelled by the bot, or superseded (the bot gave the job to another worker): checked between steps."""
+        import redis
+
+        try:
+            attempt, cancel = self.redis.mget(key(job.job_id, "attempt"), key(job.job_id, "cancel"))
+        except redis.RedisError:
+            return False  # Redis away: go on; the events wait in the publisher
+        if attempt is not None and attempt != job.attempt.encode():
+            job.superseded = True
+            job.done.set()
+            return True
+        return cancel == b"1"
+
+    def _steer(self, loop) -> None:
+        import json
+
+        import redis
+
+        from engine.wire import Steered
+
+        for job in list(self.jobs.values()):
+            try:
+                raw = self.redis.lpop(key(job.job_id, "steer"))
+            except redis.RedisError:
+                return
+            if raw is None or job.job_id not in loop:
+                continue
+            request = json.loads(raw)
+            spec = loop.steer(job.job_id, request["text"])
+            if spec is not None:
+                self._emit(job, Steered(request["nonce"], spec.to_json()))
+
+    # -- the heartbeat thread -------------------------------------------------------------------------------
+    def _beat(self) -> None:
+        import redis
+
+        while not self._stopping.wait(HEARTBEAT):
+            try:
+                pipe = self.redis.pipeline()
+                pipe.hset(worker_key(self.worker_id), mapping={"slots": self.slots, "busy": len(self.jobs)})
+                pipe.expire(worker_key(self.worker_id), ALIVE_TTL)
+                for job_id in list(self.jobs):
+                    pipe.set(key(job_id, "worker"), self.worker_id, ex=ALIVE_TTL)
+                pipe.execute()
+            except redis.RedisError as exc:
+                log.warning("heartbeat: Redis is not answering (%s)", exc)
+                continue
+            self.publisher.flush()
+
+    def announce(self) -> None:
+        """The first heartbeat, before any task: the bot counts this worker's slots at once."""
+        import redis
+
+        try:
+            self.redis.hset(worker_key(self.worker_id), mapping={"slots": self.slots, "busy": 0})
+            self.redis.expire(worker_key(self.worker_id), ALIVE_TTL)
+        except redis.RedisError as exc:
+            log.warning("Redis is not answering yet (%s); the heartbeat will keep trying", exc)
+
+
+def _is_engine_error(exc: BaseException) -> bool:
+    from engine.errors import EngineError
+
+    return isinstance(exc, EngineError)
+
+
+app = make_app(os.environ.get("IMAGINE_REDIS_URL", "redis://localhost:6379/0"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot.worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slots", type=int, default=int(os.environ.get("IMAGINE_WORKER_SLOTS") or 1))
+    parser.add_argument("--name", help="the Celery node name (default: imagine@<host>-<pid>)")
+    parser.add_argument("--loglevel", default=os.environ.get("IMAGINE_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    from engine.env import load_env, quiet_libraries
+
+    load_env()
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
+    url = os.environ.get("IMAGINE_REDIS_URL", "redis://localhost:6379/0")
+    worker_app = make_app(url)
+    runner = Runner.configure(url, max(1, args.slots))
+    runner.pool.engine_for(_default_spec())  # load the models before taking any task
+    runner.announce()
+    name = args.name or f"imagine@{runner.worker_id}"
+    worker_app.worker_main(
+        ["worker", "--pool", "threads", "--concurrency", str(runner.slots), "-n", name, "-Q", QUEUE,
+         "--loglevel", args.loglevel.upper(), "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    )  # fmt: skip
+    return 0
+
+
+def _default_spec():
+    from engine.models import registry
+    from engine.spec import JobSpec
+
+    models = registry.models_dir()
+    installed = registry.installed_vqgans(models)
+    model = registry.DEFAULT_VQGAN if registry.DEFAULT_VQGAN in installed or not installed else installed[0]
+    return JobSpec("warm up", model=model, clip_model=os.environ.get("IMAGINE_CLIP_MODEL") or registry.DEFAULT_CLIP)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

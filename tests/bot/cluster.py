@@ -1,0 +1,138 @@
+"""Real components for the distributed backend's tests: a `redis-server` and `python -m bot.worker` processes.
+
+Both are started by the fixtures and stopped at the end; tests skip (with the reason) only where `redis-server` is
+not installed (`apt-get install redis-server`; `.ci/run` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server on a free loopback port, with an append-only file so that a restart keeps its data."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory, self.port = directory, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.client().ping()
+
+    def client(self, wait: float = 20.0):
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                client.ping()
+                return client
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+class Worker:
+    """One `python -m bot.worker` process on the tiny models, on the CPU."""
+
+    def __init__(self, redis_url: str, models: Path, log: Path, slots: int = 1, threads: int | None = None) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "DISCORD_"))}
+        env.update(
+            IMAGINE_REDIS_URL=redis_url,
+            IMAGINE_MODELS_DIR=str(models),
+            IMAGINE_CLIP_MODEL="tiny-clip",
+            IMAGINE_DEVICE="cpu",
+            PYTHONPATH=str(ROOT),
+            PYTHONUNBUFFERED="1",
+        )
+        if threads:
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        self.log = log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bot.worker", "--slots", str(slots), "--loglevel", "INFO"],
+            cwd=log.parent, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no acknowledgement (a crash, an OOM kill, a pulled plug)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_for_workers(redis_client, count: int, timeout: float = 120.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        names = [k.decode() for k in redis_client.scan_iter(match="imagine:workers:*")]
+        if len(names) >= count:
+            return names
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} workers did not announce themselves in {timeout} s (saw {names})")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_worker(redis_server, tiny_models, tmp_path):
+    started: list[Worker] = []
+
+    def start(slots: int = 1, threads: int | None = None) -> Worker:
+        worker = Worker(redis_server.url, tiny_models, tmp_path / f"worker-{len(started)}.log", slots, threads)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
