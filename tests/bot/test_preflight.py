@@ -145,3 +145,22 @@ async def test_the_bot_logs_in_with_the_download_layout(download_layout, tmp_pat
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         await server.stop()
     assert b"Traceback" not in err, err.decode()[-2000:]
+
+
+def test_celery_backend_says_when_redis_cannot_be_reached(tmp_path):
+    port = _closed_port()
+    env = _env(tmp_path / "no-models", tmp_path / "data", IMAGINE_BACKEND="celery")
+    env["IMAGINE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    proc, took = _run(["-m", "bot", "--check"], env, tmp_path)
+    assert proc.returncode == 2
+    problems = _problems(proc.stderr)
+    # the models live on the workers: only Redis is asked about
+    assert len(problems) == 1 and f"Redis at redis://127.0.0.1:{port}/0 cannot be reached" in problems[0]
+    assert "Traceback" not in proc.stderr and took < 60
+
+
+def test_celery_backend_check_passes_with_redis(tmp_path, redis_server):
+    env = _env(tmp_path / "no-models", tmp_path / "data", IMAGINE_BACKEND="celery", IMAGINE_REDIS_URL=redis_server.url)
+    proc, _ = _run(["-m", "bot", "--check"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok: Redis answers")
