@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             if count >= 2 and not args.no_kill:
+                redis.client().flushdb()  # a new database below: its job ids start again at 1
                 kill = asyncio.run(_resume_after_kill(redis.url, work / "kill", workers, redis.client(), 60))
                 row["kill"] = kill
                 print(
