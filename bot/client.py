@@ -19,12 +19,11 @@ log = logging.getLogger(__name__)
 EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.votes")
 
 
-def embedded_backend(settings: Settings, pool=None) -> Backend:
-    """The default backend: the engine in this process, with the models the start-up check loaded (`pool`), or
-    loaded on first use."""
+def engine_pool(settings: Settings):
+    """The engine's models for these settings (loaded on first use)."""
     from engine.loading import EnginePool, ModelSettings
 
-    pool = pool or EnginePool(
+    return EnginePool(
         ModelSettings(
             models_dir=settings.models_dir,
             vqgan_config=settings.vqgan_config,
@@ -34,7 +33,12 @@ def embedded_backend(settings: Settings, pool=None) -> Backend:
             speed=settings.speed,
         )
     )
-    backend = EmbeddedBackend(pool)
+
+
+def embedded_backend(settings: Settings, pool=None) -> Backend:
+    """The default backend: the engine in this process, with the models the start-up check loaded (`pool`), or
+    loaded on first use."""
+    backend = EmbeddedBackend(pool or engine_pool(settings))
     backend.max_batch = settings.max_concurrent or backend.concurrency()
     return backend
 

@@ -56,18 +56,9 @@ def _database(settings: Settings) -> str | None:
 
 
 def _models(settings: Settings, found: Checked) -> None:
-    from engine.loading import EnginePool, ModelSettings
+    from bot.client import engine_pool
 
-    pool = EnginePool(
-        ModelSettings(
-            models_dir=settings.models_dir,
-            vqgan_config=settings.vqgan_config,
-            vqgan_checkpoint=settings.vqgan_checkpoint,
-            clip_checkpoint=settings.clip_checkpoint,
-            device=settings.device,
-            speed=settings.speed,
-        )
-    )
+    pool = engine_pool(settings)
     ok = True
     started = time.monotonic()
     try:
