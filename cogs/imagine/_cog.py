@@ -266,7 +266,8 @@ class Imagine(commands.Cog):
         if not settings["use_threads"]:
             return None
         try:
-            thread = await message.create_thread(name=short(f"#{job.id} {spec.prompt}", 90), auto_archive_duration=1440)
+            name = short(discord.utils.escape_mentions(f"#{job.id} {spec.prompt}"), 90)  # no allowed_mentions here
+            thread = await message.create_thread(name=name, auto_archive_duration=1440)
             return thread.id
         except discord.HTTPException as exc:  # no permission, too many active threads (160006), ...
             log.info("no thread for job %d (%s); posting in the channel", job.id, exc)
