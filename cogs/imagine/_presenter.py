@@ -262,8 +262,9 @@ class DiscordPresenter:
             return {}
         votes = {}
         for reaction in message.reactions:
-            if str(reaction.emoji) in NUMBER_EMOJI:
-                votes[NUMBER_EMOJI.index(str(reaction.emoji)) + 1] = reaction.count - (1 if reaction.me else 0)
+            if str(reaction.emoji) in NUMBER_EMOJI:  # members' reactions only: bots (this one included) never vote
+                voters = [user async for user in reaction.users() if not user.bot]
+                votes[NUMBER_EMOJI.index(str(reaction.emoji)) + 1] = len(voters)
         return votes
 
     async def tournament_decided(self, tournament: Tournament, winner: Job, job: Job) -> None:
