@@ -69,6 +69,14 @@ async def test_tournament_grid_pings_only_its_author(simcord_env, world, gated):
     _assert_pings_at_most(_sent(simcord_env, channel), {u["alice"].id})
 
 
+async def _drain(env, gated):
+    """Let every held and waiting job finish, so that the test ends with nothing in flight."""
+    gated.hold = False
+    for job_id in list(gated.gates):
+        gated.release(job_id)
+    await env.settle()
+
+
 def _final(thread, job_id):
     return next(m for m in thread.history() if m.attachments and m.embeds and m.embeds[0].title == f"#{job_id}")
 
@@ -112,6 +120,7 @@ async def test_a_burst_of_reroll_clicks_queues_at_most_the_cap(simcord_env, worl
     transcript = simcord_env.transcript()
     assert "You already have 2 images waiting" in transcript  # the third click that passed the cooldown
     assert "Slow down a little" in transcript  # the rest
+    await _drain(simcord_env, gated)
 
 
 async def test_job_buttons_have_a_per_member_cooldown(simcord_env, world, gated):
@@ -128,6 +137,7 @@ async def test_job_buttons_have_a_per_member_cooldown(simcord_env, world, gated)
     assert not other.ephemeral
     await simcord_env.advance_time(10)
     assert not (await u["bob"].click(final, label="Reroll")).ephemeral
+    await _drain(simcord_env, gated)
 
 
 async def test_every_tournament_candidate_counts_against_the_cap(simcord_env, world, gated):
@@ -146,6 +156,7 @@ async def test_every_tournament_candidate_counts_against_the_cap(simcord_env, wo
     ok = await u["carol"].slash(channel, "imagine", prompt="a harbour", candidates=2)
     assert not ok.ephemeral and [j.state for j in await store.tournament_jobs(2)] == [JobState.QUEUED] * 2
     assert simcord_env.bot.jobs.queue.waiting_for(u["carol"].id) == 2
+    await _drain(simcord_env, gated)
 
 
 async def test_top_in_dms_does_not_show_other_members_dm_prompts(simcord_env, world, gated):
