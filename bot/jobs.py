@@ -128,15 +128,16 @@ class JobService:
             self._tasks[entry.job_id] = asyncio.create_task(self._run(entry.job_id), name=f"job-{entry.job_id}")
 
     async def recover(self) -> int:
-        """After a restart: jobs that were running go first (resuming from their snapshot), then the queued ones."""
+        """After a restart: jobs that were running go first (resuming from their snapshot), then the queued ones.
+        Nothing new is created here: every row was admitted under the caps when it was recorded."""
         count = 0
         for job in await self.store.jobs_in_state(JobState.RUNNING):
             await self.store.set_state(job.id, JobState.QUEUED, detail="requeued after restart")
-            self.queue.push(Entry(job.id, job.author_id), force=True)
+            self.enqueue(job)
             count += 1
         for job in await self.store.jobs_in_state(JobState.QUEUED):
             if job.id not in self.queue:
-                self.queue.push(Entry(job.id, job.author_id), force=True)
+                self.enqueue(job)
                 count += 1
         if count:
             log.info("recovered %d jobs", count)
