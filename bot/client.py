@@ -62,7 +62,14 @@ class ImagineBot(commands.Bot):
 
     def __init__(self, settings: Settings, backend_factory: Callable[[Settings], Backend] = embedded_backend) -> None:
         intents = discord.Intents.default()  # includes reactions; slash commands need no message content
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
+        # Prompts and steer texts are members' words echoed by the bot: they ping nobody. The one exception, the
+        # job author's own mention on their result, is allowed per message (see the presenter).
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
         self.settings = settings
         self._backend_factory = backend_factory
         self.store: Store | None = None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bot.backends import Backend
 from bot.presenter import Presenter
-from bot.queue import Entry, FairQueue
+from bot.queue import Entry, FairQueue, QueueFull, member_full, queue_full
 from bot.timelapse import frame_paths, save_frame
 from engine.errors import EngineError, InvalidSpec
 from engine.snapshots import SnapshotHistory
@@ -82,33 +82,53 @@ class JobService:
         parent_id: int | None = None,
         thread_id: int | None = None,
         resume_from: Path | None = None,
-        tournament: tuple[int, int] | None = None,
         check_limits: bool = True,
     ) -> Job:
         """Record and queue a job (raises QueueFull). It starts on the next `pump()`; with `resume_from` (a
-        snapshot of another job: a branch) it starts from that state. `tournament` = (tournament id, candidate
-        number); `check_limits=False` skips the waiting-line caps (a tournament's later candidates, its winner)."""
-        if check_limits:
-            cap = None
-            if guild_id is not None:
-                cap = (await self.store.guild_settings(guild_id))["max_queued_per_user"]
-            self.queue.check(author_id, cap)
-        job = await self.store.create_job(
+        snapshot of another job: a branch) it starts from that state. The caps are checked in the same store
+        statement that records the job, so simultaneous submissions cannot overshoot them; `check_limits=False`
+        skips them (a tournament's winner, which takes its tournament's place)."""
+        cap, total = await self.limits(guild_id) if check_limits else (None, None)
+        job = await self.store.admit_job(
             guild_id=guild_id,
             channel_id=channel_id,
             author_id=author_id,
             spec_json=spec.to_json(),
             kind=kind,
             parent_id=parent_id,
-            tournament_id=tournament[0] if tournament else None,
-            candidate=tournament[1] if tournament else None,
+            max_waiting=cap,
+            max_total=total,
         )
+        if job is None:
+            raise await self.refusal(author_id, cap, total)
         if thread_id is not None:
             job = await self.store.update_job(job.id, thread_id=thread_id)
         if resume_from is not None:
             job = await self.store.update_job(job.id, snapshot_path=str(resume_from))
-        self.queue.push(Entry(job.id, author_id), force=True)
+        self.enqueue(job)
         return job
+
+    async def limits(self, guild_id: int | None) -> tuple[int, int]:
+        """(waiting jobs allowed per member, here; waiting jobs allowed in all)."""
+        cap = None
+        if guild_id is not None:
+            cap = (await self.store.guild_settings(guild_id))["max_queued_per_user"]
+        return cap or self.queue.max_per_user, self.queue.max_total
+
+    async def refusal(self, author_id: int, cap: int, total: int, count: int = 1) -> QueueFull:
+        """The error for `count` jobs the store refused: which cap they hit, in the member's words."""
+        mine, everyone = await self.store.waiting(author_id)
+        if count > 1 and mine + count > cap:
+            return QueueFull(
+                f"A tournament of {count} seeds needs {count} places in your waiting line; you have "
+                f"{max(0, cap - mine)} free (at most {cap} images waiting here). Pick fewer seeds, or wait until "
+                "some of your images start."
+            )
+        return member_full(cap) if mine + count > cap or everyone + count <= total else queue_full(total)
+
+    def enqueue(self, job: Job) -> None:
+        """Put a recorded job in the waiting line (the store has already admitted it)."""
+        self.queue.push(Entry(job.id, job.author_id), force=True)
 
     def pump(self) -> None:
         """Start waiting jobs while there is room; with a backend whose room changes, ask it to say when it grows."""
@@ -121,15 +141,16 @@ class JobService:
             self.backend.need_capacity(lambda: bool(len(self.queue)) and len(self._tasks) >= self.max_concurrent)
 
     async def recover(self) -> int:
-        """After a restart: jobs that were running go first (resuming from their snapshot), then the queued ones."""
+        """After a restart: jobs that were running go first (resuming from their snapshot), then the queued ones.
+        Nothing new is created here: every row was admitted under the caps when it was recorded."""
         count = 0
         for job in await self.store.jobs_in_state(JobState.RUNNING):
             await self.store.set_state(job.id, JobState.QUEUED, detail="requeued after restart")
-            self.queue.push(Entry(job.id, job.author_id), force=True)
+            self.enqueue(job)
             count += 1
         for job in await self.store.jobs_in_state(JobState.QUEUED):
             if job.id not in self.queue:
-                self.queue.push(Entry(job.id, job.author_id), force=True)
+                self.enqueue(job)
                 count += 1
         if count:
             log.info("recovered %d jobs", count)

@@ -10,6 +10,17 @@ class QueueFull(Exception):
     """A limit was hit; the message is what the member reads."""
 
 
+def member_full(cap: int) -> QueueFull:
+    return QueueFull(
+        f"You already have {cap} image{'s' if cap != 1 else ''} waiting; "
+        "wait until one starts, or cancel one, then try again."
+    )
+
+
+def queue_full(total: int) -> QueueFull:
+    return QueueFull(f"The queue is full ({total} images waiting). Please try again in a few minutes.")
+
+
 @dataclass(frozen=True)
 class Entry:
     job_id: int
@@ -36,12 +47,9 @@ class FairQueue:
         """Raise QueueFull with the documented message if `user_id` may not queue another job now."""
         cap = max_per_user or self.max_per_user
         if self.waiting_for(user_id) >= cap:
-            raise QueueFull(
-                f"You already have {cap} image{'s' if cap != 1 else ''} waiting; "
-                "wait until one starts, or cancel one, then try again."
-            )
+            raise member_full(cap)
         if len(self) >= self.max_total:
-            raise QueueFull(f"The queue is full ({self.max_total} images waiting). Please try again in a few minutes.")
+            raise queue_full(self.max_total)
 
     def push(self, entry: Entry, max_per_user: int | None = None, force: bool = False) -> None:
         """Queue a job at the back of its member's line (`force` skips the limits: recovery after a restart)."""

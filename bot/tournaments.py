@@ -27,7 +27,7 @@ class TournamentPresenter(Protocol):
         """Post the numbered grid with its buttons; returns the tournament with grid_message_id set."""
 
     async def tournament_votes(self, tournament: Tournament) -> dict[int, int]:
-        """Votes per candidate number (number reactions on the grid, the bot's own not counted)."""
+        """Votes per candidate number (number reactions on the grid; no bot's reaction counts, this one's included)."""
 
     async def tournament_decided(self, tournament: Tournament, winner: Job, job: Job) -> None:
         """Say which candidate goes on (and why), and take the buttons off the grid."""
@@ -53,32 +53,29 @@ class Tournaments:
         first_steps: int,
         thread_id: int | None = None,
     ) -> tuple[Tournament, list[Job]]:
-        """Record a tournament and queue its candidates (new seeds, `first_steps` steps each)."""
+        """Record a tournament and queue its candidates (new seeds, `first_steps` steps each), or raise QueueFull.
+        Every candidate is a waiting job under its author's cap; they are admitted together, in one store
+        statement, or not at all."""
         if not MIN_CANDIDATES <= candidates <= MAX_CANDIDATES:
             raise ValueError(f"a tournament has {MIN_CANDIDATES} to {MAX_CANDIDATES} candidates")
-        tournament = await self.store.create_tournament(
+        first = min(first_steps, spec.steps)
+        cap, total = await self.jobs.limits(guild_id)
+        admitted = await self.store.admit_tournament(
             guild_id=guild_id,
             channel_id=channel_id,
             author_id=author_id,
             spec_json=spec.to_json(),
-            candidates=candidates,
+            candidate_specs=[spec.replace(seed=random_seed(), steps=first).to_json() for _ in range(candidates)],
+            max_waiting=cap,
+            max_total=total,
         )
-        first = min(first_steps, spec.steps)
-        jobs = []
-        for number in range(1, candidates + 1):
-            candidate = spec.replace(seed=random_seed(), steps=first)
-            jobs.append(
-                await self.jobs.submit(
-                    guild_id=guild_id,
-                    channel_id=channel_id,
-                    author_id=author_id,
-                    spec=candidate,
-                    kind="candidate",
-                    thread_id=thread_id,
-                    tournament=(tournament.id, number),
-                    check_limits=number == 1,  # a tournament counts as one waiting job towards the caps
-                )
-            )
+        if admitted is None:
+            raise await self.jobs.refusal(author_id, cap, total, candidates)
+        tournament, jobs = admitted
+        for i, job in enumerate(jobs):
+            if thread_id is not None:
+                jobs[i] = job = await self.store.update_job(job.id, thread_id=thread_id)
+            self.jobs.enqueue(job)
         return tournament, jobs
 
     async def set_thread(self, tournament: Tournament, thread_id: int | None) -> None:

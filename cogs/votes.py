@@ -1,7 +1,7 @@
 """Votes from raw reaction events (cached or not), into the database.
 
-👍 counts +1, 👎 counts -1. The bot's own seed reactions never count, and neither does an author's vote on
-their own image: the leaderboard ranks what the community likes.
+👍 counts +1, 👎 counts -1. Reactions from bots (this one's seed reactions included) never count, and neither
+does an author's vote on their own image: the leaderboard ranks what the community likes.
 """
 
 from __future__ import annotations
@@ -18,12 +18,16 @@ class Votes(commands.Cog):
 
     async def _record(self, payload: discord.RawReactionActionEvent, present: bool) -> None:
         value = VOTES.get(str(payload.emoji))
-        if value is None or payload.user_id == self.bot.user.id:
+        if value is None or payload.user_id == self.bot.user.id or self._is_bot(payload):
             return
         job = await self.bot.store.job_for_result_message(payload.message_id)
         if job is None or job.author_id == payload.user_id:
             return
         await self.bot.store.set_vote(job.id, payload.user_id, value, present)
+
+    def _is_bot(self, payload: discord.RawReactionActionEvent) -> bool:
+        user = payload.member or self.bot.get_user(payload.user_id)  # no member on removals: the user cache
+        return bool(user and user.bot)
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:

@@ -125,14 +125,23 @@ def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
         "generator": args.generator if flag("--generator") else base["generator"],
         "model": args.model if flag("--model") else base["model"],
         "clip_model": args.clip if flag("--clip") else base["clip_model"],
-        "init_image": args.init_image if flag("--init-image") else base.get("init_image"),
+        # A recipe is shared: it names models (JobSpec checks they are plain names, looked up in the models
+        # directory) and never points this machine at files. Pictures come from the command line only.
+        "init_image": args.init_image,
         "init_weight": args.init_weight if flag("--init-weight") else base.get("init_weight", 0.0),
-        "image_prompts": tuple(args.image_prompt) if flag("--image-prompt") else tuple(base.get("image_prompts", ())),
+        "image_prompts": tuple(args.image_prompt),
     }
     seed = args.seed if args.seed is not None else (base.get("seed") if base else None)
     fields["seed"] = random_seed() if seed is None else seed
     if not fields["prompt"]:
         raise EngineError('Give a prompt, e.g. imagine "a lighthouse in a storm | oil painting".')
+    if base.get("init_image") and not args.init_image:
+        print(
+            f"note: the recipe started from a picture ({base['init_image']}); pass --init-image to use one",
+            file=sys.stderr,
+        )
+    if base.get("image_prompts") and not args.image_prompt:
+        print("note: the recipe aimed at pictures as well; pass --image-prompt to use them", file=sys.stderr)
     return JobSpec(**fields)
 
 

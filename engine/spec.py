@@ -41,6 +41,9 @@ _REGION_SPLIT = re.compile(r"\s+/\s+")
 # "12 o'clock: noon", "http://x" and "16:9 poster" keep their colons. A part that ends in ":number" ("at 12:30")
 # reads as a weight, as in the syntax the community uses; write "12.30" or put words after it.
 _NUMBERISH = re.compile(r"^\s*[-+]?(\d|\.\d)\S*\s*$")
+# A model is named, never pointed at: the name is looked up inside the models directory, so a spec (a shared
+# recipe) cannot make anyone load a file of its choosing. Letters, digits, "_", "-", "." and no "..".
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,15 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise InvalidSpec(f"{name} must be between {low:g} and {high:g}, not {value:g}.")
 
 
+def check_model_name(field_name: str, value: object) -> None:
+    """Raise InvalidSpec unless `value` is a plain model name (no path: the models directory decides where)."""
+    if not isinstance(value, str) or not _MODEL_NAME.fullmatch(value) or ".." in value:
+        raise InvalidSpec(
+            f"{field_name} must be the name of an installed model (letters, digits, '_', '-', '.'), "
+            f"not a path: {value!r}."
+        )
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """Everything that decides a generation: the same spec gives the same image on the same device and models."""
@@ -187,6 +199,8 @@ class JobSpec:
             raise InvalidSpec(f"cut_pow must be above 0, not {self.cut_pow:g}.")
         if self.init_weight < 0:
             raise InvalidSpec(f"init_weight cannot be negative ({self.init_weight:g}).")
+        for name in ("model", "clip_model"):
+            check_model_name(name, getattr(self, name))
         if self.generator not in GENERATORS:
             raise InvalidSpec(f"Unknown generator {self.generator!r}; choose one of {', '.join(GENERATORS)}.")
         if len(self.image_prompts) > MAX_PROMPTS:

@@ -102,6 +102,29 @@ INSERT INTO jobs (guild_id, channel_id, author_id, spec_json, kind, parent_id, s
                   candidate)
 VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)
 """
+# The waiting-line caps, checked in the same statement that inserts, so that no two submissions both see room:
+# at most `:cap` waiting jobs per member and `:total` in all, counting the `:count` being added (every candidate
+# of a tournament is a waiting job). NULL means no cap (a tournament's winner takes its candidates' place).
+_MEMBER_WAITING = "(SELECT count(*) FROM jobs WHERE author_id = :author AND state = 'queued')"
+_ALL_WAITING = "(SELECT count(*) FROM jobs WHERE state = 'queued')"
+_ROOM = (
+    f"(:cap IS NULL OR {_MEMBER_WAITING} + :count <= :cap) AND (:total IS NULL OR {_ALL_WAITING} + :count <= :total)"
+)
+_INSERT_JOB_CAPPED = f"""
+INSERT INTO jobs (guild_id, channel_id, author_id, spec_json, kind, parent_id, state, created_at)
+SELECT :guild, :channel, :author, :spec, :kind, :parent, 'queued', :now
+WHERE {_ROOM}
+"""
+_INSERT_CANDIDATES_CAPPED = f"""
+WITH candidates AS (SELECT key + 1 AS number, value AS spec FROM json_each(:specs))
+INSERT INTO jobs (guild_id, channel_id, author_id, spec_json, kind, state, created_at, tournament_id, candidate)
+SELECT :guild, :channel, :author, candidates.spec, 'candidate', 'queued', :now, :tournament, candidates.number
+FROM candidates
+WHERE {_ROOM}
+ORDER BY candidates.number
+RETURNING id
+"""
+_SELECT_WAITING = f"SELECT {_MEMBER_WAITING}, {_ALL_WAITING}"
 _INSERT_EVENT = "INSERT INTO job_events (job_id, state, at, detail) VALUES (?, ?, ?, ?)"
 _SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
 _SELECT_BY_STATE = "SELECT * FROM jobs WHERE state = ? ORDER BY id"
@@ -114,10 +137,11 @@ _SUM_VOTES = "SELECT COALESCE(SUM(value), 0) FROM votes WHERE job_id = ?"
 _SELECT_TOP = """
 SELECT jobs.*, COALESCE(SUM(votes.value), 0) AS total
 FROM jobs LEFT JOIN votes ON votes.job_id = jobs.id
-WHERE jobs.guild_id IS ? AND jobs.state = 'done' AND jobs.finished_at >= ? AND jobs.kind != 'candidate'
+WHERE jobs.guild_id IS :guild AND (jobs.guild_id IS NOT NULL OR jobs.author_id = :author)
+  AND jobs.state = 'done' AND jobs.finished_at >= :since AND jobs.kind != 'candidate'
 GROUP BY jobs.id
 ORDER BY total DESC, jobs.score DESC, jobs.id
-LIMIT ?
+LIMIT :limit
 """
 _SELECT_TOP_BY_SCORE = _SELECT_TOP.replace(
     "ORDER BY total DESC, jobs.score DESC", "ORDER BY jobs.score DESC, total DESC"
@@ -222,6 +246,90 @@ class Store:
         await self._db.commit()
         return await self.get_job(job_id)
 
+    async def admit_job(
+        self,
+        *,
+        guild_id: int | None,
+        channel_id: int,
+        author_id: int,
+        spec_json: str,
+        kind: str = "new",
+        parent_id: int | None = None,
+        max_waiting: int | None,
+        max_total: int | None,
+    ) -> Job | None:
+        """Queue a job if its author has fewer than `max_waiting` jobs waiting and fewer than `max_total` jobs wait
+        in all; None if not. The check and the insert are one statement."""
+        now = self._clock()
+        params = dict(
+            guild=guild_id,
+            channel=channel_id,
+            author=author_id,
+            spec=spec_json,
+            kind=kind,
+            parent=parent_id,
+            now=now,
+            cap=max_waiting,
+            total=max_total,
+            count=1,
+        )
+        async with self._db.execute(_INSERT_JOB_CAPPED, params) as cur:
+            job_id = cur.lastrowid if cur.rowcount == 1 else None
+        if job_id is None:
+            return None
+        await self._db.execute(_INSERT_EVENT, (job_id, JobState.QUEUED, now, None))
+        await self._db.commit()
+        return await self.get_job(job_id)
+
+    async def admit_tournament(
+        self,
+        *,
+        guild_id: int | None,
+        channel_id: int,
+        author_id: int,
+        spec_json: str,
+        candidate_specs: list[str],
+        max_waiting: int | None,
+        max_total: int | None,
+    ) -> tuple[Tournament, list[Job]] | None:
+        """Record a tournament and queue its candidates (numbered from 1) if there is room for all of them, as
+        `admit_job` decides for one job; None if not. The candidates go in together, in one statement, or not at
+        all."""
+        now = self._clock()
+        tournament = await self.create_tournament(
+            guild_id=guild_id,
+            channel_id=channel_id,
+            author_id=author_id,
+            spec_json=spec_json,
+            candidates=len(candidate_specs),
+        )
+        params = dict(
+            guild=guild_id,
+            channel=channel_id,
+            author=author_id,
+            now=now,
+            tournament=tournament.id,
+            specs=json.dumps(candidate_specs),
+            cap=max_waiting,
+            total=max_total,
+            count=len(candidate_specs),
+        )
+        async with self._db.execute(_INSERT_CANDIDATES_CAPPED, params) as cur:
+            ids = [row[0] for row in await cur.fetchall()]
+        if not ids:
+            await self._db.execute("DELETE FROM tournaments WHERE id = ?", (tournament.id,))
+            await self._db.commit()
+            return None
+        await self._db.executemany(_INSERT_EVENT, [(job_id, JobState.QUEUED, now, None) for job_id in ids])
+        await self._db.commit()
+        return tournament, await self.tournament_jobs(tournament.id)
+
+    async def waiting(self, author_id: int) -> tuple[int, int]:
+        """(the member's waiting jobs, every waiting job), as the caps count them."""
+        async with self._db.execute(_SELECT_WAITING, dict(author=author_id)) as cur:
+            row = await cur.fetchone()
+        return row[0], row[1]
+
     async def get_job(self, job_id: int) -> Job | None:
         async with self._db.execute(_SELECT_JOB, (job_id,)) as cur:
             row = await cur.fetchone()
@@ -288,10 +396,20 @@ class Store:
         async with self._db.execute(_SUM_VOTES, (job_id,)) as cur:
             return (await cur.fetchone())[0]
 
-    async def top(self, guild_id: int | None, since: float = 0.0, limit: int = 10, by: str = "votes") -> list[TopEntry]:
-        """Finished images ranked by votes (ties by CLIP score) or by CLIP score (ties by votes)."""
+    async def top(
+        self,
+        guild_id: int | None,
+        since: float = 0.0,
+        limit: int = 10,
+        by: str = "votes",
+        *,
+        author_id: int | None = None,
+    ) -> list[TopEntry]:
+        """A server's finished images ranked by votes (ties by CLIP score) or by CLIP score (ties by votes). DMs are
+        private: with `guild_id` None only `author_id`'s own DM images count (none without an author)."""
         query = {"votes": _SELECT_TOP, "score": _SELECT_TOP_BY_SCORE}[by]
-        async with self._db.execute(query, (guild_id, since, limit)) as cur:
+        params = dict(guild=guild_id, author=author_id, since=since, limit=limit)
+        async with self._db.execute(query, params) as cur:
             rows = await cur.fetchall()
         return [TopEntry(_job(r), r["total"]) for r in rows]
 

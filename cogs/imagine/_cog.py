@@ -50,6 +50,7 @@ STYLES = {
 StyleChoice = Literal["artstation", "unreal", "gurney", "matte", "watercolor", "pixel"]
 MAX_ATTACHMENT = 10 * 1024 * 1024
 COOLDOWN_RATE, COOLDOWN_PER = 2, 10.0
+BUTTON_RATE, BUTTON_PER = 3, 10.0  # Reroll, Continue, Branch and Steer: a member's clicks, together
 
 
 class Imagine(commands.Cog):
@@ -58,12 +59,20 @@ class Imagine(commands.Cog):
     def __init__(self, bot) -> None:
         self.bot = bot
         self._limiter = RateLimiter(COOLDOWN_RATE, COOLDOWN_PER)  # per member, per bot (not per process)
+        self._button_limiter = RateLimiter(BUTTON_RATE, BUTTON_PER)
 
     def _check_cooldown(self, user_id: int) -> None:
         """At most COOLDOWN_RATE /imagine per COOLDOWN_PER seconds per member."""
         retry_after = self._limiter.hit(user_id, asyncio.get_running_loop().time())
         if retry_after:
             raise app_commands.CommandOnCooldown(app_commands.Cooldown(COOLDOWN_RATE, COOLDOWN_PER), retry_after)
+
+    async def button_throttled(self, interaction: discord.Interaction) -> bool:
+        """True (and the member told so) if they clicked job buttons more than BUTTON_RATE times in BUTTON_PER s."""
+        retry_after = self._button_limiter.hit(interaction.user.id, asyncio.get_running_loop().time())
+        if retry_after:
+            await reply(interaction, f"Slow down a little: try again in {retry_after:.0f} s.")
+        return bool(retry_after)
 
     @property
     def settings(self):
@@ -263,7 +272,8 @@ class Imagine(commands.Cog):
         if not settings["use_threads"]:
             return None
         try:
-            thread = await message.create_thread(name=short(f"#{job.id} {spec.prompt}", 90), auto_archive_duration=1440)
+            name = short(discord.utils.escape_mentions(f"#{job.id} {spec.prompt}"), 90)  # no allowed_mentions here
+            thread = await message.create_thread(name=name, auto_archive_duration=1440)
             return thread.id
         except discord.HTTPException as exc:  # no permission, too many active threads (160006), ...
             log.info("no thread for job %d (%s); posting in the channel", job.id, exc)
@@ -272,6 +282,8 @@ class Imagine(commands.Cog):
     # -- buttons' follow-ups ----------------------------------------------------------------------------------
     async def follow_up(self, interaction: discord.Interaction, parent_id: int, kind: str) -> None:
         """Queue a Reroll or Continue of `parent_id`; limits and bad states answer the member ephemerally."""
+        if await self.button_throttled(interaction):
+            return
         try:
             await self._follow_up(interaction, parent_id, kind)
         except (InvalidSpec, QueueFull) as exc:
@@ -330,6 +342,8 @@ class Imagine(commands.Cog):
 
     async def branch(self, interaction: discord.Interaction, parent_id: int, step: int, text: str) -> None:
         """Queue a new job that starts from `parent_id`'s state at `step`, aiming at `text` from there."""
+        if await self.button_throttled(interaction):
+            return
         try:
             await self._branch(interaction, parent_id, step, text.strip())
         except (InvalidSpec, QueueFull) as exc:
@@ -401,7 +415,10 @@ class Imagine(commands.Cog):
         by: Literal["votes", "score"] = "votes",
     ) -> None:
         since = time.time() - 7 * 86400 if period == "week" else 0.0
-        entries = await self.bot.store.top(interaction.guild_id, since=since, limit=10, by=by)
+        # in DMs, only the member's own images: other members' DM prompts are theirs alone
+        entries = await self.bot.store.top(
+            interaction.guild_id, since=since, limit=10, by=by, author_id=interaction.user.id
+        )
         await interaction.response.send_message(
             embed=top_embed(entries, period, by), allowed_mentions=discord.AllowedMentions.none()
         )

@@ -27,6 +27,11 @@ SPARK_POINTS = 24
 STATUS_MAX_AGE = 50 * 60  # Discord refuses many edits to messages older than an hour (30046): post a fresh one
 
 
+def author_only(author_id: int) -> discord.AllowedMentions:
+    """Ping the job's author and nobody else, whatever the prompt in the same message says."""
+    return discord.AllowedMentions(everyone=False, users=[discord.Object(author_id)], roles=False, replied_user=False)
+
+
 def fit_upload(png: bytes, limit: int) -> tuple[bytes, str]:
     """The image as PNG if it fits the upload limit, else as WebP at falling quality."""
     if len(png) <= limit:
@@ -156,7 +161,7 @@ class DiscordPresenter:
             embed=result_embed(job, spec, result, filename),
             file=discord.File(io.BytesIO(data), filename=filename),
             view=result_view(job.id),
-            allowed_mentions=discord.AllowedMentions(users=True),
+            allowed_mentions=author_only(job.author_id),
         )
         job = await self.bot.store.update_job(job.id, result_message_id=message.id)
         for emoji in VOTE_EMOJI:
@@ -237,7 +242,7 @@ class DiscordPresenter:
             f"{spec.steps} steps.",
             file=discord.File(io.BytesIO(sheet), filename=f"tournament-{tournament.id}.png"),
             view=pick_view(tournament.id, numbers),
-            allowed_mentions=discord.AllowedMentions(users=True),
+            allowed_mentions=author_only(tournament.author_id),
         )
         for number in numbers:
             try:
@@ -257,8 +262,9 @@ class DiscordPresenter:
             return {}
         votes = {}
         for reaction in message.reactions:
-            if str(reaction.emoji) in NUMBER_EMOJI:
-                votes[NUMBER_EMOJI.index(str(reaction.emoji)) + 1] = reaction.count - (1 if reaction.me else 0)
+            if str(reaction.emoji) in NUMBER_EMOJI:  # members' reactions only: bots (this one included) never vote
+                voters = [user async for user in reaction.users() if not user.bot]
+                votes[NUMBER_EMOJI.index(str(reaction.emoji)) + 1] = len(voters)
         return votes
 
     async def tournament_decided(self, tournament: Tournament, winner: Job, job: Job) -> None:

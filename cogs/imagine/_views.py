@@ -74,6 +74,8 @@ class SteerModal(discord.ui.Modal, title="Steer this picture"):
     async def on_submit(self, interaction: discord.Interaction) -> None:
         bot = interaction.client
         text = self.prompt.value.strip()
+        if await bot.get_cog("Imagine").button_throttled(interaction):
+            return
         job = await _active_job(interaction, self.job_id)
         if job is None:
             return

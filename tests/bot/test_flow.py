@@ -177,6 +177,11 @@ async def test_steer_a_running_job(simcord_env, world, gated):
     assert late is None  # the buttons are gone once the job ends
 
 
+async def _room_for_three(env, guild):
+    """Every candidate of a tournament is a waiting job: this server lets a member have 3 waiting."""
+    await env.bot.store.set_guild_settings(guild.id, max_queued_per_user=3, use_threads=True)
+
+
 def _grid(channel):
     return next(
         m
@@ -191,6 +196,7 @@ async def test_tournament_survives_a_restart_and_the_author_picks(simcord_env, w
 
     guild, channel, u = world
     gated.hold = True
+    await _room_for_three(simcord_env, guild)
     await u["alice"].slash(channel, "imagine", prompt="a lighthouse in a storm", candidates=3)
     store = simcord_env.bot.store
     assert gated.started == [1]  # one at a time here; the others wait their turn
@@ -246,6 +252,7 @@ async def test_tournament_goes_to_the_most_voted_after_the_wait(simcord_env, wor
 async def test_cancel_a_tournament(simcord_env, world, gated):
     guild, channel, u = world
     gated.hold = True
+    await _room_for_three(simcord_env, guild)
     await u["alice"].slash(channel, "imagine", prompt="a harbour at dusk", candidates=3)
     store = simcord_env.bot.store
     started = next(m for m in channel.history() if m.content.startswith("Tournament · 3 seeds"))

@@ -152,3 +152,56 @@ def test_models_tiny_command_writes_loadable_models(tmp_path):
     assert proc.returncode == 0, proc.stderr
     proc = _run(["-m", "engine.models", "list", "--dir", str(tmp_path)])
     assert "tiny_f16" in proc.stdout and "vqgan_imagenet_f16_16384" in proc.stdout and "not installed" in proc.stdout
+
+
+def _shared_recipe(tmp_path, tiny_models, **changes):
+    """A PNG whose recipe names a model by path, with a yaml and a pickle that writes a marker when loaded."""
+    import pickle
+    import shutil
+
+    from PIL import Image
+
+    from engine.images import encode_png
+    from engine.spec import JobSpec
+
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    shutil.copy(tiny_models / "vqgan" / "tiny_f16.yaml", evil / "m.yaml")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (evil / "m.ckpt").write_bytes(pickle.dumps(Payload()))
+    spec = JobSpec("a harbour", width=48, height=32, steps=2, cutn=4, model="tiny_f16", clip_model="tiny-clip")
+    data = {**spec.to_dict(), "model": str(evil / "m"), **changes}
+    png = tmp_path / "shared.png"
+    png.write_bytes(encode_png(Image.new("RGB", (8, 8)), {"spec": data}))
+    return png, marker
+
+
+def test_a_recipe_cannot_point_the_cli_at_a_model_file(tiny_models, tmp_path):
+    import pytest
+
+    from engine.cli import build_parser, spec_from_args
+    from engine.errors import InvalidSpec
+
+    png, marker = _shared_recipe(tmp_path, tiny_models)
+    argv = ["--recipe", str(png)]
+    with pytest.raises(InvalidSpec, match="not a path"):
+        spec_from_args(build_parser().parse_args(argv), argv)
+    out = tmp_path / "x.png"
+    argv = ["--recipe", str(png), "-q", "--device", "cpu", "--models-dir", str(tiny_models), "-o", str(out)]
+    proc = _run(["-m", "engine", *argv])
+    assert proc.returncode == 2 and "not a path" in proc.stderr, proc.stderr
+    assert not marker.exists() and not out.exists()
+
+
+def test_a_recipe_does_not_choose_which_pictures_the_cli_reads(tiny_models, tmp_path):
+    from engine.cli import build_parser, spec_from_args
+
+    png, _ = _shared_recipe(tmp_path, tiny_models, model="tiny_f16", init_image="/etc/hostname", init_weight=0.5)
+    argv = ["--recipe", str(png)]
+    spec = spec_from_args(build_parser().parse_args(argv), argv)
+    assert spec.model == "tiny_f16" and spec.init_image is None and spec.image_prompts == ()

@@ -102,3 +102,20 @@ def test_result_score_ignores_negative_prompts():
     spec = JobSpec("good | bad:-1")
     result = Result(spec, b"", 1, 1, 1, (("good", 0.3), ("bad", 0.9)), 0.0)
     assert math.isclose(result.score, 0.3)
+
+
+@pytest.mark.parametrize("name", ["/some/dir/m", "../m", "vqgan/../../m", "a\\b", "..", "", " m", "C:m", "~/m"])
+def test_a_spec_names_models_and_never_points_at_files(name):
+    with pytest.raises(InvalidSpec, match="not a path"):
+        JobSpec("a cat", model=name)
+    with pytest.raises(InvalidSpec, match="not a path"):
+        JobSpec("a cat", clip_model=name)
+    data = JobSpec("a cat").to_dict()
+    data["model"] = name
+    with pytest.raises(InvalidSpec, match="not a path"):
+        JobSpec.from_dict(data)
+
+
+@pytest.mark.parametrize("name", ["vqgan_imagenet_f16_16384", "ViT-B-32", "tiny-clip", "sflckr.v2"])
+def test_plain_model_names_are_fine(name):
+    assert JobSpec("a cat", model=name, clip_model=name).model == name

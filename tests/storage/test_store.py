@@ -124,3 +124,47 @@ async def test_data_survives_reopen(tmp_path):
     s = await Store.open(path)
     assert (await s.get_job(job.id)).state == JobState.QUEUED
     await s.close()
+
+
+async def test_admission_checks_and_inserts_at_once(store):
+    """Twelve submissions at the same moment: the cap holds, because each check is part of its insert."""
+    import asyncio
+
+    admitted = await asyncio.gather(
+        *(
+            store.admit_job(guild_id=1, channel_id=2, author_id=3, spec_json="{}", max_waiting=2, max_total=10)
+            for _ in range(12)
+        )
+    )
+    assert sum(job is not None for job in admitted) == 2
+    assert await store.waiting(3) == (2, 2)
+    assert [s for s, _, _ in await store.events(admitted[0].id)] == ["queued"]
+    # running jobs are not waiting; the total counts everyone's
+    await store.set_state(admitted[0].id, JobState.RUNNING)
+    job = dict(guild_id=1, channel_id=2, spec_json="{}")
+    assert await store.admit_job(**job, author_id=3, max_waiting=2, max_total=10)
+    assert await store.admit_job(**job, author_id=4, max_waiting=5, max_total=3)
+    assert not await store.admit_job(**job, author_id=5, max_waiting=5, max_total=3)
+    assert await store.admit_job(**job, author_id=5, max_waiting=None, max_total=None)  # a tournament's winner
+
+
+async def test_a_tournament_is_admitted_whole_or_not_at_all(store):
+    admit = dict(guild_id=1, channel_id=2, author_id=3, spec_json="{}", max_total=20)
+    assert await store.admit_tournament(**admit, candidate_specs=["{}"] * 9, max_waiting=3) is None
+    assert await store.tournaments_in_state("running") == [] and await store.waiting(3) == (0, 0)
+    tournament, jobs = await store.admit_tournament(**admit, candidate_specs=['{"a": 1}', '{"b": 2}'], max_waiting=3)
+    assert [(j.candidate, j.kind, j.tournament_id, j.spec_json) for j in jobs] == [
+        (1, "candidate", tournament.id, '{"a": 1}'),
+        (2, "candidate", tournament.id, '{"b": 2}'),
+    ]
+    assert await store.waiting(3) == (2, 2)
+    assert await store.admit_tournament(**admit, candidate_specs=["{}"] * 2, max_waiting=3) is None
+
+
+async def test_top_in_dms_shows_only_the_members_own_images(store):
+    mine = await store.create_job(guild_id=None, channel_id=2, author_id=3, spec_json="{}")
+    theirs = await store.create_job(guild_id=None, channel_id=4, author_id=5, spec_json="{}")
+    for job in (mine, theirs):
+        await store.set_state(job.id, JobState.DONE)
+    assert [e.job.id for e in await store.top(None, author_id=3)] == [mine.id]
+    assert await store.top(None) == []

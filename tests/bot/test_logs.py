@@ -1,0 +1,87 @@
+"""The log filter: discord.py's own DEBUG records keep no token, at any level, through any handler."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from discord.gateway import DiscordWebSocket
+
+from bot.logs import REDACTED, install, redact
+
+BOT_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.GhIjKl.aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789ab"
+INTERACTION_TOKEN = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDEyMzQ1Njc4OmxHbGVOWVJGNktycHJCUnNOTWxsMXM4M2tTcmdsWTB3"
+
+
+@pytest.fixture
+def logged():
+    """A root handler writing to a string, with the filter installed, and discord.py at DEBUG."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    install(BOT_TOKEN, [handler])
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def _gateway() -> DiscordWebSocket:
+    """discord.py's real gateway class, with just what `received_message` touches before and after its log line."""
+    ws = DiscordWebSocket.__new__(DiscordWebSocket)
+    ws.log_receive = lambda msg: None
+    ws._dispatch = lambda *args: None
+    ws._keep_alive = None
+    ws._discord_parsers = {}
+    ws._dispatch_listeners = []
+    ws.shard_id = None
+    ws.sequence = None
+    return ws
+
+
+async def test_gateway_interaction_payloads_lose_their_token(logged):
+    payload = {
+        "t": "INTERACTION_CREATE",
+        "s": 7,
+        "op": 0,
+        "d": {
+            "id": "1234567890123456789",
+            "application_id": "1098765432109876543",
+            "type": 2,
+            "token": INTERACTION_TOKEN,
+            "data": {"name": "imagine", "options": [{"name": "prompt", "value": "a castle"}]},
+        },
+    }
+    await _gateway().received_message(json.dumps(payload))
+    text = logged.getvalue()
+    assert "DEBUG discord.gateway For Shard ID None: WebSocket Event:" in text  # discord.py's own record
+    assert INTERACTION_TOKEN not in text and f"'token': '{REDACTED}'" in text
+    assert "'name': 'imagine'" in text  # the rest of the payload is still there to debug with
+
+
+def test_webhook_urls_and_the_bot_token_are_redacted_at_every_level(logged):
+    url = f"https://discord.com/api/v10/webhooks/1098765432109876543/{INTERACTION_TOKEN}/messages/@original"
+    logging.getLogger("discord.http").debug("%s %s with %s has returned %s", "PATCH", url, None, 200)
+    callback = f"https://discord.com/api/v10/interactions/1234567890123456789/{INTERACTION_TOKEN}/callback"
+    logging.getLogger("discord.webhook.async_").warning("Webhook ID %s is rate limited: %s", 1, callback)
+    logging.getLogger("bot").error("login with %s failed", BOT_TOKEN)
+    try:
+        raise RuntimeError(f"refused {BOT_TOKEN}")
+    except RuntimeError:
+        logging.getLogger("bot").exception("boom")
+    text = logged.getvalue()
+    assert INTERACTION_TOKEN not in text and BOT_TOKEN not in text
+    assert f"/webhooks/1098765432109876543/{REDACTED}/messages/@original" in text
+    assert f"/interactions/1234567890123456789/{REDACTED}/callback" in text
+    assert f"RuntimeError: refused {REDACTED}" in text
+
+
+def test_redact_leaves_ordinary_text_alone():
+    text = "job 12 done: 'a castle', 300 steps, https://discord.com/channels/1/2/3"
+    assert redact(text) == text
+    assert redact('{"token": "abc.def"}') == f'{{"token": "{REDACTED}"}}'
