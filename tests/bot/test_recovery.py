@@ -3,7 +3,6 @@ restart; a button from a deleted database is refused; a database that fails unde
 
 from __future__ import annotations
 
-import discord
 import pytest
 
 from storage import JobState
