@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.votes")
 STORAGE_CHECK_EVERY = 30.0  # seconds between checks that the database is still there and writable
+MAINTENANCE_EVERY = 86400.0  # retention (bot.prune) and posting what could not be posted: on start, then daily
 
 
 def embedded_backend(settings: Settings) -> Backend:
@@ -71,6 +72,23 @@ class ImagineBot(commands.Bot):
         log.critical("%s The bot stops.", exc)
         self._background.append(asyncio.create_task(self.close(), name="imagine-stop"))
 
+    async def _maintain(self) -> None:
+        """Apply the retention policy and retry results that could not be posted: now, then every day."""
+        from bot.prune import Policy, prune
+
+        policy = Policy(self.settings.retention_days, self.settings.disk_budget_mb)
+        while True:
+            try:
+                report = await prune(self.store, self.settings.data_dir, policy)
+                log.info("retention: %s", report.line(policy))
+                await self.jobs.repost_pending()
+            except StorageError as exc:
+                self.storage_failed(exc)
+                return
+            except Exception:
+                log.exception("the daily maintenance failed; it runs again tomorrow")
+            await asyncio.sleep(MAINTENANCE_EVERY)
+
     async def _watch_storage(self) -> None:
         """Notice a database deleted, replaced or made read-only while nothing else writes to it."""
         while True:
@@ -114,6 +132,7 @@ class ImagineBot(commands.Bot):
         if recovered:
             self.jobs.pump()
         self._background.append(asyncio.create_task(self._watch_storage(), name="imagine-storage-watch"))
+        self._background.append(asyncio.create_task(self._maintain(), name="imagine-maintenance"))
 
     async def close(self) -> None:
         for task in self._background:

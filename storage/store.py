@@ -139,6 +139,18 @@ LIMIT ?
 _SELECT_TOP_BY_SCORE = _SELECT_TOP.replace(
     "ORDER BY total DESC, jobs.score DESC", "ORDER BY jobs.score DESC, total DESC"
 )
+_SELECT_FINISHED = "SELECT * FROM jobs WHERE state IN ('done', 'failed', 'cancelled') ORDER BY finished_at, id"
+_SELECT_GUILDS = "SELECT DISTINCT guild_id FROM jobs WHERE state = 'done'"
+# Jobs whose files a later step still needs: the unfinished ones (including those still to be posted), the
+# parents they continue or branch from, and the candidates of a tournament not yet decided.
+_SELECT_IN_USE = """
+SELECT id FROM jobs WHERE state IN ('queued', 'running', 'posting')
+UNION SELECT parent_id FROM jobs WHERE state IN ('queued', 'running', 'posting') AND parent_id IS NOT NULL
+UNION SELECT jobs.id FROM jobs JOIN tournaments ON tournaments.id = jobs.tournament_id
+      WHERE tournaments.state IN ('running', 'voting')
+"""
+_SELECT_VOTED = "SELECT job_id FROM votes GROUP BY job_id HAVING SUM(value) > 0"
+_SELECT_SPECS_IN_USE = "SELECT spec_json FROM jobs WHERE state IN ('queued', 'running', 'posting')"
 _SELECT_SETTINGS = "SELECT max_queued_per_user, use_threads FROM guild_settings WHERE guild_id = ?"
 _UPSERT_SETTINGS = """
 INSERT INTO guild_settings (guild_id, max_queued_per_user, use_threads) VALUES (?, ?, ?)
@@ -375,6 +387,36 @@ class Store:
     async def events(self, job_id: int) -> list[tuple[str, float, str | None]]:
         async with self._db.execute(_SELECT_EVENTS, (job_id,)) as cur:
             return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+
+    # -- retention ------------------------------------------------------------------------------------------
+    async def finished_jobs(self) -> list[Job]:
+        """Jobs that ended (done, failed, cancelled), the longest ago first."""
+        async with self._db.execute(_SELECT_FINISHED) as cur:
+            return [_job(r) for r in await cur.fetchall()]
+
+    async def jobs_in_use(self) -> set[int]:
+        """Ids of jobs whose files are still needed: unfinished jobs, their parents, undecided candidates."""
+        async with self._db.execute(_SELECT_IN_USE) as cur:
+            return {r[0] for r in await cur.fetchall()}
+
+    async def specs_in_use(self) -> list[str]:
+        """The specs (JSON) of unfinished jobs: the uploads they name must stay."""
+        async with self._db.execute(_SELECT_SPECS_IN_USE) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def jobs_on_the_board(self, limit: int = 10, week: float | None = None) -> set[int]:
+        """Ids of every job /top can show (each guild's top `limit` by votes and by score, all time and this
+        week) and of every job with a positive vote total."""
+        week = self._clock() - 7 * 86400 if week is None else week
+        async with self._db.execute(_SELECT_VOTED) as cur:
+            kept = {r[0] for r in await cur.fetchall()}
+        async with self._db.execute(_SELECT_GUILDS) as cur:
+            guilds = [r[0] for r in await cur.fetchall()]
+        for guild_id in guilds:
+            for since in (0.0, week):
+                for by in ("votes", "score"):
+                    kept.update(e.job.id for e in await self.top(guild_id, since=since, limit=limit, by=by))
+        return kept
 
     # -- votes ----------------------------------------------------------------------------------------------
     async def set_vote(self, job_id: int, user_id: int, value: int, present: bool) -> int:

@@ -117,3 +117,16 @@ async def test_a_database_deleted_while_running_stops_the_bot(simcord_env, world
     await simcord_env.advance_time(STORAGE_CHECK_EVERY + 1)
     assert bot.storage_error is not None and "was deleted or moved" in str(bot.storage_error)
     assert bot.is_closed()
+
+
+async def test_frames_are_removed_once_the_timelapse_is_posted(simcord_env, world, gated, settings):
+    guild, channel, u = world
+    gated.hold = True
+    await u["alice"].slash(channel, "imagine", prompt="a slow sunrise")
+    frames = settings.data_dir / "frames" / "1"
+    assert list(frames.glob("*.webp"))  # kept while the job runs
+    gated.release(1)
+    await simcord_env.settle()
+    [thread] = channel.threads
+    assert any(m.content.startswith("Timelapse of #1") for m in thread.history())
+    assert not frames.exists()
