@@ -58,6 +58,7 @@ class JobService:
         self._tasks: dict[int, asyncio.Task] = {}
         self._progress: dict[int, tuple[int, int, int]] = {}  # job id -> (author, step, steps)
         self._reposts: dict[int, asyncio.Task] = {}  # finished jobs whose result is being posted again
+        self._closing = False
         self.seconds_per_step = DEFAULT_SECONDS_PER_STEP
         # called with the StorageError when the database fails under a job; the bot stops on it
         self.on_storage_error = lambda exc: log.critical("%s", exc)
@@ -103,8 +104,8 @@ class JobService:
         return job
 
     def pump(self) -> None:
-        """Start waiting jobs while there is room."""
-        while len(self._tasks) < self.max_concurrent:
+        """Start waiting jobs while there is room (none once closing)."""
+        while not self._closing and len(self._tasks) < self.max_concurrent:
             entry = self.queue.pop()
             if entry is None:
                 return
@@ -218,6 +219,7 @@ class JobService:
         return steps * self.seconds_per_step / max(1, self.max_concurrent)
 
     async def close(self) -> None:
+        self._closing = True
         for handle in self._handles.values():
             handle.cancel()
         tasks = [*self._tasks.values(), *self._reposts.values()]
@@ -253,6 +255,7 @@ class JobService:
             await self._execute(job)
             await self._ended(await self.store.get_job(job_id))
         except StorageError as exc:
+            self._closing = True  # the next job would meet the same broken database
             self.on_storage_error(exc)
         finally:
             self._tasks.pop(job_id, None)

@@ -130,3 +130,17 @@ async def test_frames_are_removed_once_the_timelapse_is_posted(simcord_env, worl
     [thread] = channel.threads
     assert any(m.content.startswith("Timelapse of #1") for m in thread.history())
     assert not frames.exists()
+
+
+async def test_a_database_failing_under_a_job_stops_the_bot_instead_of_failing_the_job(simcord_env, world, gated):
+    guild, channel, u = world
+    gated.hold = True
+    await u["alice"].slash(channel, "imagine", prompt="a tower")
+    bot = simcord_env.bot
+    await bot.store._db.execute("DROP TABLE job_events")  # the database breaks while the job runs
+    gated.release(1)
+    await simcord_env.settle()
+    assert bot.storage_error is not None and "cannot be used: no such table" in str(bot.storage_error)
+    assert bot.is_closed()
+    [thread] = channel.threads
+    assert not any("failed" in m.content for m in thread.history())  # no generic failure told to the member
