@@ -55,11 +55,13 @@ class ImagineBot(commands.Bot):
         self.tournaments: Tournaments | None = None
         self.storage_error: StorageError | None = None
         self._background: list[asyncio.Task] = []
+        self._stopping: asyncio.Task | None = None
 
     async def start(self, token: str, *, reconnect: bool = True) -> None:
         """As discord.py's, but a failed database ends it with the StorageError (so `run()` raises it and the
         process exits instead of running on without its storage). A database that cannot be opened raises
-        from `setup_hook` the same way."""
+        from `setup_hook` the same way. The storage watch runs from here, for as long as the bot is connected."""
+        self._background.append(asyncio.create_task(self._watch_storage(), name="imagine-storage-watch"))
         await super().start(token, reconnect=reconnect)
         if self.storage_error is not None:
             raise self.storage_error
@@ -70,7 +72,8 @@ class ImagineBot(commands.Bot):
             return
         self.storage_error = exc
         log.critical("%s The bot stops.", exc)
-        self._background.append(asyncio.create_task(self.close(), name="imagine-stop"))
+        self._stopping = asyncio.create_task(self.close(), name="imagine-stop")
+        self._background.append(self._stopping)
 
     async def _maintain(self) -> None:
         """Apply the retention policy and retry results that could not be posted: now, then every day."""
@@ -89,14 +92,21 @@ class ImagineBot(commands.Bot):
                 log.exception("the daily maintenance failed; it runs again tomorrow")
             await asyncio.sleep(MAINTENANCE_EVERY)
 
+    async def check_storage(self) -> bool:
+        """One check that the database is still there and writable; stops the bot (and returns False) if not."""
+        try:
+            await self.store.check()
+        except StorageError as exc:
+            self.storage_failed(exc)
+            await asyncio.shield(self._stopping)  # the close cancels this watch, not the close
+            return False
+        return True
+
     async def _watch_storage(self) -> None:
         """Notice a database deleted, replaced or made read-only while nothing else writes to it."""
         while True:
             await asyncio.sleep(STORAGE_CHECK_EVERY)
-            try:
-                await self.store.check()
-            except StorageError as exc:
-                self.storage_failed(exc)
+            if self.store is not None and not await self.check_storage():
                 return
 
     async def setup_hook(self) -> None:
@@ -131,7 +141,6 @@ class ImagineBot(commands.Bot):
         await self.tournaments.recover()
         if recovered:
             self.jobs.pump()
-        self._background.append(asyncio.create_task(self._watch_storage(), name="imagine-storage-watch"))
         self._background.append(asyncio.create_task(self._maintain(), name="imagine-maintenance"))
 
     async def close(self) -> None:

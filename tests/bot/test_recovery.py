@@ -107,14 +107,14 @@ async def test_a_button_from_a_deleted_database_is_refused(simcord_env, world, g
 
 
 async def test_a_database_deleted_while_running_stops_the_bot(simcord_env, world, gated, settings):
-    from bot.client import STORAGE_CHECK_EVERY
-
+    # the connected bot runs this check every STORAGE_CHECK_EVERY seconds (see test_kill for the real process)
     guild, channel, u = world
     await u["alice"].slash(channel, "imagine", prompt="before the deletion")
     bot = simcord_env.bot
+    assert await bot.check_storage()
     for file in settings.data_dir.glob("imagine.sqlite*"):
         file.unlink()
-    await simcord_env.advance_time(STORAGE_CHECK_EVERY + 1)
+    assert not await bot.check_storage()
     assert bot.storage_error is not None and "was deleted or moved" in str(bot.storage_error)
     assert bot.is_closed()
 
