@@ -1,6 +1,8 @@
 """`python -m bot`: read settings, check everything once (the models really load), then log in and run.
 
 `python -m bot --check` runs the same check and exits: 0 when the bot could start, 2 with a sentence per problem.
+`python -m bot prune [--dry-run]` applies the retention policy (old snapshots and uploads) and exits.
+Exit status: 2 a setting or file to fix, 1 Discord could not be reached, 3 the database failed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 import discord
 
 from bot.config import Settings
+from storage import StorageError
 
 log = logging.getLogger("bot")
 
@@ -39,7 +42,14 @@ def _say_problems(problems: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot", description="The imagine Discord bot.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["prune"]:
+        from bot.prune import main as prune
+
+        return prune(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="python -m bot", description="The imagine Discord bot. `python -m bot prune` applies the retention policy."
+    )
     parser.add_argument("--check", action="store_true", help="check settings, models, data and database, then exit")
     args = parser.parse_args(argv)
     try:
@@ -76,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except discord.PrivilegedIntentsRequired:
         print("error: Discord refused an intent the bot asked for; see the README's set-up.", file=sys.stderr)
         return 2
+    except StorageError as exc:  # the database cannot be used (at start), or failed or vanished while running
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except NETWORK_ERRORS as exc:
         print(
             f"error: Discord could not be reached ({type(exc).__name__}: {str(exc)[:160] or 'no answer'}); "

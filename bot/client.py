@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -12,11 +13,13 @@ from bot.backends import Backend, EmbeddedBackend
 from bot.config import Settings
 from bot.jobs import JobService
 from bot.tournaments import Tournaments
-from storage import Store
+from storage import StorageError, Store
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.votes")
+STORAGE_CHECK_EVERY = 30.0  # seconds between checks that the database is still there and writable
+MAINTENANCE_EVERY = 86400.0  # retention (bot.prune) and posting what could not be posted: on start, then daily
 
 
 def engine_pool(settings: Settings):
@@ -76,12 +79,67 @@ class ImagineBot(commands.Bot):
         self.backend: Backend | None = None
         self.jobs: JobService | None = None
         self.tournaments: Tournaments | None = None
+        self.storage_error: StorageError | None = None
+        self._background: list[asyncio.Task] = []
+        self._stopping: asyncio.Task | None = None
+
+    async def start(self, token: str, *, reconnect: bool = True) -> None:
+        """As discord.py's, but a failed database ends it with the StorageError (so `run()` raises it and the
+        process exits instead of running on without its storage). A database that cannot be opened raises
+        from `setup_hook` the same way. The storage watch runs from here, for as long as the bot is connected."""
+        self._background.append(asyncio.create_task(self._watch_storage(), name="imagine-storage-watch"))
+        await super().start(token, reconnect=reconnect)
+        if self.storage_error is not None:
+            raise self.storage_error
+
+    def storage_failed(self, exc: StorageError) -> None:
+        """The database failed under the running bot: say so once and stop (`start` then raises it)."""
+        if self.storage_error is not None:
+            return
+        self.storage_error = exc
+        log.critical("%s The bot stops.", exc)
+        self._stopping = asyncio.create_task(self.close(), name="imagine-stop")
+        self._background.append(self._stopping)
+
+    async def _maintain(self) -> None:
+        """Apply the retention policy and retry results that could not be posted: now, then every day."""
+        from bot.prune import Policy, prune
+
+        policy = Policy(self.settings.retention_days, self.settings.disk_budget_mb)
+        while True:
+            try:
+                report = await prune(self.store, self.settings.data_dir, policy)
+                log.info("retention: %s", report.line(policy))
+                await self.jobs.repost_pending()
+            except StorageError as exc:
+                self.storage_failed(exc)
+                return
+            except Exception:
+                log.exception("the daily maintenance failed; it runs again tomorrow")
+            await asyncio.sleep(MAINTENANCE_EVERY)
+
+    async def check_storage(self) -> bool:
+        """One check that the database is still there and writable; stops the bot (and returns False) if not."""
+        try:
+            await self.store.check()
+        except StorageError as exc:
+            self.storage_failed(exc)
+            await asyncio.shield(self._stopping)  # the close cancels this watch, not the close
+            return False
+        return True
+
+    async def _watch_storage(self) -> None:
+        """Notice a database deleted, replaced or made read-only while nothing else writes to it."""
+        while True:
+            await asyncio.sleep(STORAGE_CHECK_EVERY)
+            if self.store is not None and not await self.check_storage():
+                return
 
     async def setup_hook(self) -> None:
         from cogs.imagine import DYNAMIC_ITEMS, DiscordPresenter
 
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = await Store.open(self.settings.db_path)
+        self.store = await Store.open(self.settings.db_path)  # a StorageError escapes: the bot does not start
         self.backend = self._backend_factory(self.settings)
         self.presenter = DiscordPresenter(self, interval=self.settings.edit_interval)
         self.jobs = JobService(
@@ -96,6 +154,7 @@ class ImagineBot(commands.Bot):
             snapshot_every=self.settings.snapshot_every,
             snapshot_budget=self.settings.snapshot_budget,
         )
+        self.jobs.on_storage_error = self.storage_failed
         log.info("running up to %d jobs at once", self.jobs.max_concurrent)
         self.tournaments = Tournaments(self.store, self.jobs, self.presenter, wait=self.settings.tournament_wait)
         for extension in EXTENSIONS:
@@ -110,8 +169,12 @@ class ImagineBot(commands.Bot):
         await self.tournaments.recover()
         if recovered:
             self.jobs.pump()
+        self._background.append(asyncio.create_task(self._maintain(), name="imagine-maintenance"))
 
     async def close(self) -> None:
+        for task in self._background:
+            if task is not asyncio.current_task():
+                task.cancel()
         if self.tournaments is not None:
             await self.tournaments.close()
         if self.jobs is not None:
@@ -119,5 +182,8 @@ class ImagineBot(commands.Bot):
         if self.backend is not None:
             await self.backend.close()
         if self.store is not None:
-            await self.store.close()
+            try:
+                await self.store.close()
+            except StorageError as exc:  # closing a failed database: nothing more to save
+                log.warning("%s", exc)
         await super().close()

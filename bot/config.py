@@ -39,6 +39,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "IMAGINE_CONTINUE_STEPS": ("100", "steps the Continue button adds"),
     "IMAGINE_SNAPSHOT_EVERY": ("25", "steps between snapshots (crash recovery, Continue, Branch)"),
     "IMAGINE_SNAPSHOT_BUDGET": ("6", "snapshots kept per job: the newest and evenly spaced older ones"),
+    "IMAGINE_RETENTION_DAYS": ("30", "days a finished job's snapshots and the uploads are kept (0: forever)"),
+    "IMAGINE_DISK_BUDGET_MB": ("0", "MB for images, snapshots and uploads; the oldest go first (0: no budget)"),
     "IMAGINE_TOURNAMENT_STEPS": ("100", "steps of each candidate's first stage in a seed tournament"),
     "IMAGINE_TOURNAMENT_WAIT": ("600", "seconds before the most voted (then best scoring) candidate goes on"),
     "IMAGINE_TIMELAPSE": ("1", "1 to post a timelapse of every finished job (0 to turn it off)"),
@@ -80,6 +82,8 @@ class Settings:
     continue_steps: int = 100
     snapshot_every: int = 25
     snapshot_budget: int = 6
+    retention_days: float = 30.0
+    disk_budget_mb: int = 0
     edit_interval: float = 5.0
     timelapse: bool = True
     tournament_steps: int = 100
@@ -146,6 +150,8 @@ class Settings:
             continue_steps=integer("IMAGINE_CONTINUE_STEPS", 1),
             snapshot_every=integer("IMAGINE_SNAPSHOT_EVERY", 0),
             snapshot_budget=integer("IMAGINE_SNAPSHOT_BUDGET", 2),
+            retention_days=float(integer("IMAGINE_RETENTION_DAYS", 0)),
+            disk_budget_mb=integer("IMAGINE_DISK_BUDGET_MB", 0),
             edit_interval=max(1.0, edit_interval),
             timelapse=parse_flag("IMAGINE_TIMELAPSE", get("IMAGINE_TIMELAPSE"), True),
             tournament_steps=integer("IMAGINE_TOURNAMENT_STEPS", 1),

@@ -19,7 +19,7 @@ from bot.timelapse import frame_paths, save_frame
 from engine.errors import EngineError, InvalidSpec
 from engine.snapshots import SnapshotHistory
 from engine.spec import MAX_STEPS, Finished, JobSpec, Progress, Result, Snapshotted
-from storage import Job, JobState, Store
+from storage import Job, JobState, StorageError, Store
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,11 @@ class JobService:
         self._handles: dict[int, object] = {}
         self._tasks: dict[int, asyncio.Task] = {}
         self._progress: dict[int, tuple[int, int, int]] = {}  # job id -> (author, step, steps)
+        self._reposts: dict[int, asyncio.Task] = {}  # finished jobs whose result is being posted again
+        self._closing = False
         self.seconds_per_step = DEFAULT_SECONDS_PER_STEP
+        # called with the StorageError when the database fails under a job; the bot stops on it
+        self.on_storage_error = lambda exc: log.critical("%s", exc)
 
     @property
     def max_concurrent(self) -> int:
@@ -131,19 +135,21 @@ class JobService:
         self.queue.push(Entry(job.id, job.author_id), force=True)
 
     def pump(self) -> None:
-        """Start waiting jobs while there is room; with a backend whose room changes, ask it to say when it grows."""
-        while len(self._tasks) < self.max_concurrent:
+        """Start waiting jobs while there is room (none once closing); with a backend whose room changes, ask it
+        to say when it grows."""
+        while not self._closing and len(self._tasks) < self.max_concurrent:
             entry = self.queue.pop()
             if entry is None:
                 return
             self._tasks[entry.job_id] = asyncio.create_task(self._run(entry.job_id), name=f"job-{entry.job_id}")
-        if len(self.queue) and hasattr(self.backend, "need_capacity"):
+        if len(self.queue) and not self._closing and hasattr(self.backend, "need_capacity"):
             self.backend.need_capacity(lambda: bool(len(self.queue)) and len(self._tasks) >= self.max_concurrent)
 
     async def recover(self) -> int:
-        """After a restart: jobs that were running go first (resuming from their snapshot), then the queued ones.
-        Nothing new is created here: every row was admitted under the caps when it was recorded."""
-        count = 0
+        """After a restart: finished jobs whose result message may be missing are posted (once), jobs that were
+        running go first (resuming from their snapshot), then the queued ones. Nothing new is created here: every
+        row was admitted under the caps when it was recorded."""
+        count = await self.repost_pending()
         for job in await self.store.jobs_in_state(JobState.RUNNING):
             await self.store.set_state(job.id, JobState.QUEUED, detail="requeued after restart")
             self.enqueue(job)
@@ -155,6 +161,55 @@ class JobService:
         if count:
             log.info("recovered %d jobs", count)
         return count
+
+    async def repost_pending(self) -> int:
+        """Finish every job left in the posting state: those with nothing to post at once, the others in tasks
+        that first look for a post whose reply was lost (so nothing is posted twice)."""
+        count = 0
+        for job in await self.store.jobs_in_state(JobState.POSTING):
+            if job.id in self._tasks or job.id in self._reposts:
+                continue
+            count += 1
+            if job.kind == "candidate" or job.result_message_id is not None:
+                await self._mark_done(job)
+            else:
+                self._reposts[job.id] = asyncio.create_task(self._repost(job.id), name=f"repost-{job.id}")
+        return count
+
+    async def _repost(self, job_id: int) -> None:
+        try:
+            job = await self.store.get_job(job_id)
+            if job is None or job.state != JobState.POSTING:
+                return
+            found = await self.presenter.find_result(job)
+            if found is not None:
+                log.info("job %d was already posted (message %d)", job.id, found)
+                job = await self.store.update_job(job.id, result_message_id=found)
+            else:
+                image_path = Path(job.image_path or self._paths(job.id)[0])
+                if not image_path.is_file():
+                    await self._fail(job, "The finished image was lost before it could be posted; try Reroll.")
+                    return
+                image = await asyncio.to_thread(image_path.read_bytes)
+                job = await self.presenter.job_finished(job, _stored_result(job, image), image)
+            job = await self._mark_done(job)
+            if found is None:
+                await self._post_timelapse(job, image)
+            shutil.rmtree(self._frames(job.id), ignore_errors=True)
+            await self._ended(job)
+        except StorageError as exc:
+            self.on_storage_error(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not post job %d; it stays to be posted at the next start", job_id)
+        finally:
+            self._reposts.pop(job_id, None)
+
+    async def _mark_done(self, job: Job) -> Job:
+        """posting -> done, keeping the time the image was finished (the board's periods count from it)."""
+        kept = {"finished_at": job.finished_at} if job.finished_at else {}
+        return await self.store.set_state(job.id, JobState.DONE, **kept)
 
     # -- cancelling -----------------------------------------------------------------------------------------
     async def cancel(self, job_id: int) -> bool:
@@ -199,12 +254,14 @@ class JobService:
         return steps * self.seconds_per_step / max(1, self.max_concurrent)
 
     async def close(self) -> None:
+        self._closing = True
         if not getattr(self.backend, "remote", False):  # remote jobs go on without us; a restart reads on
             for handle in self._handles.values():
                 handle.cancel()
-        for task in list(self._tasks.values()):
+        tasks = [*self._tasks.values(), *self._reposts.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- running --------------------------------------------------------------------------------------------
     def _paths(self, job_id: int) -> tuple[Path, Path]:
@@ -232,17 +289,24 @@ class JobService:
             if job is None or job.state != JobState.QUEUED:
                 return
             await self._execute(job)
-            ended = await self.store.get_job(job_id)
-            for hook in self.ended_hooks:
-                try:
-                    await hook(ended)
-                except Exception:
-                    log.exception("an end-of-job hook failed for job %d", job_id)
+            await self._ended(await self.store.get_job(job_id))
+        except StorageError as exc:
+            self._closing = True  # the next job would meet the same broken database
+            self.on_storage_error(exc)
         finally:
             self._tasks.pop(job_id, None)
             self._handles.pop(job_id, None)
             self._progress.pop(job_id, None)
             self.pump()
+
+    async def _ended(self, job: Job) -> None:
+        for hook in self.ended_hooks:
+            try:
+                await hook(job)
+            except StorageError:
+                raise
+            except Exception:
+                log.exception("an end-of-job hook failed for job %d", job.id)
 
     async def _execute(self, job: Job) -> None:
         image_path, snapshot_path = self._paths(job.id)
@@ -282,8 +346,8 @@ class JobService:
         except EngineError as exc:
             log.warning("job %d failed: %s", job.id, exc)
             await self._fail(job, str(exc), type(exc).__name__)
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, StorageError):
+            raise  # a stop keeps the frames: the job resumes (or is posted) at the next start
         except Exception:
             log.exception("job %d failed", job.id)
             await self._fail(job, "Something went wrong on our side while making this image; the error was logged.")
@@ -293,6 +357,8 @@ class JobService:
         job = await self.store.set_state(job.id, JobState.FAILED, detail=detail, error=message)
         try:
             await self.presenter.job_failed(job, message)
+        except StorageError:
+            raise
         except Exception:  # the failure is recorded; telling the thread is best effort
             log.exception("could not report the failure of job %d", job.id)
 
@@ -303,8 +369,9 @@ class JobService:
             self.seconds_per_step = 0.8 * self.seconds_per_step + 0.2 * measured
 
     async def _finish(self, job: Job, result: Result, image_path: Path) -> None:
-        image_path.parent.mkdir(parents=True, exist_ok=True)
-        image_path.write_bytes(result.image)
+        """Save the image, then post it: the job is `posting` until its message exists, `done` after, so a stop in
+        between leaves it for `recover` to post (never lost, never posted twice)."""
+        await asyncio.to_thread(_write_atomically, image_path, result.image)
         fields = dict(
             image_path=str(image_path),
             steps_done=result.steps_done,
@@ -315,16 +382,45 @@ class JobService:
         )
         if result.cancelled:
             job = await self.store.set_state(job.id, JobState.CANCELLED, detail="cancelled while running", **fields)
+            shutil.rmtree(self._frames(job.id), ignore_errors=True)
             await self.presenter.job_cancelled(job, result)
             return
-        job = await self.store.set_state(job.id, JobState.DONE, **fields)
-        job = await self.presenter.job_finished(job, result, result.image)  # records the result message id
+        job = await self.store.set_state(job.id, JobState.POSTING, **fields)
+        try:
+            job = await self.presenter.job_finished(job, result, result.image)  # records the result message id
+        except StorageError:
+            raise
+        except Exception:  # Discord refused or failed: the image is safe; post it again later, not "failed"
+            log.exception("could not post job %d; it stays to be posted again", job.id)
+            return
+        job = await self._mark_done(job)
+        await self._post_timelapse(job, result.image)
+        shutil.rmtree(self._frames(job.id), ignore_errors=True)
+
+    async def _post_timelapse(self, job: Job, final_png: bytes) -> None:
         frames = frame_paths(self._frames(job.id))
         if self.timelapse and frames:
             try:
-                await self.presenter.job_timelapse(job, frames, result.image)
+                await self.presenter.job_timelapse(job, frames, final_png)
+            except StorageError:
+                raise
             except Exception:  # the image is posted; the timelapse is a bonus
                 log.exception("could not post the timelapse of job %d", job.id)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary name and rename, so a stop mid-write never leaves a truncated image under `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+def _stored_result(job: Job, image: bytes) -> Result:
+    """The result of a finished job as recorded in the store (to post it again after a restart)."""
+    elapsed = max(0.0, (job.finished_at or 0.0) - (job.started_at or job.finished_at or 0.0))
+    spec, scores = JobSpec.from_json(job.spec_json), tuple(job.scores.items())
+    return Result(spec, image, job.width or 0, job.height or 0, job.steps_done, scores, elapsed)
 
 
 def reroll_spec(spec: JobSpec, seed: int) -> JobSpec:

@@ -39,7 +39,7 @@ def _data_dir(settings: Settings) -> str | None:
 
 
 def _database(settings: Settings) -> str | None:
-    from storage import Store
+    from storage import StorageError, Store
 
     async def open_and_close() -> None:
         store = await Store.open(settings.db_path)
@@ -47,7 +47,9 @@ def _database(settings: Settings) -> str | None:
 
     try:
         asyncio.run(open_and_close())
-    except Exception as exc:  # sqlite3 and aiosqlite raise several kinds for a foreign or damaged file
+    except StorageError as exc:
+        return str(exc)
+    except Exception as exc:  # anything else the driver raises for a foreign or damaged file
         return (
             f"The database {settings.db_path} cannot be opened ({exc}). Move it aside to start with an empty one, "
             "or restore it from a backup."

@@ -19,6 +19,10 @@ class Presenter(Protocol):
     async def job_finished(self, job: Job, result: Result, image_bytes: bytes) -> Job:
         """Post the final image with its buttons and record its message id; returns the updated job."""
 
+    async def find_result(self, job: Job) -> int | None:
+        """The id of a result message already posted for `job` whose reply never came back (a stop during the
+        upload), or None: recovery asks before posting again, so a result is never posted twice."""
+
     async def job_timelapse(self, job: Job, frames: list[Path], final_png: bytes) -> None:
         """Post an animation of the run made from its saved preview frames (fitting the upload limit)."""
 

@@ -3,6 +3,7 @@
 Order of the mapping (first match wins):
     InvalidSpec, QueueFull        -> their own message (written for members)
     CheckpointError               -> "this model is not installed" (details in the log)
+    StorageError                  -> "the bot's storage failed; it is stopping" (and the bot stops)
     CommandOnCooldown             -> "slow down, try again in N s"
     MissingPermissions/CheckFailure -> "you cannot use this here"
     TransformerError              -> "that value is not valid for <option>"
@@ -19,6 +20,7 @@ from discord.ext import commands
 
 from bot.queue import QueueFull
 from engine.errors import CheckpointError, InvalidSpec
+from storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ def message_for(error: Exception) -> str:
         return str(original)
     if isinstance(original, CheckpointError):
         return "That model is not installed on this bot; ask the operator, or pick another model."
+    if isinstance(original, StorageError):
+        return "The bot's storage has failed, so it is stopping; the operator has been told."
     if isinstance(error, app_commands.CommandOnCooldown):
         return f"Slow down a little: try again in {error.retry_after:.0f} s."
     if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
@@ -56,6 +60,8 @@ class Errors(commands.Cog):
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError):
         text = message_for(error)
         original = getattr(error, "original", error)
+        if isinstance(original, StorageError) and hasattr(self.bot, "storage_failed"):
+            self.bot.storage_failed(original)
         if not isinstance(original, InvalidSpec | QueueFull) and not isinstance(error, app_commands.CommandOnCooldown):
             log.error("command %s failed", getattr(interaction.command, "name", "?"), exc_info=original)
         await reply(interaction, text)

@@ -1,5 +1,5 @@
 """Persistence: the only package that speaks SQL (aiosqlite, numbered migrations, dataclasses out)."""
 
-from storage.store import Job, JobState, Store, TopEntry, Tournament
+from storage.store import Job, JobState, StorageError, Store, TopEntry, Tournament
 
-__all__ = ["Job", "JobState", "Store", "TopEntry", "Tournament"]
+__all__ = ["Job", "JobState", "StorageError", "Store", "TopEntry", "Tournament"]

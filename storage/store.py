@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
+import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,16 +20,29 @@ import aiosqlite
 log = logging.getLogger(__name__)
 
 
+class StorageError(Exception):
+    """The database cannot be used: it cannot be opened, is not a database, is read-only, or was deleted or
+    replaced while the bot ran. The message is one sentence for the operator; the bot stops on it rather than
+    fail every job."""
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    POSTING = "posting"  # finished and saved; its result message is not known to exist yet
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
     @property
     def active(self) -> bool:
+        """Waiting or running: it can still be cancelled or steered."""
         return self in (JobState.QUEUED, JobState.RUNNING)
+
+    @property
+    def final(self) -> bool:
+        """Nothing more will happen to it (a posting job still has to be shown)."""
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,18 @@ LIMIT :limit
 _SELECT_TOP_BY_SCORE = _SELECT_TOP.replace(
     "ORDER BY total DESC, jobs.score DESC", "ORDER BY jobs.score DESC, total DESC"
 )
+_SELECT_FINISHED = "SELECT * FROM jobs WHERE state IN ('done', 'failed', 'cancelled') ORDER BY finished_at, id"
+_SELECT_GUILDS = "SELECT DISTINCT guild_id FROM jobs WHERE state = 'done'"
+# Jobs whose files a later step still needs: the unfinished ones (including those still to be posted), the
+# parents they continue or branch from, and the candidates of a tournament not yet decided.
+_SELECT_IN_USE = """
+SELECT id FROM jobs WHERE state IN ('queued', 'running', 'posting')
+UNION SELECT parent_id FROM jobs WHERE state IN ('queued', 'running', 'posting') AND parent_id IS NOT NULL
+UNION SELECT jobs.id FROM jobs JOIN tournaments ON tournaments.id = jobs.tournament_id
+      WHERE tournaments.state IN ('running', 'voting')
+"""
+_SELECT_VOTED = "SELECT job_id FROM votes GROUP BY job_id HAVING SUM(value) > 0"
+_SELECT_SPECS_IN_USE = "SELECT spec_json FROM jobs WHERE state IN ('queued', 'running', 'posting')"
 _SELECT_SETTINGS = "SELECT max_queued_per_user, use_threads FROM guild_settings WHERE guild_id = ?"
 _UPSERT_SETTINGS = """
 INSERT INTO guild_settings (guild_id, max_queued_per_user, use_threads) VALUES (?, ?, ?)
@@ -172,6 +201,19 @@ _UPDATABLE = {
 }
 
 
+_TOUCH = "INSERT INTO meta (key, value) VALUES ('checked_at', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the database file, or None when it is missing: a changed value means the file was
+    deleted or replaced under the open connection (which would go on writing to the unlinked file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _migrations() -> list[tuple[int, str]]:
     folder = resources.files("storage") / "migrations"
     found = []
@@ -182,32 +224,104 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-class Store:
-    """Async access to the bot's database. Open with `await Store.open(path)`; close with `await store.close()`."""
+def _why(path: Path, exc: BaseException) -> str:
+    """One sentence for the operator about a database that cannot be used."""
+    text = str(exc)
+    if isinstance(exc, FileNotFoundError) or not path.exists():
+        return (
+            f"The database {path} was deleted or moved while the bot was running; restore it (or accept a fresh "
+            "one) and start the bot again."
+        )
+    if "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
+        return f"The database {path} is read-only; give the bot write access to the file and its folder."
+    if "not a database" in text or "malformed" in text:
+        return f"The database {path} is damaged or is not a database ({text}); restore a backup or move it away."
+    return f"The database {path} cannot be used: {text}."
 
-    def __init__(self, db: aiosqlite.Connection, clock=time.time) -> None:
+
+def _loud(method):
+    """Turn SQLite's operational failures (read-only, I/O, damaged file, no such table) into a StorageError.
+    Integrity errors are program errors and stay as they are."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise StorageError(_why(self.path, exc)) from exc
+
+    return wrapper
+
+
+def _loud_methods(cls: type) -> type:
+    """Apply `_loud` to every public coroutine method of the store."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(member):
+            setattr(cls, name, _loud(member))
+    return cls
+
+
+@_loud_methods
+class Store:
+    """Async access to the bot's database. Open with `await Store.open(path)`; close with `await store.close()`.
+
+    Failures of the database itself raise StorageError (see `check`)."""
+
+    def __init__(self, db: aiosqlite.Connection, clock=time.time, path: Path | None = None) -> None:
         self._db = db
         self._clock = clock
+        self.path = Path(path) if path is not None else Path("?")
+        self._identity = _identity(self.path)
+        self.install = ""
+        self.legacy_buttons = False
 
     @classmethod
     async def open(cls, path: str | Path, clock=time.time) -> Store:
+        """Open (creating if needed) and migrate the database, and prove it is writable. Raises StorageError with
+        one sentence when it cannot be used; no connection (and no thread) is left behind then."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(_why(path, exc)) from exc
         try:
             db.row_factory = aiosqlite.Row
             for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=5000"):
                 async with db.execute(pragma):  # close each cursor: an open one blocks the migrations' COMMIT
                     pass
-            store = cls(db, clock)
+            store = cls(db, clock, path)
             await store.migrate()
-        except BaseException:
-            await db.close()  # the connection's thread would otherwise keep the process alive
+            await store._load_meta()
+            await store.check()
+        except BaseException as exc:
+            await db.close()  # aiosqlite's thread would otherwise keep the process alive
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise StorageError(_why(path, exc)) from exc
             raise
         return store
 
     async def close(self) -> None:
         await self._db.close()
+
+    async def check(self) -> None:
+        """Raise StorageError unless the database file is still the one opened and takes a write."""
+        if _identity(self.path) != self._identity:
+            raise StorageError(_why(self.path, FileNotFoundError(self.path)))
+        await self._db.execute(_TOUCH, (str(self._clock()),))
+        await self._db.commit()
+
+    def accepts(self, install: str | None) -> bool:
+        """Whether a button carrying `install` (None: a button from before tokens) belongs to this database."""
+        return install == self.install if install else self.legacy_buttons
+
+    async def _load_meta(self) -> None:
+        async with self._db.execute("SELECT key, value FROM meta") as cur:
+            meta = {r[0]: r[1] for r in await cur.fetchall()}
+        self.install = meta["install"]
+        self.legacy_buttons = meta.get("legacy_buttons") == "1"
 
     async def schema_version(self) -> int:
         async with self._db.execute("PRAGMA user_version") as cur:
@@ -381,6 +495,36 @@ class Store:
     async def events(self, job_id: int) -> list[tuple[str, float, str | None]]:
         async with self._db.execute(_SELECT_EVENTS, (job_id,)) as cur:
             return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+
+    # -- retention ------------------------------------------------------------------------------------------
+    async def finished_jobs(self) -> list[Job]:
+        """Jobs that ended (done, failed, cancelled), the longest ago first."""
+        async with self._db.execute(_SELECT_FINISHED) as cur:
+            return [_job(r) for r in await cur.fetchall()]
+
+    async def jobs_in_use(self) -> set[int]:
+        """Ids of jobs whose files are still needed: unfinished jobs, their parents, undecided candidates."""
+        async with self._db.execute(_SELECT_IN_USE) as cur:
+            return {r[0] for r in await cur.fetchall()}
+
+    async def specs_in_use(self) -> list[str]:
+        """The specs (JSON) of unfinished jobs: the uploads they name must stay."""
+        async with self._db.execute(_SELECT_SPECS_IN_USE) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def jobs_on_the_board(self, limit: int = 10, week: float | None = None) -> set[int]:
+        """Ids of every job /top can show (each guild's top `limit` by votes and by score, all time and this
+        week) and of every job with a positive vote total."""
+        week = self._clock() - 7 * 86400 if week is None else week
+        async with self._db.execute(_SELECT_VOTED) as cur:
+            kept = {r[0] for r in await cur.fetchall()}
+        async with self._db.execute(_SELECT_GUILDS) as cur:
+            guilds = [r[0] for r in await cur.fetchall()]
+        for guild_id in guilds:
+            for since in (0.0, week):
+                for by in ("votes", "score"):
+                    kept.update(e.job.id for e in await self.top(guild_id, since=since, limit=limit, by=by))
+        return kept
 
     # -- votes ----------------------------------------------------------------------------------------------
     async def set_vote(self, job_id: int, user_id: int, value: int, present: bool) -> int:

@@ -186,7 +186,7 @@ class Imagine(commands.Cog):
         await interaction.response.send_message(
             f"Tournament · {candidates} seeds of {short(spec.prompt)} · {first} steps each, then the chosen one "
             f"to {spec.steps} · first look in ~{duration(eta)} (#{jobs[0].id}-#{jobs[-1].id})",
-            view=tournament_view(tournament.id),
+            view=tournament_view(tournament.id, install=self.bot.store.install),
         )
         message = await interaction.original_response()
         thread_id = await self._open_thread(interaction, message, jobs[0], spec)
@@ -223,7 +223,8 @@ class Imagine(commands.Cog):
         )
         eta = await self.bot.jobs.eta(job.id)
         await interaction.response.send_message(
-            queued_line(job, spec, eta, self.bot.jobs.queue.position(job.id)), view=running_view(job.id)
+            queued_line(job, spec, eta, self.bot.jobs.queue.position(job.id)),
+            view=running_view(job.id, install=self.bot.store.install),
         )
         message = await interaction.original_response()
         thread_id = await self._open_thread(interaction, message, job, spec)

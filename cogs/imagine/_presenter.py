@@ -15,7 +15,7 @@ from bot.grid import contact_sheet
 from bot.pacing import EditPacer
 from bot.timelapse import make_mp4, make_timelapse
 from cogs.imagine._embeds import duration, jump_url, result_embed, short, status_embed
-from cogs.imagine._views import NUMBER_EMOJI, pick_view, result_view, running_view
+from cogs.imagine._views import NUMBER_EMOJI, custom_id, pick_view, result_view, running_view
 from engine.spec import JobSpec, Progress, Result
 from storage import Job, JobState, Tournament
 
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 VOTE_EMOJI = ("👍", "👎")
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 SPARK_POINTS = 24
+RESULT_SEARCH = 100  # recent messages of a job's thread searched for a result posted before a stop
 STATUS_MAX_AGE = 50 * 60  # Discord refuses many edits to messages older than an hour (30046): post a fresh one
 
 
@@ -77,14 +78,16 @@ class DiscordPresenter:
             try:
                 message = await channel.fetch_message(job.status_message_id)
                 await message.edit(
-                    embed=status_embed(job, spec, None, state="starting"), view=running_view(job.id, steer=True)
+                    embed=status_embed(job, spec, None, state="starting"),
+                    view=running_view(job.id, steer=True, install=self.bot.store.install),
                 )
                 self._status_born.setdefault(job.id, self._now())
                 return job
             except discord.NotFound:
                 pass
         message = await channel.send(
-            embed=status_embed(job, spec, None, state="starting"), view=running_view(job.id, steer=True)
+            embed=status_embed(job, spec, None, state="starting"),
+            view=running_view(job.id, steer=True, install=self.bot.store.install),
         )
         self._status_born[job.id] = self._now()
         return await self.bot.store.update_job(job.id, status_message_id=message.id)
@@ -118,12 +121,14 @@ class DiscordPresenter:
             if self._now() - self._status_born.get(job.id, self._now()) > STATUS_MAX_AGE:
                 old = channel.get_partial_message(job.status_message_id)
                 await old.edit(view=None)
-                message = await channel.send(embed=embed, file=file, view=running_view(job.id, steer=True))
+                message = await channel.send(
+                    embed=embed, file=file, view=running_view(job.id, steer=True, install=self.bot.store.install)
+                )
                 self._status_born[job.id] = self._now()
                 await self.bot.store.update_job(job.id, status_message_id=message.id)
                 return
             await channel.get_partial_message(job.status_message_id).edit(
-                embed=embed, attachments=[file], view=running_view(job.id, steer=True)
+                embed=embed, attachments=[file], view=running_view(job.id, steer=True, install=self.bot.store.install)
             )
         except discord.HTTPException as exc:
             log.warning("status edit of job %d failed: %s", job.id, exc)
@@ -160,20 +165,39 @@ class DiscordPresenter:
             content=f"<@{job.author_id}> your image is ready.",
             embed=result_embed(job, spec, result, filename),
             file=discord.File(io.BytesIO(data), filename=filename),
-            view=result_view(job.id),
+            view=result_view(job.id, install=self.bot.store.install),
             allowed_mentions=author_only(job.author_id),
         )
         job = await self.bot.store.update_job(job.id, result_message_id=message.id)
+        await self._complete_post(job, message)
+        return job
+
+    async def find_result(self, job: Job) -> int | None:
+        if job.kind == "candidate":
+            return None
+        wanted = custom_id("reroll", job.id, self.bot.store.install)
+        channel = await self._channel(job.post_channel_id)
+        async for message in channel.history(limit=RESULT_SEARCH):
+            if message.author.id == self.bot.user.id and any(
+                getattr(child, "custom_id", None) == wanted for row in message.components for child in row.children
+            ):
+                await self._settle_status(job, "done")
+                await self._complete_post(job, message)
+                return message.id
+        return None
+
+    async def _complete_post(self, job: Job, message: discord.Message) -> None:
+        """Seed the vote reactions on the result and link to it from the channel (both safe to repeat)."""
         for emoji in VOTE_EMOJI:
             try:
                 await message.add_reaction(emoji)
             except discord.HTTPException as exc:
                 log.warning("could not seed vote reactions on job %d: %s", job.id, exc)
                 break
+        spec = JobSpec.from_json(job.spec_json)
         await self._link_from_channel(
             job, f"Done #{job.id} · {short(spec.prompt)} · {jump_url(job.guild_id, job.post_channel_id, message.id)}"
         )
-        return job
 
     async def job_timelapse(self, job: Job, frames: list[Path], final_png: bytes) -> None:
         if job.kind == "candidate":
@@ -241,7 +265,7 @@ class DiscordPresenter:
             f"picks with a button, or in {duration(wait)} the most voted (then the best scoring) goes on to "
             f"{spec.steps} steps.",
             file=discord.File(io.BytesIO(sheet), filename=f"tournament-{tournament.id}.png"),
-            view=pick_view(tournament.id, numbers),
+            view=pick_view(tournament.id, numbers, install=self.bot.store.install),
             allowed_mentions=author_only(tournament.author_id),
         )
         for number in numbers:

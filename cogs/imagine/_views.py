@@ -1,4 +1,9 @@
-"""Buttons that survive restarts: the job id lives in the custom_id, everything else in the database."""
+"""Buttons that survive restarts: the job id lives in the custom_id, everything else in the database.
+
+A custom_id also carries the database's install token (`imagine:reroll:12:3f9a0c11be`): after the database is
+deleted or replaced, ids start again and name other jobs, so a button whose token is not this database's is
+refused instead of acting on someone else's job. Token-less buttons (posted before tokens) work only with the
+database they came from (one upgraded in place, see storage migration 003)."""
 
 from __future__ import annotations
 
@@ -16,12 +21,28 @@ def _may_moderate(interaction: discord.Interaction) -> bool:
     return bool(perms and perms.manage_messages)
 
 
-class _FromJobId:
-    """Rebuild a job button from its custom_id after a restart: the job id is all the state it carries."""
+STALE_BUTTON = "This button belongs to an image from an earlier database of this bot; it no longer works."
+_INSTALL = r"(?::(?P<install>[0-9a-f]+))?"
+
+
+class _Guarded:
+    """Refuses a button whose install token is not the current database's (see the module docstring)."""
+
+    install: str | None = None
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.client.store.accepts(self.install):
+            return True
+        await interaction.response.send_message(STALE_BUTTON, ephemeral=True)
+        return False
+
+
+class _FromJobId(_Guarded):
+    """Rebuild a job button from its custom_id after a restart: the job id (and the token) is all it carries."""
 
     @classmethod
     async def from_custom_id(cls, interaction, item, match: re.Match[str]):
-        return cls(int(match["job"]))
+        return cls(int(match["job"]), install=match["install"])
 
 
 async def _active_job(interaction: discord.Interaction, job_id: int):
@@ -33,14 +54,20 @@ async def _active_job(interaction: discord.Interaction, job_id: int):
     return job
 
 
-def _button(action: str, job_id: int, label: str, style: discord.ButtonStyle, emoji: str | None = None):
-    return discord.ui.Button(label=label, style=style, emoji=emoji, custom_id=f"imagine:{action}:{job_id}")
+def custom_id(action: str, item_id: int, install: str | None) -> str:
+    return f"imagine:{action}:{item_id}" + (f":{install}" if install else "")
 
 
-class CancelButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:cancel:(?P<job>\d+)"):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(_button("cancel", job_id, "Cancel", discord.ButtonStyle.danger))
-        self.job_id = job_id
+def _button(action: str, job_id: int, label: str, style, emoji: str | None = None, install: str | None = None):
+    return discord.ui.Button(label=label, style=style, emoji=emoji, custom_id=custom_id(action, job_id, install))
+
+
+class CancelButton(
+    _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:cancel:(?P<job>\d+){_INSTALL}"
+):
+    def __init__(self, job_id: int, install: str | None = None) -> None:
+        super().__init__(_button("cancel", job_id, "Cancel", discord.ButtonStyle.danger, install=install))
+        self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = interaction.client
@@ -97,10 +124,12 @@ class SteerModal(discord.ui.Modal, title="Steer this picture"):
         await interaction.response.send_message(f"🧭 #{job.id} now aims at **{short(text, 200)}** from step {step}.")
 
 
-class SteerButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:steer:(?P<job>\d+)"):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(_button("steer", job_id, "Steer", discord.ButtonStyle.secondary, "🧭"))
-        self.job_id = job_id
+class SteerButton(
+    _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:steer:(?P<job>\d+){_INSTALL}"
+):
+    def __init__(self, job_id: int, install: str | None = None) -> None:
+        super().__init__(_button("steer", job_id, "Steer", discord.ButtonStyle.secondary, "🧭", install=install))
+        self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
         job = await _active_job(interaction, self.job_id)
@@ -115,28 +144,34 @@ class SteerButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], templat
         await interaction.response.send_modal(SteerModal(job.id, spec.prompt_at(job.steps_done)))
 
 
-class RerollButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:reroll:(?P<job>\d+)"):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(_button("reroll", job_id, "Reroll", discord.ButtonStyle.primary, "🎲"))
-        self.job_id = job_id
+class RerollButton(
+    _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:reroll:(?P<job>\d+){_INSTALL}"
+):
+    def __init__(self, job_id: int, install: str | None = None) -> None:
+        super().__init__(_button("reroll", job_id, "Reroll", discord.ButtonStyle.primary, "🎲", install=install))
+        self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.client.get_cog("Imagine").follow_up(interaction, self.job_id, "reroll")
 
 
-class ContinueButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:continue:(?P<job>\d+)"):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(_button("continue", job_id, "Continue", discord.ButtonStyle.secondary, "⏩"))
-        self.job_id = job_id
+class ContinueButton(
+    _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:continue:(?P<job>\d+){_INSTALL}"
+):
+    def __init__(self, job_id: int, install: str | None = None) -> None:
+        super().__init__(_button("continue", job_id, "Continue", discord.ButtonStyle.secondary, "⏩", install=install))
+        self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.client.get_cog("Imagine").follow_up(interaction, self.job_id, "continue")
 
 
-class BranchButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:branch:(?P<job>\d+)"):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(_button("branch", job_id, "Branch", discord.ButtonStyle.secondary, "🌿"))
-        self.job_id = job_id
+class BranchButton(
+    _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:branch:(?P<job>\d+){_INSTALL}"
+):
+    def __init__(self, job_id: int, install: str | None = None) -> None:
+        super().__init__(_button("branch", job_id, "Branch", discord.ButtonStyle.secondary, "🌿", install=install))
+        self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.client.get_cog("Imagine").branch_menu(interaction, self.job_id)
@@ -186,21 +221,24 @@ NUMBER_EMOJI = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣"
 
 
 class PickButton(
-    discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:pick:(?P<tournament>\d+):(?P<number>\d)"
+    _Guarded,
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=rf"imagine:pick:(?P<tournament>\d+):(?P<number>\d){_INSTALL}",
 ):
     """Continue candidate `number` of a tournament (its author decides)."""
 
-    def __init__(self, tournament_id: int, number: int) -> None:
+    def __init__(self, tournament_id: int, number: int, install: str | None = None) -> None:
+        action = f"pick:{tournament_id}"
         super().__init__(
             discord.ui.Button(
-                label=str(number), style=discord.ButtonStyle.primary, custom_id=f"imagine:pick:{tournament_id}:{number}"
+                label=str(number), style=discord.ButtonStyle.primary, custom_id=custom_id(action, number, install)
             )
         )
-        self.tournament_id, self.number = tournament_id, number
+        self.tournament_id, self.number, self.install = tournament_id, number, install
 
     @classmethod
     async def from_custom_id(cls, interaction, item, match: re.Match[str]):
-        return cls(int(match["tournament"]), int(match["number"]))
+        return cls(int(match["tournament"]), int(match["number"]), install=match["install"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = interaction.client
@@ -218,17 +256,17 @@ class PickButton(
 
 
 class CancelTournamentButton(
-    discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:tcancel:(?P<tournament>\d+)"
+    _Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:tcancel:(?P<tournament>\d+){_INSTALL}"
 ):
     """Stop every candidate of a tournament that has not ended (its author or a moderator)."""
 
-    def __init__(self, tournament_id: int) -> None:
-        super().__init__(_button("tcancel", tournament_id, "Cancel", discord.ButtonStyle.danger))
-        self.tournament_id = tournament_id
+    def __init__(self, tournament_id: int, install: str | None = None) -> None:
+        super().__init__(_button("tcancel", tournament_id, "Cancel", discord.ButtonStyle.danger, install=install))
+        self.tournament_id, self.install = tournament_id, install
 
     @classmethod
     async def from_custom_id(cls, interaction, item, match: re.Match[str]):
-        return cls(int(match["tournament"]))
+        return cls(int(match["tournament"]), install=match["install"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = interaction.client
@@ -247,23 +285,25 @@ class CancelTournamentButton(
                 await bot.jobs.cancel(job.id)
 
 
-def tournament_view(tournament_id: int) -> discord.ui.View:
+def tournament_view(tournament_id: int, *, install: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(CancelTournamentButton(tournament_id))
+    view.add_item(CancelTournamentButton(tournament_id, install))
     return view
 
 
-def pick_view(tournament_id: int, numbers: list[int]) -> discord.ui.View:
+def pick_view(tournament_id: int, numbers: list[int], *, install: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for number in numbers:
-        view.add_item(PickButton(tournament_id, number))
+        view.add_item(PickButton(tournament_id, number, install))
     return view
 
 
-class RecipeButton(_FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:recipe:(?P<job>\d+)"):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(_button("recipe", job_id, "Recipe", discord.ButtonStyle.secondary, "📜"))
-        self.job_id = job_id
+class RecipeButton(
+    _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:recipe:(?P<job>\d+){_INSTALL}"
+):
+    def __init__(self, job_id: int, install: str | None = None) -> None:
+        super().__init__(_button("recipe", job_id, "Recipe", discord.ButtonStyle.secondary, "📜", install=install))
+        self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
         job = await interaction.client.store.get_job(self.job_id)
@@ -285,17 +325,17 @@ DYNAMIC_ITEMS = (
 )
 
 
-def running_view(job_id: int, steer: bool = False) -> discord.ui.View:
+def running_view(job_id: int, steer: bool = False, *, install: str) -> discord.ui.View:
     """Cancel (and Steer, on the status message of a running job)."""
     view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(job_id))
+    view.add_item(CancelButton(job_id, install))
     if steer:
-        view.add_item(SteerButton(job_id))
+        view.add_item(SteerButton(job_id, install))
     return view
 
 
-def result_view(job_id: int) -> discord.ui.View:
+def result_view(job_id: int, *, install: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for item in (RerollButton(job_id), ContinueButton(job_id), BranchButton(job_id), RecipeButton(job_id)):
-        view.add_item(item)
+    for kind in (RerollButton, ContinueButton, BranchButton, RecipeButton):
+        view.add_item(kind(job_id, install))
     return view

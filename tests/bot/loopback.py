@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +48,14 @@ class LoopbackDiscord:
         self.messages: dict[int, dict[str, Any]] = {}
         self.commands: list[dict[str, Any]] = []
         self.rate_limit_once: set[str] = set()  # "METHOD /path regex": answer the first match with a 429
+        # the final image's upload (a file named imagine-<job>.<ext>) can be held `upload_delay` s to widen the
+        # window in which a test stops the bot. With probability `made_first` the message is made at once (Discord
+        # has it, the reply is lost with the bot); otherwise only at the end, if the bot is still there to hear it
+        self.upload_delay = 0.0
+        self.made_first = 1.0
+        self.rng = random.Random(0)
+        self.uploads_started: list[int] = []  # job ids, in the order their final uploads arrived
+        self.upload_arrived = asyncio.Event()
         self._ids = itertools.count(900_000_000_000_100_000)
         self._ws: web.WebSocketResponse | None = None
         self._seq = 0
@@ -308,7 +317,32 @@ class LoopbackDiscord:
                         "Via": "1.1 google",
                     },
                 )
+        upload = re.fullmatch(r"/channels/(\d+)/messages", path) if request.method == "POST" and files else None
+        final = upload and re.fullmatch(r"imagine-(\d+)\.(png|webp)", files[0][0] or "")
+        if final:
+            return await self._held_upload(request, int(upload[1]), body or {}, files, int(final[1]))
+        if request.method == "GET" and (g := re.fullmatch(r"/channels/(\d+)/messages", path)):
+            limit = int(request.query.get("limit", 50))
+            before = int(request.query.get("before", 1 << 63))
+            return self._reply([m for m in self.history(int(g[1])) if int(m["id"]) < before][:limit])
         return self._reply(*self._route(request.method, path, body or {}, files))
+
+    async def _held_upload(self, request, channel_id: int, body: dict, files, job_id: int) -> web.Response:
+        first = self.rng.random() < self.made_first
+        message = self._message(channel_id, body, files) if first else None
+        self.uploads_started.append(job_id)
+        self.upload_arrived.set()
+        await asyncio.sleep(self.upload_delay)
+        if message is None:
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the bot went away before the upload completed: no message
+            message = self._message(channel_id, body, files)
+        return self._reply(message)
+
+    def history(self, channel_id: int) -> list[dict[str, Any]]:
+        """The messages of a channel (or thread), newest first."""
+        found = [m for k, m in self.messages.items() if isinstance(k, int) and m["channel_id"] == str(channel_id)]
+        return sorted(found, key=lambda m: int(m["id"]), reverse=True)
 
     def _route(self, method: str, path: str, body: dict, files) -> tuple[Any, int] | tuple[Any]:
         m = re.fullmatch

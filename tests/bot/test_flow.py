@@ -131,7 +131,7 @@ async def test_restart_mid_run_resumes_and_buttons_and_votes_survive(simcord_env
     thread2 = next(t for t in channel.threads if t.id == running.thread_id)
     assert any(m.attachments and m.embeds and m.embeds[0].title == "#2" for m in thread2.history())
     events = [s for s, _, _ in await store.events(2)]
-    assert events == ["queued", "running", "queued", "running", "done"]
+    assert events == ["queued", "running", "queued", "running", "posting", "done"]
 
     # buttons on a message posted before the restart still work; votes still count
     await u["bob"].click(final, label="Reroll")

@@ -90,7 +90,7 @@ def test_check_says_the_database_is_garbage(download_layout, tmp_path):
     proc, took = _run(["-m", "bot", "--check"], _env(download_layout, data), tmp_path)
     assert proc.returncode == 2
     problems = _problems(proc.stderr)
-    assert len(problems) == 1 and "imagine.sqlite cannot be opened" in problems[0]
+    assert len(problems) == 1 and "imagine.sqlite is damaged or is not a database" in problems[0]
     assert "Traceback" not in proc.stderr and took < 60
 
 
@@ -103,7 +103,7 @@ def test_every_problem_at_once(tmp_path):
     proc, _ = _run(["-m", "bot"], env, tmp_path)
     assert proc.returncode == 2
     text = " ".join(_problems(proc.stderr))
-    for part in ("DISCORD_TOKEN is not set", "No VQGAN is installed", "No CLIP checkpoint", "cannot be opened"):
+    for part in ("DISCORD_TOKEN is not set", "No VQGAN is installed", "No CLIP checkpoint", "is not a database"):
         assert part in text
     assert "Traceback" not in proc.stderr
 

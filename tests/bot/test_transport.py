@@ -57,7 +57,7 @@ async def test_login_connect_slash_command_with_upload_and_a_429(stand_in, setti
         assert len(retried) >= 2  # the same request again after Retry-After
         upload = next(r for r in stand_in.requests if r.files and r.files[0][0] == "imagine-1.png")
         assert upload.files[0][1].startswith(b"\x89PNG")
-        assert upload.json["components"][0]["components"][0]["custom_id"] == "imagine:reroll:1"
+        assert upload.json["components"][0]["components"][0]["custom_id"] == f"imagine:reroll:1:{bot.store.install}"
         await _wait_for(lambda: any("/reactions/" in r.path for r in stand_in.requests))
         job = await bot.store.get_job(1)
         assert job.state.value == "done"

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from storage import JobState, Store
+from storage import JobState, StorageError, Store
 
 
 @pytest.fixture
@@ -19,8 +19,8 @@ async def store(tmp_path):
 async def test_migrations_set_user_version_and_wal(tmp_path):
     path = tmp_path / "a.sqlite"
     s = await Store.open(path)
-    assert await s.schema_version() == 2
-    assert await s.migrate() == 2  # idempotent
+    assert await s.schema_version() == 3
+    assert await s.migrate() == 3  # idempotent
     await s.close()
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -39,7 +39,7 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     con.commit()
     con.close()
     s = await Store.open(path)
-    assert await s.schema_version() == 2
+    assert await s.schema_version() == 3
     old = await s.get_job(1)
     assert old.tournament_id is None and old.author_id == 2
     await s.close()
@@ -168,3 +168,122 @@ async def test_top_in_dms_shows_only_the_members_own_images(store):
         await store.set_state(job.id, JobState.DONE)
     assert [e.job.id for e in await store.top(None, author_id=3)] == [mine.id]
     assert await store.top(None) == []
+
+
+# -- losing things: posting state, install token, loud failures ---------------------------------------------
+
+
+async def test_a_version_2_database_is_upgraded_in_place_and_keeps_its_old_buttons(tmp_path):
+    from storage.store import _migrations
+
+    path = tmp_path / "v2.sqlite"
+    con = sqlite3.connect(path)
+    for number, sql in _migrations():
+        if number <= 2:
+            con.executescript(f"{sql}\nPRAGMA user_version = {number};")
+    con.execute("INSERT INTO jobs (channel_id, author_id, spec_json, state, created_at) VALUES (1, 2, '{}', 'done', 0)")
+    con.commit()
+    con.close()
+    s = await Store.open(path)
+    assert await s.schema_version() == 3
+    assert (await s.get_job(1)).state == JobState.DONE
+    # buttons posted before they carried a token belong to this database and keep working
+    assert s.legacy_buttons and s.accepts(None) and s.accepts(s.install) and not s.accepts("0000000000")
+    await s.close()
+
+
+async def test_a_fresh_database_refuses_buttons_of_another_one(tmp_path):
+    first = await Store.open(tmp_path / "a.sqlite")
+    await first.close()
+    second = await Store.open(tmp_path / "b.sqlite")
+    assert len(second.install) == 10 and second.install != first.install
+    assert not second.accepts(first.install) and not second.accepts(None)
+    reopened = await Store.open(tmp_path / "a.sqlite")
+    assert reopened.install == first.install  # the token lives in the database, not in the process
+    await second.close()
+    await reopened.close()
+
+
+async def test_posting_is_a_state_of_its_own(store):
+    job = await store.create_job(guild_id=1, channel_id=2, author_id=3, spec_json="{}")
+    await store.set_state(job.id, JobState.RUNNING)
+    posting = await store.set_state(job.id, JobState.POSTING, image_path="/x.png", score=0.5)
+    assert not posting.state.active and not posting.state.final
+    assert [j.id for j in await store.jobs_in_state(JobState.POSTING)] == [job.id]
+    assert await store.top(1) == []  # not on the board before its message exists
+    done = await store.set_state(job.id, JobState.DONE, result_message_id=7)
+    assert done.state.final and [e.job.id for e in await store.top(1)] == [job.id]
+
+
+async def test_a_garbage_database_is_refused_with_one_sentence_and_no_thread_left(tmp_path):
+    import threading
+
+    path = tmp_path / "imagine.sqlite"
+    path.write_bytes(b"this is not a database at all, just bytes " * 100)
+    before = threading.active_count()
+    with pytest.raises(StorageError, match=r"is damaged or is not a database") as caught:
+        await Store.open(path)
+    assert str(caught.value).count(". ") <= 1 and str(path) in str(caught.value)
+    assert threading.active_count() == before  # aiosqlite's worker thread was closed
+
+
+def _make_read_only(path):
+    """Read-only even for root: the immutable attribute where chattr works, else the mode bits."""
+    import os
+    import subprocess
+
+    os.chmod(path, 0o444)
+    if os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("running as root without chattr: a read-only file cannot be made")
+
+
+def _undo_read_only(path):
+    import os
+    import subprocess
+
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    os.chmod(path, 0o644)
+
+
+async def test_a_read_only_database_is_refused_at_start(tmp_path):
+    path = tmp_path / "imagine.sqlite"
+    s = await Store.open(path)
+    await s.create_job(guild_id=1, channel_id=2, author_id=3, spec_json="{}")
+    await s.close()
+    for extra in tmp_path.glob("imagine.sqlite-*"):
+        extra.unlink()
+    _make_read_only(path)
+    try:
+        with pytest.raises(StorageError, match=r"is read-only; give the bot write access"):
+            await Store.open(path)
+    finally:
+        _undo_read_only(path)
+
+
+async def test_a_database_deleted_or_replaced_while_open_is_noticed(tmp_path):
+    path = tmp_path / "imagine.sqlite"
+    s = await Store.open(path)
+    await s.check()
+    for file in tmp_path.glob("imagine.sqlite*"):
+        file.unlink()
+    with pytest.raises(StorageError, match=r"was deleted or moved while the bot was running"):
+        await s.check()
+    await s.close()
+    # replaced by another file of the same name: also noticed
+    s = await Store.open(path)
+    other = await Store.open(tmp_path / "other.sqlite")
+    await other.close()
+    (tmp_path / "other.sqlite").replace(path)
+    with pytest.raises(StorageError):
+        await s.check()
+    await s.close()
+
+
+async def test_sqlite_failures_while_running_become_storage_errors(tmp_path):
+    path = tmp_path / "imagine.sqlite"
+    s = await Store.open(path)
+    await s._db.execute("DROP TABLE job_events")  # a damaged database: writes to it fail
+    with pytest.raises(StorageError, match="cannot be used: no such table"):
+        await s.create_job(guild_id=1, channel_id=2, author_id=3, spec_json="{}")
+    await s.close()
