@@ -6,6 +6,7 @@ python -m engine "a cityscape at night | trending on artstation" -o city.png --s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from engine.errors import EngineError
 from engine.models import registry
-from engine.spec import JobSpec, random_seed
+from engine.spec import JobSpec, parse_prompt, random_seed
 
 log = logging.getLogger("engine.cli")
 
@@ -98,7 +99,8 @@ def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
         meta = read_recipe(args.recipe)
         if not meta:
             raise EngineError(f"{args.recipe} holds no imagine recipe.")
-        base = dict(meta["spec"])
+        base = JobSpec.from_dict(meta["spec"]).to_dict()  # checked, and every field present
+        base = _images_beside(base, Path(args.recipe).parent)
     given = {a.split("=")[0] for a in argv if a.startswith("-")}
     flag = lambda *names: not base or any(n in given for n in names)  # noqa: E731
     fields = {
@@ -130,6 +132,20 @@ def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
     return JobSpec(**fields)
 
 
+def _images_beside(base: dict, folder: Path) -> dict:
+    """A recipe names its images by file name only: look for them next to the recipe's PNG."""
+
+    def beside(name: str) -> str:
+        return str(folder / name) if not Path(name).exists() and (folder / name).exists() else name
+
+    base = dict(base)
+    if base.get("init_image"):
+        base["init_image"] = beside(base["init_image"])
+    prompts = [parse_prompt(p) for p in base.get("image_prompts", ())]
+    base["image_prompts"] = [str(dataclasses.replace(p, text=beside(p.text))) for p in prompts]
+    return base
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -139,6 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the output or snapshot cannot be written, for one
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}.", file=sys.stderr)
+        return 2
+
+
+def _check_before_loading(spec: JobSpec, pool, speed) -> None:
+    """Everything that can be refused before the models load: the images and the memory the job needs."""
+    from engine.images import load_image
+    from engine.loading import device_budget
+
+    if spec.init_image:
+        load_image(spec.init_image, f"the init image {spec.init_image}")
+    for target in spec.image_targets:
+        load_image(target.text, f"the image prompt {target.text}")
+    budget = device_budget(pool.device, speed, free=True)
+    if budget is not None:
+        budget.check(spec.width, spec.height, spec.cutn)
 
 
 def _generate(args: argparse.Namespace, argv: list[str]) -> int:
@@ -157,8 +191,10 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
         clip_checkpoint=Path(args.clip_checkpoint) if args.clip_checkpoint else env.clip_checkpoint,
         device=args.device or env.device,
     )
-    engine = EnginePool(settings).engine_for(spec)
+    pool = EnginePool(settings)
+    _check_before_loading(spec, pool, settings.speed)
     snapshot = load_snapshot(args.resume) if args.resume else None
+    engine = pool.engine_for(spec)
     run = engine.start(spec, snapshot)
     if (run.width, run.height) != (spec.width, spec.height):
         print(
