@@ -54,6 +54,9 @@ class JobHandle(Protocol):
 
 
 class Backend(Protocol):
+    """`budget` (optional): an `engine.memory.Budget`, the memory one job may use where this backend runs; the job
+    service refuses a job that cannot fit it at submit time. None (or absent): not checked."""
+
     def submit(self, job_id: int, spec: JobSpec, snapshot_path: Path | None, resume: Path | None) -> JobHandle: ...
 
     async def close(self) -> None: ...
@@ -145,6 +148,7 @@ class EmbeddedBackend:
         self._handles: dict[int, EmbeddedHandle] = {}
         self._batcher = None
         self._driver: asyncio.Task | None = None
+        self.budget = None  # an engine.memory.Budget once known (see bot.client.embedded_backend)
 
     def submit(self, job_id: int, spec: JobSpec, snapshot_path: Path | None, resume: Path | None) -> EmbeddedHandle:
         return EmbeddedHandle(self, job_id, spec, snapshot_path, resume)

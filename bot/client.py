@@ -20,8 +20,9 @@ EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.votes")
 
 
 def embedded_backend(settings: Settings) -> Backend:
-    """The default backend: the engine in this process, models loaded on first use."""
-    from engine.loading import EnginePool, ModelSettings
+    """The default backend: the engine in this process, models loaded on first use; jobs that cannot fit the
+    device's memory are refused when they are submitted."""
+    from engine.loading import EnginePool, ModelSettings, device_budget
 
     pool = EnginePool(
         ModelSettings(
@@ -35,6 +36,7 @@ def embedded_backend(settings: Settings) -> Backend:
     )
     backend = EmbeddedBackend(pool, snapshot_every=settings.snapshot_every, snapshot_budget=settings.snapshot_budget)
     backend.max_batch = settings.max_concurrent or backend.concurrency()
+    backend.budget = device_budget(pool.device, settings.speed, free=False)
     return backend
 
 

@@ -16,7 +16,7 @@ from bot.backends import Backend, Finished, Snapshotted
 from bot.presenter import Presenter
 from bot.queue import Entry, FairQueue
 from bot.timelapse import frame_paths, save_frame
-from engine.errors import EngineError, InvalidSpec
+from engine.errors import EngineError, InvalidSpec, public_message
 from engine.spec import MAX_STEPS, JobSpec, Progress, Result
 from storage import Job, JobState, Store
 
@@ -76,7 +76,11 @@ class JobService:
     ) -> Job:
         """Record and queue a job (raises QueueFull). It starts on the next `pump()`; with `resume_from` (a
         snapshot of another job: a branch) it starts from that state. `tournament` = (tournament id, candidate
-        number); `check_limits=False` skips the waiting-line caps (a tournament's later candidates, its winner)."""
+        number); `check_limits=False` skips the waiting-line caps (a tournament's later candidates, its winner).
+        A job that cannot fit the backend's memory (`backend.budget`, an `engine.memory.Budget`) is an InvalidSpec."""
+        budget = getattr(self.backend, "budget", None)
+        if budget is not None:  # refused now, not out of memory later in the thread
+            budget.check(spec.width, spec.height, spec.cutn)
         if check_limits:
             cap = None
             if guild_id is not None:
@@ -241,7 +245,7 @@ class JobService:
             raise RuntimeError("the backend ended a job without a result")
         except EngineError as exc:
             log.warning("job %d failed: %s", job.id, exc)
-            await self._fail(job, str(exc), type(exc).__name__)
+            await self._fail(job, public_message(exc), type(exc).__name__)
         except asyncio.CancelledError:
             raise
         except Exception:
