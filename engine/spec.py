@@ -319,10 +319,12 @@ class JobSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidSpec(f"Unknown spec fields: {', '.join(unknown)}.")
+        if "prompt" not in data:
+            raise InvalidSpec("The spec has no prompt.")
         data = dict(data)
-        if isinstance(data.get("image_prompts"), list | type(None)):
+        if isinstance(data.get("image_prompts", ()), list | type(None)):
             data["image_prompts"] = tuple(data["image_prompts"] or ())
-        schedule = data.get("prompt_schedule")
+        schedule = data.get("prompt_schedule", ())
         if isinstance(schedule, list | type(None)):
             data["prompt_schedule"] = tuple(tuple(e) if isinstance(e, list) else e for e in schedule or ())
         return cls(**data)
