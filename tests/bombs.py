@@ -61,3 +61,17 @@ def picture(size: tuple[int, int] = (80, 60), fmt: str = "PNG") -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, (200, 30, 30)).save(out, format=fmt)
     return out.getvalue()
+
+
+# name: (the file, what the refusal says)
+HOSTILE = {
+    "a 65500x1 line": (line, "65500x1, too long and thin"),
+    "10000x10000 in 12 KB": (lambda: png(10000, 10000), "10000x10000 (100 megapixels)"),
+    "a 12000x12000 GIF": (lambda: gif(12000, 12000), "12000x12000 (144 megapixels)"),
+    "a 30000x30000 header": (lambda: png(30000, 30000, pixels=False), "declares 900 megapixels"),
+    "a 60000x60000 header": (lambda: png(60000, 60000, pixels=False), "declares 3,600 megapixels"),
+    "a 200 MB zTXt chunk": (lambda: png(4, 4, extra=[ztxt(200 << 20)]), "of text in one metadata"),
+    "101 frames": (lambda: animation(101), "an animation of 101 frames"),
+    "not a picture": (lambda: b"GIF89a but not really", "not a picture that can be read"),
+    "a truncated PNG": (lambda: picture()[:-30], "not a picture that can be read"),
+}

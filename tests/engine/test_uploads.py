@@ -6,24 +6,11 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from engine import uploads
-from engine.errors import CheckpointError, InvalidSpec, public_message
+from engine.errors import CheckpointError, InvalidSpec
 from engine.images import fit, load_image, read_recipe, recipe
-from engine.memory import Budget, job_bytes
 from engine.spec import JobSpec
 from tests import bombs
-
-HOSTILE = {
-    "a 65500x1 line": (bombs.line, "65500x1, too long and thin"),
-    "10000x10000 in 12 KB": (lambda: bombs.png(10000, 10000), "10000x10000 (100 megapixels)"),
-    "a 12000x12000 GIF": (lambda: bombs.gif(12000, 12000), "12000x12000 (144 megapixels)"),
-    "a 30000x30000 header": (lambda: bombs.png(30000, 30000, pixels=False), "declares 900 megapixels"),
-    "a 60000x60000 header": (lambda: bombs.png(60000, 60000, pixels=False), "declares 3,600 megapixels"),
-    "a 200 MB zTXt chunk": (lambda: bombs.png(4, 4, extra=[bombs.ztxt(200 << 20)]), "of text in one metadata"),
-    "101 frames": (lambda: bombs.animation(101), "an animation of 101 frames"),
-    "not a picture": (lambda: b"GIF89a but not really", "not a picture that can be read"),
-    "a truncated PNG": (lambda: bombs.picture()[:-30], "not a picture that can be read"),
-}
+from tests.bombs import HOSTILE
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +32,15 @@ def test_hostile_pictures_are_refused_with_a_sentence_and_no_path(hostile, name)
     message = str(caught.value)
     assert expected in message and message.startswith("The init image")
     assert str(path.parent) not in message and "server-secret-folder" not in message
+    from engine import uploads
+
     with pytest.raises(InvalidSpec, match="^The image prompt"):
         uploads.check_image(path.read_bytes(), "the image prompt")
 
 
 def test_good_pictures_pass_in_every_format():
+    from engine import uploads
+
     for fmt in ("PNG", "JPEG", "WEBP", "GIF"):
         assert uploads.check_image(bombs.picture((80, 60), fmt)) == (80, 60)
     assert uploads.check_image(bombs.picture((800, 100))) == (800, 100)  # 8:1 is the limit, not beyond
@@ -63,6 +54,8 @@ def test_a_missing_file_is_a_sentence_without_its_path(tmp_path):
 
 
 def test_stored_names_are_content_digests():
+    from engine import uploads
+
     data = bombs.picture()
     name = uploads.stored_name(data)
     assert name.endswith(".png") and len(name) == 36 and name == uploads.stored_name(data)
@@ -122,6 +115,8 @@ def test_read_recipe_refuses_what_is_not_a_recipe(tmp_path):
 
 
 def test_public_messages_carry_no_paths():
+    from engine.errors import public_message
+
     error = InvalidSpec("/srv/imagine/data/inputs/1a2b-cat.png is 10000x10000; images above 64 megapixels")
     assert public_message(error) == "1a2b-cat.png is 10000x10000; images above 64 megapixels"
     missing = CheckpointError("The model x is not installed (/srv/models/x.ckpt is missing).", "/srv/models/x.ckpt")
@@ -131,6 +126,8 @@ def test_public_messages_carry_no_paths():
 
 
 def test_memory_budget_refuses_what_cannot_fit():
+    from engine.memory import Budget, job_bytes
+
     gpu = Budget(available=20 * 10**9, half=True, where="the GPU")
     gpu.check(512, 512, 32)
     with pytest.raises(InvalidSpec, match=r"A 4096x4096 image with 32 cutouts needs about \d+\.\d GB .* the GPU"):
