@@ -39,6 +39,9 @@ class JobHandle(Protocol):
 
 
 class Backend(Protocol):
+    """`budget` (optional): an `engine.memory.Budget`, the memory one job may use where this backend runs; the job
+    service refuses a job that cannot fit it at submit time. None (or absent): not checked."""
+
     capacity: int  # jobs run at once
 
     def submit(self, job_id: int, spec: JobSpec, resume: bytes | None, snapshot_every: int) -> JobHandle: ...
@@ -122,6 +125,7 @@ class EmbeddedBackend:
         self._loop = None  # the engine's Loop, made on the engine thread's first job
         self._handles: dict[int, EmbeddedHandle] = {}
         self._driver: asyncio.Task | None = None
+        self.budget = None  # an engine.memory.Budget once known (see bot.client.embedded_backend)
 
     @property
     def capacity(self) -> int:

@@ -41,8 +41,12 @@ def engine_pool(settings: Settings):
 def embedded_backend(settings: Settings, pool=None) -> Backend:
     """The default backend: the engine in this process, with the models the start-up check loaded (`pool`), or
     loaded on first use."""
-    backend = EmbeddedBackend(pool or engine_pool(settings))
+    from engine.loading import device_budget
+
+    pool = pool or engine_pool(settings)
+    backend = EmbeddedBackend(pool)
     backend.max_batch = settings.max_concurrent or backend.concurrency()
+    backend.budget = device_budget(pool.device, settings.speed, free=False)
     return backend
 
 

@@ -16,7 +16,7 @@ from bot.backends import Backend
 from bot.presenter import Presenter
 from bot.queue import Entry, FairQueue, QueueFull, member_full, queue_full
 from bot.timelapse import frame_paths, save_frame
-from engine.errors import EngineError, InvalidSpec
+from engine.errors import EngineError, InvalidSpec, public_message
 from engine.snapshots import SnapshotHistory
 from engine.spec import MAX_STEPS, Finished, JobSpec, Progress, Result, Snapshotted
 from storage import Job, JobState, StorageError, Store
@@ -91,7 +91,11 @@ class JobService:
         """Record and queue a job (raises QueueFull). It starts on the next `pump()`; with `resume_from` (a
         snapshot of another job: a branch) it starts from that state. The caps are checked in the same store
         statement that records the job, so simultaneous submissions cannot overshoot them; `check_limits=False`
-        skips them (a tournament's winner, which takes its tournament's place)."""
+        skips them (a tournament's winner, which takes its tournament's place). A job that cannot fit the
+        backend's memory (`backend.budget`, an `engine.memory.Budget`) is an InvalidSpec."""
+        budget = getattr(self.backend, "budget", None)
+        if budget is not None:  # refused now, not out of memory later in the thread
+            budget.check(spec.width, spec.height, spec.cutn)
         cap, total = await self.limits(guild_id) if check_limits else (None, None)
         job = await self.store.admit_job(
             guild_id=guild_id,
@@ -345,7 +349,7 @@ class JobService:
             raise RuntimeError("the backend ended a job without a result")
         except EngineError as exc:
             log.warning("job %d failed: %s", job.id, exc)
-            await self._fail(job, str(exc), type(exc).__name__)
+            await self._fail(job, public_message(exc), type(exc).__name__)
         except (asyncio.CancelledError, StorageError):
             raise  # a stop keeps the frames: the job resumes (or is posted) at the next start
         except Exception:

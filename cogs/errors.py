@@ -19,7 +19,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.queue import QueueFull
-from engine.errors import CheckpointError, InvalidSpec
+from engine.errors import CheckpointError, InvalidSpec, public_message
 from storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,8 @@ log = logging.getLogger(__name__)
 
 def message_for(error: Exception) -> str:
     original = getattr(error, "original", None) or error.__cause__ or error
-    if isinstance(original, InvalidSpec | QueueFull):
-        return str(original)
-    if isinstance(original, CheckpointError):
-        return "That model is not installed on this bot; ask the operator, or pick another model."
+    if isinstance(original, InvalidSpec | QueueFull | CheckpointError):
+        return public_message(original)  # the sentence, without any folder of this machine
     if isinstance(original, StorageError):
         return "The bot's storage has failed, so it is stopping; the operator has been told."
     if isinstance(error, app_commands.CommandOnCooldown):

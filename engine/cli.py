@@ -16,7 +16,7 @@ from pathlib import Path
 from engine.env import load_env, quiet_libraries
 from engine.errors import Cancelled, EngineError
 from engine.models import registry
-from engine.spec import JobSpec, random_seed
+from engine.spec import JobSpec, parse_prompt, random_seed
 
 log = logging.getLogger("engine.cli")
 
@@ -104,7 +104,8 @@ def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
         meta = read_recipe(args.recipe)
         if not meta:
             raise EngineError(f"{args.recipe} holds no imagine recipe.")
-        base = dict(meta["spec"])
+        base = JobSpec.from_dict(meta["spec"]).to_dict()  # checked, and every field present
+        base = _images_beside(base, Path(args.recipe).parent)
     given = {a.split("=")[0] for a in argv if a.startswith("-")}
     flag = lambda *names: not base or any(n in given for n in names)  # noqa: E731
     fields = {
@@ -126,23 +127,46 @@ def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
         "model": args.model if flag("--model") else base["model"],
         "clip_model": args.clip if flag("--clip") else base["clip_model"],
         # A recipe is shared: it names models (JobSpec checks they are plain names, looked up in the models
-        # directory) and never points this machine at files. Pictures come from the command line only.
-        "init_image": args.init_image,
+        # directory) and never points this machine at files: its pictures are only looked for, by file name, in
+        # the folder of the recipe's PNG (see _images_beside); the command line can name any.
+        "init_image": args.init_image if flag("--init-image") else base.get("init_image"),
         "init_weight": args.init_weight if flag("--init-weight") else base.get("init_weight", 0.0),
-        "image_prompts": tuple(args.image_prompt),
+        "image_prompts": tuple(args.image_prompt) if flag("--image-prompt") else tuple(base.get("image_prompts", ())),
     }
     seed = args.seed if args.seed is not None else (base.get("seed") if base else None)
     fields["seed"] = random_seed() if seed is None else seed
     if not fields["prompt"]:
         raise EngineError('Give a prompt, e.g. imagine "a lighthouse in a storm | oil painting".')
-    if base.get("init_image") and not args.init_image:
-        print(
-            f"note: the recipe started from a picture ({base['init_image']}); pass --init-image to use one",
-            file=sys.stderr,
-        )
-    if base.get("image_prompts") and not args.image_prompt:
-        print("note: the recipe aimed at pictures as well; pass --image-prompt to use them", file=sys.stderr)
+    for name in base.get("missing_images", ()):
+        print(f"note: the recipe's picture {name} is not beside it; pass --init-image/--image-prompt", file=sys.stderr)
     return JobSpec(**fields)
+
+
+def _images_beside(base: dict, folder: Path) -> dict:
+    """A recipe names its pictures by file name only: use the files of those names in `folder` (the recipe PNG's
+    folder), never a path the recipe gives; a picture that is not there is left out (and named in
+    `missing_images`)."""
+
+    def beside(name: str) -> str | None:
+        candidate = folder / Path(name).name
+        return str(candidate) if candidate.is_file() else None
+
+    base = dict(base)
+    missing = []
+    if base.get("init_image"):
+        found = beside(base["init_image"])
+        missing += [] if found else [Path(base["init_image"]).name]
+        base["init_image"] = found
+    prompts = []
+    for prompt in (parse_prompt(p) for p in base.get("image_prompts", ())):
+        found = beside(prompt.text)
+        if found:
+            prompts.append(str(dataclasses.replace(prompt, text=found)))
+        else:
+            missing.append(Path(prompt.text).name)
+    base["image_prompts"] = prompts
+    base["missing_images"] = missing
+    return base
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +180,24 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the output or snapshot cannot be written, for one
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}.", file=sys.stderr)
+        return 2
+
+
+def _check_before_loading(spec: JobSpec, pool, speed) -> None:
+    """Everything that can be refused before the models load: the images and the memory the job needs."""
+    from engine.images import load_image
+    from engine.loading import device_budget
+
+    if spec.init_image:
+        load_image(spec.init_image, f"the init image {spec.init_image}")
+    for target in spec.image_targets:
+        load_image(target.text, f"the image prompt {target.text}")
+    budget = device_budget(pool.device, speed, free=True)
+    if budget is not None:
+        budget.check(spec.width, spec.height, spec.cutn)
 
 
 def _generate(args: argparse.Namespace, argv: list[str]) -> int:
@@ -176,8 +218,10 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
         clip_checkpoint=Path(args.clip_checkpoint) if args.clip_checkpoint else env.clip_checkpoint,
         device=args.device or env.device,
     )
-    engine = EnginePool(settings).engine_for(spec)
+    pool = EnginePool(settings)
+    _check_before_loading(spec, pool, settings.speed)
     snapshot = load_snapshot(args.resume) if args.resume else None
+    engine = pool.engine_for(spec)
     run = engine.start(spec, snapshot)
     if (run.width, run.height) != (spec.width, spec.height):
         print(

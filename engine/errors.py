@@ -6,12 +6,17 @@
      ├── OutOfMemory        the device ran out of memory; says what to make smaller
      └── Cancelled          the caller asked the run to stop; carries the last result, if any
 
-Every message is a sentence a person can act on: the bot shows them to members as they are.
+Every message is a sentence a person can act on; the bot shows members `public_message(error)`, which keeps
+the sentence and leaves out every folder of the machine that ran it.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# An absolute path of two or more parts (/srv/data/x.png, C:\data\x.png); not a URL's //host/..., not "A / B".
+_PATH = re.compile(r"(?<![\w:/\\.~])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"()]+[/\\])+[^\s/\\'\"():;,]*")
 
 
 class EngineError(Exception):
@@ -40,3 +45,12 @@ class Cancelled(EngineError):
     def __init__(self, message: str = "The job was cancelled.", result: Any = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+def public_message(error: BaseException) -> str:
+    """What a member may read of `error`: the sentence, with paths cut to their file names; a missing model is
+    said without its files (the operator reads those in the log)."""
+    if isinstance(error, CheckpointError):
+        return "That model is not installed on this bot; ask the operator, or pick another model."
+    text = str(error) or "Something went wrong while making this image."
+    return _PATH.sub(lambda match: re.split(r"[/\\]", match.group())[-1] or "a file", text)

@@ -13,9 +13,10 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from engine.errors import InvalidSpec
 from engine.spec import ENGINE_VERSION, JobSpec
+from engine.uploads import open_image
 
 RECIPE_KEY = "imagine:recipe"
-MAX_INPUT_PIXELS = 64_000_000
+MAX_INPUT_BYTES = 64 * 1024 * 1024  # a file on this machine (an upload is at most 10 MB)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -32,36 +33,35 @@ def from_pil(image: Image.Image, device: torch.device | str = "cpu") -> torch.Te
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).to(device)
 
 
-def load_image(source: str | Path | bytes) -> Image.Image:
-    """Open a path or bytes as RGB, with a clear error for anything that is not an image."""
-    name = "the attached image" if isinstance(source, bytes) else str(source)
-    try:
-        handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-    except OSError as exc:
-        raise InvalidSpec(f"Cannot open {name}: {exc.strerror or exc}.") from None
-    try:
-        with handle, Image.open(handle) as img:
-            if img.width * img.height > MAX_INPUT_PIXELS:
-                raise InvalidSpec(f"{name} is {img.width}x{img.height}; images above 64 megapixels are refused.")
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise InvalidSpec(f"{name} is not an image that can be read ({type(exc).__name__}).") from None
+def load_image(source: str | Path | bytes, what: str = "the image") -> Image.Image:
+    """Open a path or bytes as RGB after the upload checks of `engine.uploads` (files are read again on Reroll,
+    Continue and after a restart, so the limits hold there too). Errors are sentences that name `what`, never
+    a path on this machine."""
+    if isinstance(source, bytes):
+        data = source
+    else:
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
+        except OSError:
+            raise InvalidSpec(f"{what.capitalize()} cannot be opened: it is missing or unreadable.") from None
+    return open_image(data, what, max_bytes=MAX_INPUT_BYTES)
 
 
 def fit(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Scale to cover width x height and crop the centre."""
+    """Scale to cover width x height and crop the centre. The crop is taken in the source's coordinates, so
+    nothing larger than width x height is ever made, whatever the source's shape."""
     scale = max(width / image.width, height / image.height)
-    w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
-    image = image.resize((w, h), Image.LANCZOS)
-    left, top = (w - width) // 2, (h - height) // 2
-    return image.crop((left, top, left + width, top + height))
+    box_w, box_h = min(image.width, width / scale), min(image.height, height / scale)
+    left, top = (image.width - box_w) / 2, (image.height - box_h) / 2
+    return image.resize((width, height), Image.LANCZOS, box=(left, top, left + box_w, top + box_h))
 
 
 def recipe(spec: JobSpec, width: int, height: int, steps_done: int, extra: dict[str, Any] | None = None) -> dict:
-    """What reproduces or continues an image: the spec plus the real size, steps done and engine version."""
+    """What reproduces or continues an image: the spec (images by file name only) plus the real size, steps done
+    and engine version."""
     return {
-        "spec": spec.to_dict(),
+        "spec": spec.to_public_dict(),
         "width": width,
         "height": height,
         "steps_done": steps_done,
@@ -93,8 +93,23 @@ def encode_png(image: Image.Image, meta: dict[str, Any] | None = None, compress_
 
 
 def read_recipe(source: str | Path | bytes) -> dict[str, Any] | None:
-    """The recipe stored in a PNG made by imagine, or None."""
-    handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-    with handle, Image.open(handle) as img:
-        text = getattr(img, "text", {}).get(RECIPE_KEY)
-    return json.loads(text) if text else None
+    """The recipe stored in a PNG made by imagine, or None; InvalidSpec if `source` is not a readable picture."""
+    name = "the recipe file" if isinstance(source, bytes) else str(source)
+    try:
+        handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+    except OSError as exc:
+        raise InvalidSpec(f"Cannot open {name}: {exc.strerror or exc}.") from None
+    try:
+        with handle, Image.open(handle, formats=["PNG"]) as img:
+            text = getattr(img, "text", {}).get(RECIPE_KEY)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise InvalidSpec(f"{name} is not a PNG made by imagine.") from None
+    if not text:
+        return None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError:
+        raise InvalidSpec(f"The recipe in {name} is damaged (not valid JSON).") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("spec"), dict):
+        raise InvalidSpec(f"The recipe in {name} is damaged (it holds no spec).")
+    return meta

@@ -142,3 +142,18 @@ def suggest_concurrency(device, width: int = 512, height: int = 512, cutn: int =
     per_run = step_bytes(width, height, cutn, autocast_dtype(speed, device) is not None)
     fits = int((free - MODELS_BYTES) // max(per_run, 1))
     return max(1, min(MAX_CONCURRENT, fits))
+
+
+def device_budget(device, speed: Speed = Speed(), free: bool = True):
+    """The memory a job may use on `device` after the models (an `engine.memory.Budget`): on CUDA the free memory
+    now (`free`, for one run of the CLI) or the device's total (the bot, whose jobs come and go); on a CPU the
+    available RAM. None where it cannot be told."""
+    import torch
+
+    from engine.memory import Budget, cpu_budget, uses_half
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return cpu_budget(speed.precision)
+    free_bytes, total = torch.cuda.mem_get_info(device)
+    return Budget((free_bytes if free else total) - MODELS_BYTES, uses_half(speed.precision, "cuda"), "the GPU")

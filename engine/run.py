@@ -55,7 +55,8 @@ class Run:
 
         self.prompt = ""  # the prompt the targets were built from (changes when the run is steered)
         self.image_targets = [
-            (engine.image_embedding(load_image(t.text)), t.weight, t.stop) for t in spec.image_targets
+            (engine.image_embedding(load_image(t.text, "an image prompt")), t.weight, t.stop)
+            for t in spec.image_targets
         ]
         self.last_terms: dict[str, torch.Tensor] = {}
         self.last_similarity: torch.Tensor | None = None
@@ -66,7 +67,7 @@ class Run:
             self.follow_schedule()
             return
         if spec.init_image:
-            picture = fit(load_image(spec.init_image), self.width, self.height)
+            picture = fit(load_image(spec.init_image, "the init image"), self.width, self.height)
             self.init_image = from_pil(picture, device)
             params = self.generator.encode(self.init_image)
         else:
@@ -174,7 +175,10 @@ def _to_cpu(obj: Any) -> Any:
 def pick_device(name: str | None = None) -> torch.device:
     """The device to use: `name` if given ("cpu", "cuda", "cuda:1"), else cuda when available, else cpu."""
     if name and name != "auto":
-        device = torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise InvalidSpec(f"Unknown device {name!r}; use cpu, cuda or cuda:N.") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise InvalidSpec(f"Device {name} was asked for, but no CUDA device is available here.")
         return device
@@ -418,7 +422,16 @@ def save_snapshot(snapshot: dict[str, Any], path) -> None:
 
 
 def load_snapshot(source) -> dict[str, Any]:
-    """Read a snapshot from a path or from bytes (weights-only: safe to load)."""
+    """Read a snapshot from a path or from bytes (weights-only: safe to load); InvalidSpec if it is not one."""
+    name = "The saved state" if isinstance(source, bytes | bytearray | memoryview) else Path(source).name
     if isinstance(source, bytes | bytearray | memoryview):
         source = io.BytesIO(bytes(source))
-    return torch.load(source, map_location="cpu", weights_only=True)
+    try:
+        snap = torch.load(source, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InvalidSpec(f"The snapshot {name} does not exist.") from None
+    except Exception:  # noqa: BLE001 - any file that is not a snapshot: pickle, zip and format errors alike
+        raise InvalidSpec(f"{name} is not a snapshot written by imagine (--snapshot).") from None
+    if not isinstance(snap, dict) or "params" not in snap or "format" not in snap:
+        raise InvalidSpec(f"{name} is not a snapshot written by imagine (--snapshot).")
+    return snap

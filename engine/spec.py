@@ -11,6 +11,7 @@ import math
 import random
 import re
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from engine.errors import InvalidSpec
@@ -63,6 +64,17 @@ class Prompt:
         return s
 
 
+def check_text(text: str, what: str = "The prompt") -> str:
+    """`text` if it can be stored and shown (valid Unicode); InvalidSpec otherwise (a lone surrogate, for one)."""
+    if not isinstance(text, str):
+        raise InvalidSpec(f"{what} must be text.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidSpec(f"{what} holds a character that is not valid text; type it again.") from None
+    return text
+
+
 def _number(token: str, whole: str) -> float:
     try:
         value = float(token)
@@ -75,6 +87,7 @@ def _number(token: str, whole: str) -> float:
 
 def parse_prompt(part: str) -> Prompt:
     """Parse one `text[:weight[:stop]]` part, reading numbers from the right and leaving the text alone."""
+    check_text(part)
     numbers: list[str] = []
     text = part
     while len(numbers) < 2 and ":" in text:
@@ -96,7 +109,7 @@ def parse_prompt(part: str) -> Prompt:
 
 def parse_prompts(text: str) -> tuple[Prompt, ...]:
     """Parse `a | b:0.5 | c:-1` into prompts; raises InvalidSpec with a sentence a member understands."""
-    if not text or not text.strip():
+    if not isinstance(text, str) or not text.strip():
         raise InvalidSpec("The prompt is empty: describe what you want to see.")
     parts = [p for p in text.split("|") if p.strip()]
     if not parts:
@@ -111,6 +124,7 @@ def parse_prompts(text: str) -> tuple[Prompt, ...]:
 
 def split_regions(text: str) -> tuple[str, ...]:
     """`A / B / C` -> ("A", "B", "C"): the parts of a composition, each a `|`-separated prompt of its own."""
+    check_text(text)
     parts = tuple(p for p in _REGION_SPLIT.split(text.strip()) if p.strip())
     if len(parts) > MAX_REGIONS:
         raise InvalidSpec(f"The prompt has {len(parts)} parts separated by ' / '; at most {MAX_REGIONS} are allowed.")
@@ -133,7 +147,8 @@ def random_seed() -> int:
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if not (low <= value <= high):
-        raise InvalidSpec(f"{name} must be between {low:g} and {high:g}, not {value:g}.")
+        shown = f"{value:g}" if abs(value) < 1e15 else "a number that large"  # a huge int cannot become a float
+        raise InvalidSpec(f"{name} must be between {low:g} and {high:g}, not {shown}.")
 
 
 def check_model_name(field_name: str, value: object) -> None:
@@ -203,9 +218,20 @@ class JobSpec:
             check_model_name(name, getattr(self, name))
         if self.generator not in GENERATORS:
             raise InvalidSpec(f"Unknown generator {self.generator!r}; choose one of {', '.join(GENERATORS)}.")
+        for name in ("model", "clip_model"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or len(value) > 200:
+                raise InvalidSpec(f"{name} must be a model name, not {value!r}.")
+            check_text(value, f"The {name} name")
+        if self.init_image is not None:
+            check_text(self.init_image, "The init image's name")
+        if not isinstance(self.image_prompts, tuple | list):
+            raise InvalidSpec("image_prompts must be a list of image names.")
         if len(self.image_prompts) > MAX_PROMPTS:
             raise InvalidSpec(f"At most {MAX_PROMPTS} image prompts are allowed, not {len(self.image_prompts)}.")
         for item in self.image_prompts:
+            if not isinstance(item, str):
+                raise InvalidSpec("Each image prompt is the name of an image.")
             parse_prompt(item)
         if not isinstance(self.image_prompts, tuple):
             object.__setattr__(self, "image_prompts", tuple(self.image_prompts))
@@ -217,7 +243,7 @@ class JobSpec:
         regions = parse_regions(self.prompt)
         if self.layout == "auto":
             set_("layout", "panorama" if len(regions) > 1 else "single")
-        if self.layout not in LAYOUTS:
+        if not isinstance(self.layout, str) or self.layout not in LAYOUTS:
             raise InvalidSpec(f"Unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}.")
         if self.layout == "single" and len(regions) > 1:
             raise InvalidSpec(
@@ -233,6 +259,10 @@ class JobSpec:
             set_("semantic_weight", MIRROR_SEMANTIC_WEIGHT if self.layout == "mirror" else 0.0)
         if self.semantic_weight and self.layout != "mirror":
             raise InvalidSpec("Semantic symmetry compares mirrored cutouts, so it needs the mirror layout.")
+        if not isinstance(self.prompt_schedule, tuple | list) or not all(
+            isinstance(entry, tuple | list) and len(entry) == 2 for entry in self.prompt_schedule
+        ):
+            raise InvalidSpec("The prompt schedule is a list of (step, prompt) pairs.")
         schedule = tuple((entry[0], entry[1]) for entry in self.prompt_schedule)
         set_("prompt_schedule", schedule)
         previous = -1
@@ -283,20 +313,34 @@ class JobSpec:
         d["prompt_schedule"] = [list(entry) for entry in self.prompt_schedule]
         return d
 
+    def to_public_dict(self) -> dict[str, Any]:
+        """The spec as people see it (recipes, the Recipe button): images by file name only, never a folder of
+        the machine that ran it."""
+        d = self.to_dict()
+        if self.init_image:
+            d["init_image"] = PurePath(self.init_image).name
+        d["image_prompts"] = [str(dataclasses.replace(p, text=PurePath(p.text).name)) for p in self.image_targets]
+        return d
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        if not isinstance(data, dict):
+            raise InvalidSpec("The spec must be a JSON object.")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidSpec(f"Unknown spec fields: {', '.join(unknown)}.")
+        if "prompt" not in data:
+            raise InvalidSpec("The spec has no prompt.")
         data = dict(data)
-        if "image_prompts" in data:
+        if isinstance(data.get("image_prompts", ()), list | type(None)):
             data["image_prompts"] = tuple(data["image_prompts"] or ())
-        if "prompt_schedule" in data:
-            data["prompt_schedule"] = tuple(tuple(entry) for entry in data["prompt_schedule"] or ())
+        schedule = data.get("prompt_schedule", ())
+        if isinstance(schedule, list | type(None)):
+            data["prompt_schedule"] = tuple(tuple(e) if isinstance(e, list) else e for e in schedule or ())
         return cls(**data)
 
     @classmethod
@@ -305,6 +349,8 @@ class JobSpec:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidSpec(f"The spec is not valid JSON: {exc}.") from None
+        except (ValueError, RecursionError):  # a number of thousands of digits, nesting too deep
+            raise InvalidSpec("The spec is not JSON that can be read.") from None
         if not isinstance(data, dict):
             raise InvalidSpec("The spec must be a JSON object.")
         return cls.from_dict(data)

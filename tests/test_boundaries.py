@@ -1,7 +1,7 @@
 """The import rules of the layout: engine/ is torch-side and never touches discord, asyncio or storage;
 bot/ and cogs/ never import torch (and reach the torch side of engine/ only lazily, from the embedded
-backend); engine/spec.py and engine/errors.py are standard library only;
-storage/ is the only place that speaks SQL."""
+backend); engine/spec.py and engine/errors.py are standard library only, engine/uploads.py adds only PIL
+(the bot checks uploads with it); storage/ is the only place that speaks SQL."""
 
 import ast
 import sys
@@ -20,7 +20,9 @@ STDLIB_ONLY = {
     "engine/speed.py",
     "engine/models/registry.py",
     "engine/models/__init__.py",
+    "engine/memory.py",
 }
+PIL_ONLY = {"engine/uploads.py"}  # usable from the bot at module level: no torch, no numpy
 
 
 def _imports(path: Path) -> set[str]:
@@ -74,7 +76,8 @@ def test_bot_side_never_imports_torch(package):
 def test_bot_side_loads_torch_side_engine_modules_only_lazily(package):
     """Module-level imports from engine/ are limited to the standard-library modules (spec, errors, registry).
     The embedded backend reaches the rest inside functions, when it runs its first job."""
-    light = {rel[:-3].replace("/", ".") for rel in STDLIB_ONLY} | {"engine", "engine.models", "engine.__version__"}
+    light = {rel[:-3].replace("/", ".") for rel in STDLIB_ONLY | PIL_ONLY}
+    light |= {"engine", "engine.models", "engine.__version__"}
     light.add("engine.env")  # standard library and python-dotenv: reads .env for the bot and the command lines
     for path in _files(package):
         heavy = {m for m in _module_level_imports(path) if m.split(".")[0] == "engine" and m not in light}
@@ -99,6 +102,16 @@ def test_stdlib_only_modules():
         assert not bad, f"{rel} imports {sorted(bad)}"
 
 
+def test_pil_only_modules():
+    stdlib = set(sys.stdlib_module_names) | {"engine", "__future__", "PIL"}
+    for rel in PIL_ONLY:
+        bad = _imports(ROOT / rel) - stdlib
+        assert not bad, f"{rel} imports {sorted(bad)}"
+        light = {r[:-3].replace("/", ".") for r in STDLIB_ONLY | PIL_ONLY} | {"engine"}
+        engine_side = {m for m in _module_level_imports(ROOT / rel) if m.split(".")[0] == "engine"}
+        assert engine_side <= light, f"{rel} imports {sorted(engine_side - light)}"
+
+
 def test_only_storage_speaks_sql():
     for package in ["engine", "bot", "cogs"]:
         for path in _files(package):
@@ -109,6 +122,9 @@ def test_only_storage_speaks_sql():
 def test_engine_spec_loads_without_torch():
     import subprocess
 
-    code = "import sys, engine.spec, engine.errors, engine.models.registry; print('torch' in sys.modules)"
+    code = (
+        "import sys, engine.spec, engine.errors, engine.models.registry, engine.memory, engine.uploads; "
+        "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"

@@ -6,13 +6,12 @@ import asyncio
 import io
 import logging
 import time
-import uuid
+from pathlib import Path
 from typing import Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
-from PIL import Image, UnidentifiedImageError
 
 from bot.grid import contact_sheet
 from bot.jobs import continue_spec, reroll_spec
@@ -21,9 +20,10 @@ from bot.queue import QueueFull
 from cogs.errors import reply
 from cogs.imagine._embeds import duration, jump_url, queued_line, short, top_embed
 from cogs.imagine._views import branch_view, running_view, tournament_view
-from engine.errors import InvalidSpec
+from engine.errors import InvalidSpec, public_message
 from engine.models import registry
 from engine.spec import MAX_STEPS, JobSpec, random_seed, split_regions
+from engine.uploads import check_image, stored_name
 from storage import Job
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,15 @@ StyleChoice = Literal["artstation", "unreal", "gurney", "matte", "watercolor", "
 MAX_ATTACHMENT = 10 * 1024 * 1024
 COOLDOWN_RATE, COOLDOWN_PER = 2, 10.0
 BUTTON_RATE, BUTTON_PER = 3, 10.0  # Reroll, Continue, Branch and Steer: a member's clicks, together
+
+
+def _keep(path: Path, data: bytes) -> None:
+    """Write an upload once (the name is its content's digest: the same picture is kept once)."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
 
 
 class Imagine(commands.Cog):
@@ -249,20 +258,19 @@ class Imagine(commands.Cog):
         return self.settings.default_model()
 
     async def _save_attachment(self, attachment: discord.Attachment, what: str) -> str:
+        """Check an uploaded picture completely (size, format, metadata, dimensions, frames, decoding) before
+        anything is queued, and keep it under a name made from its content (never the member's file name)."""
         if attachment.size > MAX_ATTACHMENT:
-            raise InvalidSpec(f"The {what} is {attachment.size // 1024 // 1024} MB; the limit is 10 MB.")
+            raise InvalidSpec(f"The {what} is {attachment.size / 1024 / 1024:.0f} MB; the limit is 10 MB.")
         if attachment.content_type and not attachment.content_type.startswith("image/"):
-            raise InvalidSpec(f"The {what} must be a picture (PNG, JPEG, WebP), not {attachment.content_type}.")
+            raise InvalidSpec(f"The {what} must be a picture (PNG, JPEG, WebP or GIF), not {attachment.content_type}.")
         data = await attachment.read()
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError):
-            raise InvalidSpec(f"The {what} ({attachment.filename}) is not a picture that can be read.") from None
+        if len(data) > MAX_ATTACHMENT:  # the declared size was wrong
+            raise InvalidSpec(f"The {what} is more than 10 MB; the limit is 10 MB.")
+        await asyncio.to_thread(check_image, data, f"the {what}")
         folder = self.settings.data_dir / "inputs"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{uuid.uuid4().hex}-{attachment.filename[-40:]}"
-        path.write_bytes(data)
+        path = folder / stored_name(data)
+        await asyncio.to_thread(_keep, path, data)
         return str(path)
 
     async def _open_thread(self, interaction: discord.Interaction, message, job: Job, spec: JobSpec) -> int | None:
@@ -288,7 +296,7 @@ class Imagine(commands.Cog):
         try:
             await self._follow_up(interaction, parent_id, kind)
         except (InvalidSpec, QueueFull) as exc:
-            await reply(interaction, str(exc))
+            await reply(interaction, public_message(exc))
 
     async def _follow_up(self, interaction: discord.Interaction, parent_id: int, kind: str) -> None:
         parent = await self.bot.store.get_job(parent_id)
@@ -348,7 +356,7 @@ class Imagine(commands.Cog):
         try:
             await self._branch(interaction, parent_id, step, text.strip())
         except (InvalidSpec, QueueFull) as exc:
-            await reply(interaction, str(exc))
+            await reply(interaction, public_message(exc))
 
     async def _branch(self, interaction: discord.Interaction, parent_id: int, step: int, text: str) -> None:
         parent = await self.bot.store.get_job(parent_id)

@@ -105,7 +105,7 @@ def result_embed(job: Job, spec: JobSpec, result: Result, filename: str) -> disc
 
 def recipe_text(job: Job, spec: JobSpec) -> str:
     scores = ", ".join(f"{t!r}: {s:.3f}" for t, s in job.scores.items()) or "n/a"
-    body = json.dumps(spec.to_dict(), indent=1, ensure_ascii=False)
+    body = json.dumps(spec.to_public_dict(), indent=1, ensure_ascii=False)  # images by name, no folders
     return (
         f"**Recipe of #{job.id}** · {job.steps_done} steps done · CLIP {scores}\n```json\n{body[:1500]}\n```\n"
         "The PNG carries this recipe: `python -m engine --recipe image.png` reproduces it."

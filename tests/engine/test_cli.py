@@ -205,3 +205,75 @@ def test_a_recipe_does_not_choose_which_pictures_the_cli_reads(tiny_models, tmp_
     argv = ["--recipe", str(png)]
     spec = spec_from_args(build_parser().parse_args(argv), argv)
     assert spec.model == "tiny_f16" and spec.init_image is None and spec.image_prompts == ()
+
+
+def _refused(capsys, argv):
+    """Run the CLI in this process; it must answer one line `error: <sentence>` and exit 2, no traceback."""
+    from engine.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_cli_refuses_bad_inputs_with_one_line(tiny_models, tmp_path, capsys):
+    models = ["--models-dir", str(tiny_models), "-o", str(tmp_path / "out.png")]
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"\x00\x01 not a snapshot nor a picture")
+    jpeg = tmp_path / "photo.jpg"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(jpeg)
+    err = _refused(capsys, ["a cat", "--resume", str(garbage), *TINY, *models])
+    assert "garbage.bin is not a snapshot written by imagine" in err
+    err = _refused(capsys, ["--recipe", str(garbage), *TINY, *models])
+    assert "is not a PNG made by imagine" in err
+    err = _refused(capsys, ["--recipe", str(jpeg), *TINY, *models])
+    assert "is not a PNG made by imagine" in err
+    err = _refused(capsys, ["--recipe", str(tmp_path / "missing.png"), *TINY, *models])
+    assert "Cannot open" in err
+    err = _refused(capsys, ["a \ud800 lighthouse", *TINY, *models])
+    assert "not valid text" in err
+    err = _refused(capsys, ["a cat", *TINY, *models, "--device", "warp-drive"])
+    assert "Unknown device" in err
+
+
+def test_cli_refuses_a_job_that_cannot_fit_before_loading_models(tmp_path, capsys):
+    """-s 4096x4096 once tried 17 GiB in the decoder's attention; now the estimate refuses it up front (the
+    models directory does not even exist: nothing was loaded)."""
+    argv = ["a cat", "-s", "4096x4096", "--device", "cpu", "--models-dir", str(tmp_path / "none")]
+    err = _refused(capsys, [*argv, "-o", str(tmp_path / "out.png")])
+    assert "A 4096x4096 image with 32 cutouts needs about" in err and "Choose a smaller size" in err
+
+
+def test_cli_refuses_a_hostile_init_image_before_loading_models(tmp_path, capsys):
+    from tests import bombs
+
+    line = tmp_path / "line.png"
+    line.write_bytes(bombs.line())
+    argv = ["a cat", "--init-image", str(line), "--device", "cpu", "--models-dir", str(tmp_path / "none")]
+    err = _refused(capsys, [*argv, "-o", str(tmp_path / "out.png")])
+    assert "65500x1, too long and thin" in err
+
+
+def test_cli_recipe_finds_its_images_beside_the_png(tmp_path):
+    """Recipes name images by file name only (no server folders): the CLI looks for them next to the PNG."""
+    from PIL import Image
+
+    from engine.cli import build_parser, spec_from_args
+    from engine.images import encode_png, recipe
+    from engine.spec import JobSpec
+
+    spec = JobSpec("a cat", init_image="/srv/data/inputs/ab12.png", image_prompts=("/srv/data/inputs/cd34.png:2",))
+    png = tmp_path / "made.png"
+    png.write_bytes(encode_png(Image.new("RGB", (8, 8)), recipe(spec, 256, 256, 300)))
+    argv = ["--recipe", str(png)]
+    again = spec_from_args(build_parser().parse_args(argv), argv)
+    assert (again.init_image, again.image_prompts) == (None, ())  # not beside the PNG: left out, with a note
+    (tmp_path / "ab12.png").write_bytes(b"")
+    (tmp_path / "cd34.png").write_bytes(b"")
+    again = spec_from_args(build_parser().parse_args(argv), argv)
+    assert again.init_image == str(tmp_path / "ab12.png")
+    assert again.image_prompts == (f"{tmp_path / 'cd34.png'}:2",)

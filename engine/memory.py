@@ -1,0 +1,82 @@
+"""How much memory a job needs, and whether it fits: checked before a job is queued (bot) or models load (CLI).
+
+Standard library only, so the bot checks a spec at submit time without torch. The device's side (free GPU
+memory) comes from `engine.loading.device_budget`; on a CPU it is the machine's available RAM, read here.
+
+    budget = Budget(available=20 * 2**30, half=True, where="the GPU")
+    budget.check(spec.width, spec.height, spec.cutn)   # InvalidSpec: "... needs about 470 GB ..."
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from engine.errors import InvalidSpec
+from engine.loading import MODELS_BYTES, step_bytes
+
+# The decoder's self-attention runs at the latent grid (one token per 16x16 pixels): each of its four attention
+# layers keeps a tokens x tokens matrix for the backward, and the softmax and its gradient add about two more at
+# the peak. Negligible at the sizes the bot offers (12 MB at 512x512), it is 100 GB at 4096x4096.
+ATTENTION_MATRICES = 6
+LATENT_STRIDE = 16
+
+
+def uses_half(precision: str, device_type: str) -> bool:
+    """Whether activations are bf16/fp16 under this precision setting on this kind of device (as engine.fast)."""
+    return precision in ("bf16", "fp16") or (precision == "auto" and device_type == "cuda")
+
+
+def job_bytes(width: int, height: int, cutn: int, half: bool) -> int:
+    """Estimated memory of one job's step at this size, beyond the models: the measured per-pixel and per-cutout
+    costs (`engine.loading.step_bytes`) plus the decoder's attention matrices, which grow with the pixels squared."""
+    tokens = math.ceil(width / LATENT_STRIDE) * math.ceil(height / LATENT_STRIDE)
+    attention = ATTENTION_MATRICES * tokens * tokens * (2 if half else 4)
+    return step_bytes(width, height, cutn, half) + attention
+
+
+def gigabytes(n: int) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The memory one job may use on a device once the models are loaded, and whether activations are half."""
+
+    available: int
+    half: bool = False
+    where: str = "this machine"
+
+    def check(self, width: int, height: int, cutn: int) -> None:
+        """Raise InvalidSpec with a sentence when a job of this size cannot fit."""
+        need = job_bytes(width, height, cutn, self.half)
+        if need > self.available:
+            room = gigabytes(max(0, self.available))
+            raise InvalidSpec(
+                f"A {width}x{height} image with {cutn} cutouts needs about {gigabytes(need)} of memory, and "
+                f"{self.where} has {room} for a job. Choose a smaller size (or fewer cutouts)."
+            )
+
+
+def available_ram() -> int | None:
+    """Bytes of RAM available to new allocations now (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def cpu_budget(precision: str = "auto") -> Budget | None:
+    """The budget of a job on the CPU: the available RAM less the models; None where the RAM is unknown."""
+    ram = available_ram()
+    if ram is None:
+        return None
+    return Budget(ram - MODELS_BYTES, uses_half(precision, "cpu"), "this machine's memory")
