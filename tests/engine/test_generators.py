@@ -1,0 +1,182 @@
+"""BigGAN, the DALL-E dVAE and SIREN: each loads its released format (stand-ins written by `generator_formats`),
+runs on the CPU, is deterministic per seed, resumes from a snapshot to the same bytes, and takes part in
+compositions and steering."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+import torch
+
+from engine.errors import CheckpointError, InvalidSpec
+from engine.spec import JobSpec
+from tests.engine import generator_formats
+
+SPECS = {
+    "biggan": dict(generator="biggan", model="tiny-biggan", width=32, height=32),
+    "dalle": dict(generator="dalle", model="tiny-dvae", width=32, height=24),
+    "siren": dict(generator="siren", width=32, height=24, siren_layers=3, siren_hidden=32),
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A models directory as `download` lays it out, with the tiny CLIP beside the stand-ins."""
+    from engine.models.tiny import write_clip
+
+    root = tmp_path_factory.mktemp("models")
+    write_clip(root)
+    saved = {
+        "biggan": generator_formats.write_biggan(root / "biggan" / "tiny-biggan"),
+        "dalle": generator_formats.write_dvae(root / "dalle" / "tiny-dvae"),
+    }
+    return root, saved
+
+
+@pytest.fixture(scope="module")
+def gpool(models):
+    from engine.loading import EnginePool, ModelSettings
+
+    return EnginePool(ModelSettings(models_dir=models[0], device="cpu"))
+
+
+def spec_for(name: str, **kw) -> JobSpec:
+    fields = dict(steps=4, seed=3, cutn=4, clip_model="tiny-clip", progress_every=2, **SPECS[name])
+    fields.update(kw)
+    return JobSpec(kw.pop("prompt", "a red apple"), **{k: v for k, v in fields.items() if k != "prompt"})
+
+
+def test_the_stand_ins_are_the_released_formats(models):
+    root, _ = models
+    weights = root / "biggan" / "tiny-biggan" / "pytorch_model.bin"
+    assert not zipfile.is_zipfile(weights)  # torch's legacy format, as in 2019
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    assert {"generator.gen_z.weight_orig", "generator.gen_z.weight_u", "embeddings.weight"} <= set(state)
+    for part in ("encoder", "decoder"):
+        with pytest.raises(Exception, match="(?i)weights only"):
+            torch.load(root / "dalle" / "tiny-dvae" / f"{part}.pkl", map_location="cpu", weights_only=True)
+
+
+def test_biggan_loads_the_released_weights(models):
+    from engine.models.biggan import load_biggan
+
+    root, saved = models
+    model = load_biggan(root / "biggan" / "tiny-biggan")
+    z, classes = torch.randn(2, 16), torch.softmax(torch.randn(2, 1000), dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(z, classes, 0.6), saved["biggan"](z, classes, 0.6))
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def test_dvae_is_converted_once_then_loaded_weights_only(models, tmp_path):
+    import shutil
+
+    from engine.models.dvae import load_dvae
+
+    root, saved = models
+    shutil.copytree(root / "dalle", tmp_path / "dalle")
+    model = load_dvae("tiny-dvae", tmp_path)
+    folder = tmp_path / "dalle" / "tiny-dvae"
+    for part in ("encoder", "decoder"):
+        converted = torch.load(folder / f"{part}.pt", map_location="cpu", weights_only=True)
+        assert converted["config"]["vocab_size"] == 512
+        (folder / f"{part}.pkl").unlink()  # from now on the pickles are never read
+    again = load_dvae("tiny-dvae", tmp_path)
+    encoder, decoder = saved["dalle"]
+    image = torch.rand(1, 3, 32, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(again.encode(image), encoder(0.8 * image + 0.1))
+        z = torch.softmax(torch.randn(1, 512, 4, 3), dim=1)
+        torch.testing.assert_close(again.decode(z), torch.sigmoid(decoder(z)[:, :3]))
+        torch.testing.assert_close(model.decode(z), again.decode(z))
+
+
+@pytest.mark.parametrize("name", ["../dalle/tiny-dvae", "/etc", "a/b", ".hidden"])
+def test_dvae_names_never_leave_the_models_directory(models, name):
+    from engine.models.dvae import load_dvae
+
+    with pytest.raises(CheckpointError, match="not a model name"):
+        load_dvae(name, models[0])
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_each_generator_is_deterministic_and_resumes_to_the_same_bytes(gpool, name):
+    from engine.run import load_snapshot, snapshot_bytes
+
+    spec = spec_for(name)
+    engine = gpool.engine_for(spec)
+    first = engine.generate(spec)
+    assert (first.width, first.height) == (spec.width, spec.height) and first.steps_done == 4
+    assert engine.generate(spec).image == first.image
+    assert engine.generate(spec.replace(seed=4)).image != first.image
+
+    run = engine.start(spec)
+    engine.step([run])
+    engine.step([run])
+    state = snapshot_bytes(run.snapshot())
+    resumed = engine.start(spec, load_snapshot(state))
+    while not resumed.done:
+        engine.step([resumed])
+    assert engine.result(resumed, 0.0).image == first.image
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_compositions_and_steering_run_on_each_generator(gpool, name):
+    from engine.loop import Callbacks, Loop
+
+    mirror = spec_for(name, prompt="a cat / a dog", layout="mirror", steps=2)
+    panorama = spec_for(name, prompt="a cat / a dog", steps=2)
+    engine = gpool.engine_for(mirror)
+    for spec in (mirror, panorama):
+        assert engine.generate(spec).steps_done == 2
+    loop, seen = Loop(max_batch=2), []
+    steered = spec_for(name, steps=3)
+    loop.add("a", engine, engine.start(steered), Callbacks(on_event=seen.append))
+    loop.add("b", engine, engine.start(steered.replace(seed=9)), Callbacks(on_event=seen.append))
+    assert len(loop.batches()) == 1  # two runs of one generator share a step
+    loop.round()
+    assert loop.steer("a", "a blue pear").prompt_schedule == ((1, "a blue pear"),)
+    while loop:
+        loop.round()
+    results = [e.result for e in seen if hasattr(e, "result")]
+    assert len(results) == 2 and results[0].spec.prompt_at(2) == "a blue pear"
+
+
+def test_biggan_refuses_other_sizes_init_images_and_upscales(gpool):
+    spec = spec_for("biggan", width=64, height=64)
+    with pytest.raises(InvalidSpec, match="makes 32x32 images only"):
+        gpool.engine_for(spec).start(spec)
+    with pytest.raises(InvalidSpec, match="no encoder"):
+        spec_for("biggan", init_image="cat.png")
+    with pytest.raises(InvalidSpec, match="cannot be upscaled"):
+        spec_for("biggan", upscales=(10,))
+
+
+def test_biggan_starts_from_an_imagenet_class(gpool):
+    from engine.biggan import imagenet_class
+
+    assert imagenet_class("goldfish", 1000) == 1 and imagenet_class("Tabby cat", 1000) == 281
+    spec = spec_for("biggan", class_name="goldfish")
+    run = gpool.engine_for(spec).start(spec)
+    classes = torch.softmax(run.params[0, 16:], dim=0)
+    assert classes.argmax() == 1 and classes[1] > 0.9
+    with pytest.raises(InvalidSpec, match="not one ImageNet class"):
+        gpool.engine_for(spec).start(spec.replace(class_name="dragon"))
+    with pytest.raises(InvalidSpec, match="biggan"):
+        spec_for("siren", class_name="goldfish")
+
+
+def test_siren_renders_any_size_and_fits_an_init_image(gpool, tmp_path):
+    from PIL import Image
+
+    picture = tmp_path / "stripes.png"
+    pixels = torch.zeros(24, 30, 3, dtype=torch.uint8)
+    pixels[:, :15] = 255
+    Image.fromarray(pixels.numpy()).save(picture)
+    spec = spec_for("siren", width=30, height=24, init_image=str(picture), steps=1)
+    engine = gpool.engine_for(spec)
+    run = engine.start(spec)
+    image = run.image()
+    assert image.shape == (1, 3, 24, 30)
+    assert image[..., :12].mean() > image[..., 18:].mean() + 0.3  # the fit keeps the bright half bright
