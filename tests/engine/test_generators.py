@@ -180,3 +180,66 @@ def test_siren_renders_any_size_and_fits_an_init_image(gpool, tmp_path):
     image = run.image()
     assert image.shape == (1, 3, 24, 30)
     assert image[..., :12].mean() > image[..., 18:].mean() + 0.3  # the fit keeps the bright half bright
+
+
+@pytest.fixture
+def release_server(models):
+    """The released files served over HTTP on loopback, under the names the release URLs end in."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    root, _ = models
+    served = root.parent / "served"
+    served.mkdir(exist_ok=True)
+    shutil.copy(root / "biggan" / "tiny-biggan" / "config.json", served / "biggan-deep-256-config.json")
+    shutil.copy(root / "biggan" / "tiny-biggan" / "pytorch_model.bin", served / "biggan-deep-256-pytorch_model.bin")
+    for part in ("encoder", "decoder"):
+        shutil.copy(root / "dalle" / "tiny-dvae" / f"{part}.pkl", served / f"{part}.pkl")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_download_lays_out_biggan_and_the_dvae_and_they_load(release_server, tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from engine.loading import EnginePool, ModelSettings
+    from engine.models import registry
+    from engine.models.__main__ import main
+    from engine.models.tiny import write_clip
+
+    moved = {}
+    for name in ("biggan-deep-256", "dalle-dvae"):
+        entry = registry.GENERATOR_MODELS[name]
+        files = tuple(
+            (filename, registry.RemoteFile(tuple(f"{release_server}/{u.rsplit('/', 1)[1]}" for u in remote.urls)))
+            for filename, remote in entry.files
+        )
+        moved[name] = dataclasses.replace(entry, files=files)
+    monkeypatch.setattr(registry, "GENERATOR_MODELS", moved)
+    assert main(["download", "biggan-deep-256", "dalle-dvae", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert "pytorch_model.bin" in out.err and "decoder.pkl" in out.err  # the progress bars
+    folder = tmp_path / "dalle" / "dalle-dvae"
+    assert {p.name for p in folder.iterdir()} >= {"encoder.pkl", "decoder.pkl", "encoder.pt", "decoder.pt"}
+    assert {p.name for p in (tmp_path / "biggan" / "biggan-deep-256").iterdir()} >= {"config.json", "pytorch_model.bin"}
+    write_clip(tmp_path)
+    pool = EnginePool(ModelSettings(models_dir=tmp_path, device="cpu"))
+    for spec in (
+        JobSpec("x", generator="biggan", width=32, height=32, clip_model="tiny-clip", steps=1, cutn=2),
+        JobSpec("x", generator="dalle", width=16, height=16, clip_model="tiny-clip", steps=1, cutn=2),
+    ):
+        pool.check(spec)
+        assert pool.engine_for(spec).generate(spec).steps_done == 1
+    assert main(["list", "--dir", str(tmp_path)]) == 0
+    assert "biggan-deep-256" in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match="not installed"):
+        pool.check(JobSpec("x", generator="biggan", model="biggan-deep-512", width=512, height=512))
