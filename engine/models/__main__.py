@@ -168,11 +168,15 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _tiny(args: argparse.Namespace) -> int:
-    from engine.models.tiny import TINY_CLIP, TINY_GUMBEL, TINY_VQGAN, write_tiny_models
+    from engine.models.tiny import TINY_BIGGAN, TINY_CLIP, TINY_DVAE, TINY_GUMBEL, TINY_VQGAN, write_tiny_models
 
     directory = write_tiny_models(args.dir)
-    print(f"Wrote tiny random-weight models to {directory}: VQGAN {TINY_VQGAN}, {TINY_GUMBEL}; CLIP {TINY_CLIP}.")
+    print(
+        f"Wrote tiny random-weight models to {directory}: VQGAN {TINY_VQGAN}, {TINY_GUMBEL}; BigGAN {TINY_BIGGAN} "
+        f"(32x32); dVAE {TINY_DVAE}; CLIP {TINY_CLIP}."
+    )
     print(f'Try: python -m engine "a tiny test" --models-dir {directory} --model {TINY_VQGAN} --clip {TINY_CLIP}')
+    print(f"  or --generator biggan --model {TINY_BIGGAN} -s 32x32, --generator dalle --model {TINY_DVAE}")
     return 0
 
 

@@ -109,18 +109,18 @@ def _biggan(size: int, size_mb: int) -> GeneratorModelEntry:
 GENERATOR_MODELS: dict[str, GeneratorModelEntry] = {
     e.name: e
     for e in (
-        _biggan(128, 193),
+        _biggan(128, 201),
         _biggan(256, 214),
         _biggan(512, 215),
         GeneratorModelEntry(
             "dalle-dvae",
             "dalle",
-            "DALL-E's discrete VAE, 8192 codes, f8 (any size in multiples of 8)",
+            "DALL-E's discrete VAE, 8192 codes, f8 (any size in multiples of 8); converted on download",
             (
                 ("encoder.pkl", RemoteFile((_DALLE.format("encoder.pkl"),))),
                 ("decoder.pkl", RemoteFile((_DALLE.format("decoder.pkl"),))),
             ),
-            320,
+            372,
         ),
     )
 }
