@@ -233,7 +233,7 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
             bar.set_postfix(loss=f"{float(run.last_losses.sum()):.4f}")
         if args.save_every and run.step_index % args.save_every == 0:
             frame = output.with_name(f"{output.stem}-{run.step_index:05d}.png")
-            to_pil(run.last_image).save(frame)
+            to_pil(run.last_image if run.last_image is not None else run.image()).save(frame)
 
     try:
         result = run_to_end(engine, run, Callbacks(should_stop=lambda: stop["asked"], on_step=on_step))

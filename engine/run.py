@@ -139,8 +139,7 @@ class Run:
             self.optimizer = torch.optim.Adam([self.params], lr=self.spec.lr)
             if self.init_image is not None:
                 self.init_image = F.interpolate(self.init_image, size=(height, width), mode="bicubic").clamp(0, 1)
-            self.last_image = None
-            self.last_losses = None
+            self.last_image = None  # the next preview shows the upscaled image (the losses stay the last step's)
 
     @property
     def done(self) -> bool:
@@ -246,11 +245,19 @@ class Engine:
         return self._generators[key]
 
     def free_bytes(self) -> int | None:
-        """Memory free on the device for activations, or None where it is not known (the CPU)."""
-        if self.device.type != "cuda":
-            return None
-        free, _total = torch.cuda.mem_get_info(self.device)
-        return free
+        """Memory free on the device for activations (on the CPU, the host's available memory), or None where it
+        is not known."""
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            return free
+        if self.device.type == "cpu":
+            try:
+                with open("/proc/meminfo") as meminfo:
+                    fields = dict(line.split(":", 1) for line in meminfo)
+                return int(fields["MemAvailable"].split()[0]) * 1024
+            except (OSError, KeyError, ValueError):
+                return None
+        return None
 
     def check_memory(self, spec: JobSpec, width: int, height: int) -> None:
         """Refuse with a sentence, before starting, a size whose step is estimated not to fit in free memory."""

@@ -166,6 +166,17 @@ def write_clip(directory: Path, name: str = TINY_CLIP, config: dict | None = Non
     return path
 
 
+def settle_spectral_norms(model, iterations: int = 5):
+    """Run the spectral norms' power iterations (a training-mode forward each), as training left them: random u
+    and v give a meaningless sigma, and an eval-mode forward divides by it."""
+    config = model.config
+    noise, classes = torch.zeros(1, config.z_dim), torch.full((1, config.num_classes), 1 / config.num_classes)
+    with torch.no_grad():
+        for _ in range(iterations):
+            model.train()(noise, classes, 1.0)
+    return model.eval()
+
+
 def write_biggan(directory: Path, name: str = TINY_BIGGAN, config: dict | None = None, seed: int = 0) -> Path:
     """A random BigGAN as pytorch-pretrained-biggan releases it: `config.json` + `pytorch_model.bin`."""
     from engine.models.biggan import biggan_module
@@ -174,7 +185,7 @@ def write_biggan(directory: Path, name: str = TINY_BIGGAN, config: dict | None =
     folder = Path(directory) / "biggan" / name
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = biggan_module().BigGAN(biggan_module().BigGANConfig.from_dict(config))
+    model = settle_spectral_norms(biggan_module().BigGAN(biggan_module().BigGANConfig.from_dict(config)))
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     torch.save(model.state_dict(), folder / "pytorch_model.bin")
     return folder
@@ -216,7 +227,7 @@ def real_size_biggan(size: int = 256, device: str | torch.device = "cpu"):
     from engine.models.biggan import biggan_module
 
     model = biggan_module().BigGAN(biggan_module().BigGANConfig.from_dict(biggan_deep_config(size)))
-    return model.eval().requires_grad_(False).to(device)
+    return settle_spectral_norms(model, iterations=1).requires_grad_(False).to(device)
 
 
 def real_size_dvae(device: str | torch.device = "cpu"):

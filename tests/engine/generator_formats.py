@@ -61,7 +61,11 @@ def write_biggan(folder: Path, config: dict | None = None, seed: int = 0):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = BigGAN(BigGANConfig.from_dict(config)).eval()
+    model = BigGAN(BigGANConfig.from_dict(config))
+    with torch.no_grad():  # settle the spectral norms' u and v (power iterations run in training mode's forward)
+        for _ in range(5):
+            model.train()(torch.zeros(1, config["z_dim"]), torch.full((1, config["num_classes"]), 1e-3), 1.0)
+    model.eval()
     with torch.no_grad():  # BatchNorm statistics per truncation step, as the conversion from TF stored them
         for name, buffer in model.named_buffers():
             if name.endswith("running_vars"):

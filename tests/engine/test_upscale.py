@@ -146,12 +146,14 @@ def test_old_specs_stay_valid_and_new_fields_round_trip():
 def test_cli_upscale_is_recorded_and_replays(tiny_models, tmp_path):
     out, again = tmp_path / "up.png", tmp_path / "again.png"
     args = ["a tiny test", "--generator", "fourier", "--clip", "tiny-clip", "-s", "32x24", "--cutn", "4"]
-    args += ["--device", "cpu", "--steps", "2", "--upscale", "2", "--seed", "5", "-q", "--models-dir", str(tiny_models)]
+    args += ["--device", "cpu", "--steps", "5", "--upscale", "2", "--seed", "5", "--models-dir", str(tiny_models)]
+    args += ["--save-every", "5"]  # a frame at the step that upscales
     proc = subprocess.run([sys.executable, "-m", "engine", *args, "-o", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "then upscaled to 64x48, 2 steps" in proc.stderr
     recipe = read_recipe(out)
     assert recipe["spec"]["upscales"] == [2] and (recipe["width"], recipe["height"]) == (64, 48)
+    assert (tmp_path / "up-00005.png").is_file()
     replay = ["--recipe", str(out), "-o", str(again), "-q", "--models-dir", str(tiny_models)]
     proc = subprocess.run([sys.executable, "-m", "engine", *replay], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
