@@ -166,12 +166,15 @@ def write_clip(directory: Path, name: str = TINY_CLIP, config: dict | None = Non
     return path
 
 
-def settle_spectral_norms(model, iterations: int = 5):
-    """Run the spectral norms' power iterations (a training-mode forward each), as training left them: random u
-    and v give a meaningless sigma, and an eval-mode forward divides by it."""
+def as_if_trained(model, iterations: int = 5):
+    """A random BigGAN made usable: the package leaves the last BatchNorm's scale and shift uninitialised (whatever
+    memory held), and the spectral norms' u and v random, which gives a meaningless sigma to divide by in eval
+    mode. Set the scale to 1 and the shift to 0, and run the power iterations (a training-mode forward each)."""
     config = model.config
-    noise, classes = torch.zeros(1, config.z_dim), torch.full((1, config.num_classes), 1 / config.num_classes)
     with torch.no_grad():
+        model.generator.bn.weight.fill_(1.0)
+        model.generator.bn.bias.zero_()
+        noise, classes = torch.zeros(1, config.z_dim), torch.full((1, config.num_classes), 1 / config.num_classes)
         for _ in range(iterations):
             model.train()(noise, classes, 1.0)
     return model.eval()
@@ -185,7 +188,7 @@ def write_biggan(directory: Path, name: str = TINY_BIGGAN, config: dict | None =
     folder = Path(directory) / "biggan" / name
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = settle_spectral_norms(biggan_module().BigGAN(biggan_module().BigGANConfig.from_dict(config)))
+    model = as_if_trained(biggan_module().BigGAN(biggan_module().BigGANConfig.from_dict(config)))
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     torch.save(model.state_dict(), folder / "pytorch_model.bin")
     return folder
@@ -227,7 +230,7 @@ def real_size_biggan(size: int = 256, device: str | torch.device = "cpu"):
     from engine.models.biggan import biggan_module
 
     model = biggan_module().BigGAN(biggan_module().BigGANConfig.from_dict(biggan_deep_config(size)))
-    return settle_spectral_norms(model, iterations=1).requires_grad_(False).to(device)
+    return as_if_trained(model, iterations=1).requires_grad_(False).to(device)
 
 
 def real_size_dvae(device: str | torch.device = "cpu"):

@@ -62,7 +62,10 @@ def write_biggan(folder: Path, config: dict | None = None, seed: int = 0):
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = BigGAN(BigGANConfig.from_dict(config))
-    with torch.no_grad():  # settle the spectral norms' u and v (power iterations run in training mode's forward)
+    with torch.no_grad():
+        model.generator.bn.weight.fill_(1.0)  # the package leaves these uninitialised; training set them
+        model.generator.bn.bias.zero_()
+        # settle the spectral norms' u and v (power iterations run in training mode's forward)
         for _ in range(5):
             model.train()(torch.zeros(1, config["z_dim"]), torch.full((1, config["num_classes"]), 1e-3), 1.0)
     model.eval()

@@ -112,8 +112,10 @@ def test_each_generator_is_deterministic_and_resumes_to_the_same_bytes(gpool, na
     assert engine.generate(spec.replace(seed=4)).image != first.image
 
     run = engine.start(spec)
+    start = run.image()
     engine.step([run])
     engine.step([run])
+    assert not torch.equal(run.image(), start)  # the gradient reaches the image through the whole generator
     state = snapshot_bytes(run.snapshot())
     resumed = engine.start(spec, load_snapshot(state))
     while not resumed.done:
