@@ -11,7 +11,6 @@ import torch
 
 from engine.errors import CheckpointError, InvalidSpec
 from engine.spec import JobSpec
-from tests.engine import generator_formats
 
 SPECS = {
     "biggan": dict(generator="biggan", model="tiny-biggan", width=32, height=32),
@@ -20,35 +19,14 @@ SPECS = {
 }
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A models directory as `download` lays it out, with the tiny CLIP beside the stand-ins."""
-    from engine.models.tiny import write_clip
-
-    root = tmp_path_factory.mktemp("models")
-    write_clip(root)
-    saved = {
-        "biggan": generator_formats.write_biggan(root / "biggan" / "tiny-biggan"),
-        "dalle": generator_formats.write_dvae(root / "dalle" / "tiny-dvae"),
-    }
-    return root, saved
-
-
-@pytest.fixture(scope="module")
-def gpool(models):
-    from engine.loading import EnginePool, ModelSettings
-
-    return EnginePool(ModelSettings(models_dir=models[0], device="cpu"))
-
-
 def spec_for(name: str, **kw) -> JobSpec:
     fields = dict(steps=4, seed=3, cutn=4, clip_model="tiny-clip", progress_every=2, **SPECS[name])
     fields.update(kw)
     return JobSpec(kw.pop("prompt", "a red apple"), **{k: v for k, v in fields.items() if k != "prompt"})
 
 
-def test_the_stand_ins_are_the_released_formats(models):
-    root, _ = models
+def test_the_stand_ins_are_the_released_formats(generator_models):
+    root, _ = generator_models
     weights = root / "biggan" / "tiny-biggan" / "pytorch_model.bin"
     assert not zipfile.is_zipfile(weights)  # torch's legacy format, as in 2019
     state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -58,10 +36,10 @@ def test_the_stand_ins_are_the_released_formats(models):
             torch.load(root / "dalle" / "tiny-dvae" / f"{part}.pkl", map_location="cpu", weights_only=True)
 
 
-def test_biggan_loads_the_released_weights(models):
+def test_biggan_loads_the_released_weights(generator_models):
     from engine.models.biggan import load_biggan
 
-    root, saved = models
+    root, saved = generator_models
     model = load_biggan(root / "biggan" / "tiny-biggan")
     z, classes = torch.randn(2, 16), torch.softmax(torch.randn(2, 1000), dim=1)
     with torch.no_grad():
@@ -69,12 +47,12 @@ def test_biggan_loads_the_released_weights(models):
     assert not model.training and not any(p.requires_grad for p in model.parameters())
 
 
-def test_dvae_is_converted_once_then_loaded_weights_only(models, tmp_path):
+def test_dvae_is_converted_once_then_loaded_weights_only(generator_models, tmp_path):
     import shutil
 
     from engine.models.dvae import load_dvae
 
-    root, saved = models
+    root, saved = generator_models
     shutil.copytree(root / "dalle", tmp_path / "dalle")
     model = load_dvae("tiny-dvae", tmp_path)
     folder = tmp_path / "dalle" / "tiny-dvae"
@@ -93,11 +71,11 @@ def test_dvae_is_converted_once_then_loaded_weights_only(models, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["../dalle/tiny-dvae", "/etc", "a/b", ".hidden"])
-def test_dvae_names_never_leave_the_models_directory(models, name):
+def test_dvae_names_never_leave_the_models_directory(generator_models, name):
     from engine.models.dvae import load_dvae
 
     with pytest.raises(CheckpointError, match="not a model name"):
-        load_dvae(name, models[0])
+        load_dvae(name, generator_models[0])
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -185,14 +163,14 @@ def test_siren_renders_any_size_and_fits_an_init_image(gpool, tmp_path):
 
 
 @pytest.fixture
-def release_server(models):
+def release_server(generator_models):
     """The released files served over HTTP on loopback, under the names the release URLs end in."""
     import functools
     import http.server
     import shutil
     import threading
 
-    root, _ = models
+    root, _ = generator_models
     served = root.parent / "served"
     served.mkdir(exist_ok=True)
     shutil.copy(root / "biggan" / "tiny-biggan" / "config.json", served / "biggan-deep-256-config.json")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from engine.errors import InvalidSpec, OutOfMemory
 from engine.images import read_recipe
 from engine.spec import JobSpec
-from tests.engine.test_generators import gpool, models, spec_for  # noqa: F401 - fixtures
+from tests.engine.test_generators import spec_for
 
 
 def _first_upscaled_preview(engine, spec):
@@ -39,7 +39,7 @@ def _pixels(picture) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", ["fourier", "siren"])
-def test_the_first_upscaled_preview_resembles_the_source(gpool, name):  # noqa: F811
+def test_the_first_upscaled_preview_resembles_the_source(gpool, name):
     fields = {"generator": "fourier", "width": 32, "height": 24} if name == "fourier" else {}
     spec = spec_for("siren", steps=3, upscales=(2,), progress_every=1, **fields)
     engine = gpool.engine_for(spec)
@@ -50,7 +50,7 @@ def test_the_first_upscaled_preview_resembles_the_source(gpool, name):  # noqa: 
     assert (result.width, result.height) == (64, 48) and result.steps_done == 5
 
 
-def test_vqgan_and_the_dvae_upscale_through_their_encoders(engine, tiny_spec, gpool):  # noqa: F811
+def test_vqgan_and_the_dvae_upscale_through_their_encoders(engine, tiny_spec, gpool):
     """The tiny random-weight autoencoders do not reconstruct, so the check is that the new latent is the encoder's
     reading of the resized image."""
     for eng, spec in (
@@ -74,7 +74,7 @@ def test_vqgan_and_the_dvae_upscale_through_their_encoders(engine, tiny_spec, gp
 
 
 @pytest.mark.parametrize("name", ["dalle", "siren"])
-def test_snapshots_across_the_upscale_resume_to_the_same_bytes(gpool, name):  # noqa: F811
+def test_snapshots_across_the_upscale_resume_to_the_same_bytes(gpool, name):
     from engine.run import load_snapshot, snapshot_bytes
 
     spec = spec_for(name, steps=2, upscales=(2,))
