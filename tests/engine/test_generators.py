@@ -223,3 +223,32 @@ def test_download_lays_out_biggan_and_the_dvae_and_they_load(release_server, tmp
     assert "biggan-deep-256" in capsys.readouterr().out
     with pytest.raises(CheckpointError, match="not installed"):
         pool.check(JobSpec("x", generator="biggan", model="biggan-deep-512", width=512, height=512))
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--generator", "biggan", "--model", "tiny-biggan", "-s", "32", "--class", "goldfish", "--truncation", "0.5"],
+        ["--generator", "dalle", "--model", "tiny-dvae", "-s", "32x24", "--temperature", "0.5"],
+        ["--generator", "siren", "-s", "32x24", "--siren-layers", "3", "--siren-hidden", "16"],
+    ],
+)
+def test_cli_runs_each_generator_and_replays_its_recipe(tiny_models, tmp_path, flags):
+    import subprocess
+    import sys
+
+    from engine.images import read_recipe
+
+    out, again = tmp_path / "out.png", tmp_path / "again.png"
+    common = ["--clip", "tiny-clip", "--cutn", "2", "--steps", "2", "--device", "cpu", "-q"]
+    common += ["--models-dir", str(tiny_models)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "a lamp", *flags, *common, "-o", str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    spec = JobSpec.from_dict(read_recipe(out)["spec"])
+    assert spec.generator == flags[1]
+    replay = ["--recipe", str(out), "-o", str(again), "-q", "--models-dir", str(tiny_models)]
+    proc = subprocess.run([sys.executable, "-m", "engine", *replay], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert again.read_bytes() == out.read_bytes()
