@@ -305,6 +305,17 @@ class JobSpec:
         """The steps of every stage: the first `steps` and those of each upscale."""
         return self.steps + sum(self.upscales)
 
+    def extended(self, steps: int) -> JobSpec:
+        """The same job run `steps` further: the last stage grows, so an upscaled image stays upscaled where it was
+        (raising `steps` instead would move its upscale later) and its recipe replays the continued run."""
+        if self.upscales:
+            return self.replace(upscales=(*self.upscales[:-1], self.upscales[-1] + steps))
+        return self.replace(steps=self.steps + steps)
+
+    def upscaled(self, steps: int) -> JobSpec:
+        """The same job, then twice the size for `steps` more steps (the Upscale of a finished image)."""
+        return self.replace(upscales=(*self.upscales, steps))
+
     def stage_at(self, step: int) -> int:
         """How many upscales come before the step with this index (0 before the first upscale)."""
         boundary, stage = self.steps, 0

@@ -101,7 +101,7 @@ def test_upscaling_a_finished_run_equals_a_run_planned_with_its_upscale(engine, 
     while not run.done:
         engine.step([run])
     finished = snapshot_bytes(run.snapshot())
-    upscaled_spec = spec.replace(upscales=(2,))
+    upscaled_spec = spec.upscaled(2)
     upscaled = engine.generate(upscaled_spec, snapshot=load_snapshot(finished))
     assert (upscaled.width, upscaled.height) == (128, 96)
     assert upscaled.image == engine.generate(upscaled_spec).image
@@ -141,6 +141,8 @@ def test_old_specs_stay_valid_and_new_fields_round_trip():
     assert again == new and JobSpec.from_json(JobSpec("x", upscales=[3, 4]).to_json()).upscales == (3, 4)
     staged = JobSpec("x", steps=10, upscales=(5, 3))
     assert [staged.stage_at(s) for s in (0, 9, 10, 14, 15, 17)] == [0, 0, 1, 1, 2, 2] and staged.total_steps == 18
+    assert staged.extended(4).upscales == (5, 7) and JobSpec("x", steps=10).extended(4).steps == 14
+    assert JobSpec("x", steps=10).upscaled(50).upscaled(20).upscales == (50, 20)
 
 
 def test_cli_upscale_is_recorded_and_replays(tiny_models, tmp_path):
