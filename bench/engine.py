@@ -9,6 +9,10 @@ makes its cutouts one by one, augments each cutout on its own and runs one CLIP 
     python -m bench.engine --device cuda --sizes 256 512 --batch 1 4 8 --flops  # a GPU
     python -m bench.engine --device cuda --compile --sizes 512                  # with torch.compile
     python -m bench.engine --tiny --steps 2                                     # smoke run on tiny models
+    python -m bench.engine --sizes 256 --generators vqgan fourier siren biggan dalle --no-plain  # every generator
+
+The other generators run at the same sizes with real-size random weights: BigGAN-deep at its native size
+(biggan-deep-128/256/512, other sizes skipped), DALL-E's dVAE (8192 codes), SIREN (8 x 256) and Fourier.
 
 Speed settings (precision, channels_last, the fast CLIP tower, compile, checkpointing) are the engine's own
 (`engine.speed.Speed`); the plain loop always runs with `engine.speed.PLAIN` on its own copy of the models.
@@ -29,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.models.tiny import real_size_clip, real_size_vqgan
+from engine.models.tiny import real_size_biggan, real_size_clip, real_size_dvae, real_size_vqgan
 from engine.run import Engine, pick_device
 from engine.spec import JobSpec
 from engine.speed import PLAIN, PRECISIONS, Speed
@@ -110,8 +114,39 @@ def _peak_tflops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
+GENERATORS = ("vqgan", "fourier", "siren", "biggan", "dalle")
+
+
+def _other_engines(args, device, perceptor, speed, pool=None) -> dict:
+    """name -> (engine maker for a size, model label, spec fields) for the generators besides VQGAN."""
+    if args.tiny:
+        tiny = lambda **f: lambda size: pool.engine_for(JobSpec("x", clip_model="tiny-clip", **f))  # noqa: E731
+        return {
+            "fourier": (tiny(generator="fourier"), "-"),
+            "siren": (tiny(generator="siren"), "-"),
+            "biggan": (tiny(generator="biggan", model="tiny-biggan", width=32, height=32), "tiny-biggan"),
+            "dalle": (tiny(generator="dalle", model="tiny-dvae"), "tiny-dvae"),
+        }
+    plain = lambda **models: lambda size: Engine(perceptor, device=device, speed=speed, **models)  # noqa: E731
+    bigs: dict = {}
+
+    def biggan(size: int) -> Engine:
+        if size not in bigs:
+            bigs.clear()  # one BigGAN in memory at a time
+            bigs[size] = Engine(perceptor, device=device, speed=speed, biggan=real_size_biggan(size, device))
+        return bigs[size]
+
+    return {
+        "fourier": (plain(), "-"),
+        "siren": (plain(), "8 x 256 sine layers"),
+        "biggan": (biggan, "biggan-deep-<size> (random weights)"),
+        "dalle": (plain(dvae=real_size_dvae(device)) if "dalle" in args.generators else None, "dVAE (random weights)"),
+    }
+
+
 def bench(args: argparse.Namespace) -> list[dict]:
     device = pick_device(args.device)
+    pool = None
     if args.tiny:
         from engine.loading import EnginePool, ModelSettings
         from engine.models.tiny import write_tiny_models
@@ -137,54 +172,80 @@ def bench(args: argparse.Namespace) -> list[dict]:
     engine = Engine(perceptor, vqgan=vqgan, device=device, speed=speed)
     eager = Engine(perceptor, vqgan=vqgan, device=device, speed=dataclasses.replace(speed, compile=False))
     print(f"device {device}, speed {speed}, autocast {engine.fast.dtype}", flush=True)
+    others = _other_engines(args, device, perceptor, speed, pool)
     peak = _peak_tflops(device)
     rows = []
-    for size in args.sizes:
-        for batch in args.batch:
-            specs = [
-                JobSpec(f"bench prompt {i}", width=size, height=size, cutn=args.cutn, seed=i, steps=10_000)
-                for i in range(batch)
-            ]
-            runs = [engine.start(s) for s in specs]
-            baseline_cuda = None
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(device)
-                baseline_cuda = torch.cuda.memory_allocated(device) / 2**20  # weights (and the plain copy)
-            ours = _time(lambda runs=runs: engine.step(runs), args.steps, device, args.warmup)
-            peak_cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-            flops = _flops(lambda runs=runs: eager.step(runs)) if args.flops else None
-            row = {
-                "device": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else f"cpu x{torch.get_num_threads()}",
-                "model": model,
-                "clip": clip,
-                "size": size,
-                "cutn": args.cutn,
-                "batch": batch,
-                "ours_s_per_step": ours,
-                "ours_steps_per_s": batch / ours,
-                "images_per_hour_300": 3600 * batch / (ours * 300),
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "peak_cuda_mb": peak_cuda,
-                "step_cuda_mb": None if peak_cuda is None else peak_cuda - baseline_cuda,
-                "speed": dict(speed.__dict__),
-                "tflop_per_step": flops / 1e12 if flops else None,
-                "fraction_of_peak": (flops / ours / 1e12 / peak) if (flops and peak) else None,
-            }
-            if batch == 1 and plain_engine is not None:
-                plain = PlainLoop(plain_engine, specs[0])
-                row["plain_s_per_step"] = _time(plain.step, args.steps, device, 1)
-                row["ours_over_plain"] = row["plain_s_per_step"] / ours
-            rows.append(row)
-            _print(row)
+    for name in args.generators:
+        for size in args.sizes:
+            if name == "biggan" and (size if not args.tiny else 32) not in (32, 128, 256, 512):
+                print(f"biggan {size}x{size}: skipped (BigGAN-deep makes 128, 256 or 512 only)", flush=True)
+                continue
+            if name == "vqgan":
+                rows.extend(_bench_size(args, device, engine, eager, plain_engine, peak, speed, model, clip, size))
+            else:
+                make, label = others[name]
+                other = make(size)
+                side = 32 if args.tiny and name == "biggan" else size
+                rows.extend(
+                    _bench_size(args, device, other, other, None, peak, speed, label, clip, side, generator=name)
+                )
+    return rows
+
+
+def _bench_size(args, device, engine, eager, plain_engine, peak, speed, model, clip, size, generator="vqgan"):
+    """The rows of one generator at one size, a row per batch size."""
+    rows = []
+    for batch in args.batch:
+        fields = {"generator": generator}
+        if generator == "biggan" and args.tiny:
+            fields["model"] = "tiny-biggan"
+        elif generator == "dalle" and args.tiny:
+            fields["model"] = "tiny-dvae"
+        specs = [
+            JobSpec(f"bench prompt {i}", width=size, height=size, cutn=args.cutn, seed=i, steps=10_000, **fields)
+            for i in range(batch)
+        ]
+        runs = [engine.start(s) for s in specs]
+        baseline_cuda = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            baseline_cuda = torch.cuda.memory_allocated(device) / 2**20  # weights (and the plain copy)
+        ours = _time(lambda runs=runs: engine.step(runs), args.steps, device, args.warmup)
+        peak_cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        flops = _flops(lambda runs=runs: eager.step(runs)) if args.flops else None
+        row = {
+            "device": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else f"cpu x{torch.get_num_threads()}",
+            "generator": generator,
+            "model": model.replace("<size>", str(size)),
+            "clip": clip,
+            "size": size,
+            "cutn": args.cutn,
+            "batch": batch,
+            "ours_s_per_step": ours,
+            "ours_steps_per_s": batch / ours,
+            "images_per_hour_300": 3600 * batch / (ours * 300),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_cuda_mb": peak_cuda,
+            "step_cuda_mb": None if peak_cuda is None else peak_cuda - baseline_cuda,
+            "speed": dict(speed.__dict__),
+            "tflop_per_step": flops / 1e12 if flops else None,
+            "fraction_of_peak": (flops / ours / 1e12 / peak) if (flops and peak) else None,
+        }
+        if batch == 1 and plain_engine is not None:
+            plain = PlainLoop(plain_engine, specs[0])
+            row["plain_s_per_step"] = _time(plain.step, args.steps, device, 1)
+            row["ours_over_plain"] = row["plain_s_per_step"] / ours
+        rows.append(row)
+        _print(row)
     return rows
 
 
 def _print(row: dict) -> None:
     parts = [
-        f"{row['size']}x{row['size']} cutn={row['cutn']} batch={row['batch']}",
+        f"{row.get('generator', 'vqgan'):7} {row['size']}x{row['size']} cutn={row['cutn']} batch={row['batch']}",
         f"{row['ours_steps_per_s']:.2f} steps/s ({row['ours_s_per_step']:.3f} s/step)",
         f"{row['images_per_hour_300']:.1f} img/h@300",
         f"rss {row['peak_rss_mb']:.0f} MB",
@@ -206,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[128])
     p.add_argument("--batch", type=int, nargs="+", default=[1], help="concurrent jobs advanced in one step")
     p.add_argument("--cutn", type=int, default=32)
+    p.add_argument(
+        "--generators", nargs="+", choices=GENERATORS, default=["vqgan"], help="which generators (default vqgan)"
+    )
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--clip", default="ViT-B-32")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (use more with --compile)")

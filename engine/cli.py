@@ -16,7 +16,7 @@ from pathlib import Path
 from engine.env import load_env, quiet_libraries
 from engine.errors import Cancelled, EngineError
 from engine.models import registry
-from engine.spec import JobSpec, parse_prompt, random_seed
+from engine.spec import GENERATORS, JobSpec, parse_prompt, random_seed
 
 log = logging.getLogger("engine.cli")
 
@@ -62,8 +62,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cutn", type=int, default=32, help="cutouts per step (default 32)")
     p.add_argument("--cut-pow", type=float, default=1.0)
-    p.add_argument("--generator", choices=["vqgan", "fourier"], default="vqgan")
-    p.add_argument("--model", default=registry.DEFAULT_VQGAN, help="VQGAN name in the models directory")
+    p.add_argument(
+        "--generator",
+        choices=GENERATORS,
+        default="vqgan",
+        help="vqgan; fourier and siren (no weights); biggan (Big Sleep, its native size only); dalle (DALL-E's dVAE)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"the generator's weights in the models directory (default {registry.DEFAULT_VQGAN}, biggan-deep-256, "
+        "dalle-dvae)",
+    )
+    p.add_argument("--truncation", type=float, default=1.0, help="biggan: noise truncation in (0, 1] (default 1)")
+    p.add_argument("--class", dest="class_name", help="biggan: start from this ImageNet class, e.g. goldfish")
+    p.add_argument("--temperature", type=float, default=1.0, help="dalle: softmax temperature over the codes")
+    p.add_argument("--siren-layers", type=int, default=8, help="siren: sine layers (default 8)")
+    p.add_argument("--siren-hidden", type=int, default=256, help="siren: width of each layer (default 256)")
+    p.add_argument(
+        "--upscale",
+        type=int,
+        action="append",
+        default=[],
+        metavar="STEPS",
+        help="then double the size and run STEPS more steps (repeatable); with --resume, upscales a finished run",
+    )
     p.add_argument(
         "--clip",
         default=os.environ.get("IMAGINE_CLIP_MODEL") or registry.DEFAULT_CLIP,
@@ -124,7 +147,13 @@ def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
         "cutn": args.cutn if flag("--cutn") else base["cutn"],
         "cut_pow": args.cut_pow if flag("--cut-pow") else base["cut_pow"],
         "generator": args.generator if flag("--generator") else base["generator"],
-        "model": args.model if flag("--model") else base["model"],
+        "model": None,
+        "truncation": args.truncation if flag("--truncation") else base.get("truncation", 1.0),
+        "class_name": args.class_name if flag("--class") else base.get("class_name"),
+        "temperature": args.temperature if flag("--temperature") else base.get("temperature", 1.0),
+        "siren_layers": args.siren_layers if flag("--siren-layers") else base.get("siren_layers", 8),
+        "siren_hidden": args.siren_hidden if flag("--siren-hidden") else base.get("siren_hidden", 256),
+        "upscales": tuple(base.get("upscales", ())) + tuple(args.upscale),
         "clip_model": args.clip if flag("--clip") else base["clip_model"],
         # A recipe is shared: it names models (JobSpec checks they are plain names, looked up in the models
         # directory) and never points this machine at files: its pictures are only looked for, by file name, in
@@ -133,6 +162,12 @@ def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
         "init_weight": args.init_weight if flag("--init-weight") else base.get("init_weight", 0.0),
         "image_prompts": tuple(args.image_prompt) if flag("--image-prompt") else tuple(base.get("image_prompts", ())),
     }
+    if args.model and flag("--model"):
+        fields["model"] = args.model
+    elif base and fields["generator"] == base["generator"]:
+        fields["model"] = base["model"]
+    else:
+        fields["model"] = registry.DEFAULT_VQGAN  # stands for "none given": the spec picks the generator's default
     seed = args.seed if args.seed is not None else (base.get("seed") if base else None)
     fields["seed"] = random_seed() if seed is None else seed
     if not fields["prompt"]:
@@ -223,11 +258,14 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
     snapshot = load_snapshot(args.resume) if args.resume else None
     engine = pool.engine_for(spec)
     run = engine.start(spec, snapshot)
-    if (run.width, run.height) != (spec.width, spec.height):
+    if run.stage == 0 and (run.width, run.height) != (spec.width, spec.height):
         print(
             f"note: {spec.width}x{spec.height} rounded to {run.width}x{run.height} (the model's grid)", file=sys.stderr
         )
     print(f"seed {spec.seed}, {run.width}x{run.height}, {spec.steps} steps on {engine.device}", file=sys.stderr)
+    for k, steps in enumerate(spec.upscales[run.stage :], start=run.stage + 1):
+        scale = 2 ** (k - run.stage)
+        print(f"then upscaled to {run.width * scale}x{run.height * scale}, {steps} steps", file=sys.stderr)
 
     stop = {"asked": False}
 
@@ -240,7 +278,7 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=spec.steps, initial=run.step_index, disable=args.quiet, dynamic_ncols=True)
+    bar = tqdm(total=spec.total_steps, initial=run.step_index, disable=args.quiet, dynamic_ncols=True)
 
     def on_step(run) -> None:
         bar.update(1)
@@ -248,7 +286,7 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
             bar.set_postfix(loss=f"{float(run.last_losses.sum()):.4f}")
         if args.save_every and run.step_index % args.save_every == 0:
             frame = output.with_name(f"{output.stem}-{run.step_index:05d}.png")
-            to_pil(run.last_image).save(frame)
+            to_pil(run.last_image if run.last_image is not None else run.image()).save(frame)
 
     try:
         result = run_to_end(engine, run, Callbacks(should_stop=lambda: stop["asked"], on_step=on_step))

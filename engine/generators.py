@@ -1,7 +1,9 @@
 """Generators: what the loop optimises (parameters) and how they become an image.
 
 A generator implements the small interface below; the loop never asks what kind it has. VQGAN is the
-community's favourite; the Fourier generator needs no weights at all besides CLIP's.
+community's favourite; the Fourier generator needs no weights at all besides CLIP's. The generators of the
+2021 CLIP-art scene live beside it: BigGAN (`engine.biggan`, Big Sleep), DALL-E's discrete VAE (`engine.dvae`)
+and SIREN (`engine.siren`, deep-daze).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 from engine.errors import InvalidSpec
 
@@ -38,6 +41,18 @@ class Generator(Protocol):
     def project_(self, params: torch.Tensor) -> None:
         """Bring parameters back into their valid range after an optimiser step (in place, no grad)."""
         ...
+
+    def upscale(self, params: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """Parameters of this image at twice the size (width, height are the current size)."""
+        ...
+
+
+def reencode_upscaled(generator: Generator, params: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """The generic upscale: decode, resize to twice the size, encode (VQGAN and the dVAE use their encoder)."""
+    with torch.no_grad():
+        image = generator.decode(params)  # (B, 3, H, W)
+        bigger = F.interpolate(image, size=(height * 2, width * 2), mode="bicubic", align_corners=False)
+        return generator.encode(bigger.clamp(0, 1))
 
 
 class _ClampWithGrad(torch.autograd.Function):
@@ -111,6 +126,9 @@ class VQGANGenerator:
     def project_(self, params: torch.Tensor) -> None:
         params.copy_(torch.maximum(torch.minimum(params, self.z_max), self.z_min))
 
+    def upscale(self, params: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        return reencode_upscaled(self, params, width, height)
+
 
 class FourierGenerator:
     """Optimise the image's 2-D spectrum, scaled so low frequencies dominate; no weights needed.
@@ -159,13 +177,51 @@ class FourierGenerator:
     def project_(self, params: torch.Tensor) -> None:
         pass
 
+    @torch.no_grad()
+    def upscale(self, params: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """Resample the image's logits (before the sigmoid) to twice the size and take their spectrum."""
+        logits = F.interpolate(self._spatial(params), size=(height * 2, width * 2), mode="bicubic", align_corners=False)
+        spectrum = torch.fft.rfft2(logits, norm="ortho") / self._scale(height * 2, width * 2, params.device)
+        return torch.view_as_real(spectrum).contiguous()
 
-def make_generator(name: str, vqgan=None, decode=None) -> Generator:
-    """The generator `name` of a spec, given the loaded models it needs (and optionally a faster VQGAN decode)."""
+
+def generator_key(spec, width: int, height: int) -> tuple:
+    """What tells generators apart: runs with equal keys share one generator object (SIREN's renders one size)."""
+    if spec.generator == "vqgan":
+        return ("vqgan",)
+    if spec.generator == "biggan":
+        return ("biggan", spec.truncation)
+    if spec.generator == "dalle":
+        return ("dalle", spec.temperature)
+    if spec.generator == "siren":
+        return ("siren", spec.siren_layers, spec.siren_hidden, width, height)
+    return (spec.generator,)
+
+
+def make_generator(spec, width: int, height: int, vqgan=None, decode=None, biggan=None, dvae=None) -> Generator:
+    """The generator a spec asks for at a size, given the loaded models it needs (and optionally a faster VQGAN
+    decode)."""
+    name = spec.generator
     if name == "vqgan":
         if vqgan is None:
             raise InvalidSpec("The vqgan generator needs a VQGAN model; none is loaded.")
         return VQGANGenerator(vqgan, decode)
     if name == "fourier":
         return FourierGenerator()
+    if name == "siren":
+        from engine.siren import SirenGenerator
+
+        return SirenGenerator(spec.siren_layers, spec.siren_hidden, width, height)
+    if name == "biggan":
+        from engine.biggan import BigGANGenerator
+
+        if biggan is None:
+            raise InvalidSpec("The biggan generator needs a BigGAN model; none is loaded.")
+        return BigGANGenerator(biggan, spec.truncation)
+    if name == "dalle":
+        from engine.dvae import DVAEGenerator
+
+        if dvae is None:
+            raise InvalidSpec("The dalle generator needs the DALL-E dVAE; it is not loaded.")
+        return DVAEGenerator(dvae, spec.temperature)
     raise InvalidSpec(f"Unknown generator {name!r}.")

@@ -53,6 +53,7 @@ class EnginePool:
         self._engines: dict[tuple[str, str], object] = {}
         self._perceptors: dict[str, object] = {}
         self._vqgans: dict[str, object] = {}
+        self._others: dict[tuple[str, str], object] = {}  # (generator, name) -> a loaded BigGAN or dVAE
         self._lock = threading.Lock()
         self._device = None
 
@@ -87,18 +88,49 @@ class EnginePool:
                 self._vqgans[name] = load_vqgan(config, checkpoint, self.device)
             return self._vqgans[name]
 
+    def _model_dir(self, generator: str, name: str) -> Path:
+        try:
+            return registry.generator_model_dir(generator, name, self.settings.models_dir)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+
+    def biggan(self, name: str):
+        """The BigGAN `name` (a folder of the models directory), loaded on first use."""
+        from engine.models.biggan import load_biggan
+
+        with self._lock:
+            if ("biggan", name) not in self._others:
+                directory = self._model_dir("biggan", name)
+                log.info("loading BigGAN %s from %s on %s", name, directory, self.device)
+                self._others["biggan", name] = load_biggan(directory, self.device)
+            return self._others["biggan", name]
+
+    def dvae(self, name: str):
+        """The DALL-E dVAE `name` (a folder of the models directory), loaded on first use."""
+        from engine.models.dvae import load_dvae
+
+        with self._lock:
+            if ("dalle", name) not in self._others:
+                log.info("loading the DALL-E dVAE %s on %s", name, self.device)
+                self._others["dalle", name] = load_dvae(name, self.settings.models_dir, self.device)
+            return self._others["dalle", name]
+
     def engine_for(self, spec: JobSpec):
         """The Engine for `spec`'s models (loading them if needed)."""
         from engine.run import Engine
 
-        vqgan_name = spec.model if spec.generator == "vqgan" else ""
-        key = (vqgan_name, spec.clip_model)
+        model = spec.model if spec.generator in ("vqgan", "biggan", "dalle") else ""
+        key = (model, spec.clip_model) if spec.generator == "vqgan" else (spec.generator, model, spec.clip_model)
         if key not in self._engines:
             perceptor = self.perceptor(spec.clip_model)
-            vqgan = self.vqgan(vqgan_name) if vqgan_name else None
+            loaded = {
+                "vqgan": lambda: {"vqgan": self.vqgan(model)},
+                "biggan": lambda: {"biggan": self.biggan(model)},
+                "dalle": lambda: {"dvae": self.dvae(model)},
+            }.get(spec.generator, dict)()
             with self._lock:
                 self._engines.setdefault(
-                    key, Engine(perceptor, vqgan=vqgan, device=self.device, speed=self.settings.speed)
+                    key, Engine(perceptor, device=self.device, speed=self.settings.speed, **loaded)
                 )
         return self._engines[key]
 
@@ -111,6 +143,18 @@ class EnginePool:
                         f"The model {spec.model} is not installed ({path} is missing). "
                         f"Run `python -m engine.models download {spec.model}`.",
                         str(path),
+                    )
+        elif spec.generator in ("biggan", "dalle"):
+            directory = self._model_dir(spec.generator, spec.model)
+            needed = ("config.json", "pytorch_model.bin") if spec.generator == "biggan" else ("decoder", "encoder")
+            for name in needed:
+                candidates = (name, f"{name}.pt", f"{name}.pkl")
+                present = any((directory / c).is_file() for c in candidates)
+                if not present:
+                    raise CheckpointError(
+                        f"The model {spec.model} is not installed ({directory / name} is missing). "
+                        f"Run `python -m engine.models download {spec.model}`.",
+                        str(directory / name),
                     )
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from engine.cutouts import Augment, Cutouts
 from engine.errors import InvalidSpec, OutOfMemory
 from engine.fast import FastModels
-from engine.generators import Generator, make_generator
+from engine.generators import Generator, generator_key, make_generator
 from engine.images import encode_png, fit, from_pil, load_image, recipe, to_pil
 from engine.losses import (
     cosine_scores,
@@ -49,6 +49,10 @@ class Run:
         self.spec = spec
         self.generator: Generator = engine.generator_for(spec)
         self.width, self.height = self.generator.output_size(spec.width, spec.height)
+        self.stage = 0  # upscales done so far (each doubled width and height)
+        if spec.upscales:  # refuse now rather than after the first stage's steps
+            scale = 2 ** len(spec.upscales)
+            engine.check_memory(spec, self.width * scale, self.height * scale)
         device = engine.device
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(spec.seed)
@@ -64,6 +68,7 @@ class Run:
         self.init_image: torch.Tensor | None = None
         if snapshot is not None:
             self._restore(snapshot)
+            self.follow_stages()
             self.follow_schedule()
             return
         if spec.init_image:
@@ -72,6 +77,8 @@ class Run:
             params = self.generator.encode(self.init_image)
         else:
             params = self.generator.init_params(1, self.width, self.height, self.gen)
+            if spec.class_name:
+                params = self.generator.with_class(params, spec.class_name)
         self.params = params.detach().clone().requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.params], lr=spec.lr)
         self.step_index = 0
@@ -120,13 +127,29 @@ class Run:
         self.follow_schedule()
         return self.spec
 
+    def follow_stages(self) -> None:
+        """Upscale as often as the spec's stages say the coming step needs (re-encoding at twice the size; the
+        optimiser starts afresh, since its moments belong to the old parameters)."""
+        while self.stage < self.spec.stage_at(self.step_index):
+            width, height = self.width * 2, self.height * 2
+            self.engine.check_memory(self.spec, width, height)
+            params = self.generator.upscale(self.params.detach(), self.width, self.height)
+            self.generator = self.engine.generator_for(self.spec, width, height)
+            self.width, self.height, self.stage = width, height, self.stage + 1
+            self.params = params.detach().clone().requires_grad_(True)
+            self.optimizer = torch.optim.Adam([self.params], lr=self.spec.lr)
+            if self.init_image is not None:
+                self.init_image = F.interpolate(self.init_image, size=(height, width), mode="bicubic").clamp(0, 1)
+            self.last_image = None  # the next preview shows the upscaled image (the losses stay the last step's)
+
     @property
     def done(self) -> bool:
-        return self.step_index >= self.spec.steps
+        return self.step_index >= self.spec.total_steps
 
     def group_key(self) -> tuple:
         """Runs with equal keys can share one batched step."""
-        return (self.generator.name, self.width, self.height, self.spec.cutn, self.spec.cut_pow, self.spec.layout)
+        key = generator_key(self.spec, self.width, self.height)
+        return (key, self.width, self.height, self.spec.cutn, self.spec.cut_pow, self.spec.layout)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to continue exactly from here (tensors on the CPU; save with torch.save)."""
@@ -139,6 +162,7 @@ class Run:
             "optimizer": _to_cpu(opt),
             "rng": self.gen.get_state().clone(),
             "init_image": None if self.init_image is None else self.init_image.cpu().clone(),
+            "stage": self.stage,
         }
 
     def _restore(self, snap: dict[str, Any]) -> None:
@@ -152,6 +176,10 @@ class Run:
             group["lr"] = self.spec.lr
         self.gen.set_state(snap["rng"])
         self.step_index = int(snap["step"])
+        self.stage = int(snap.get("stage", 0))  # snapshots from before upscaling existed are all at stage 0
+        self.width, self.height = self.width * 2**self.stage, self.height * 2**self.stage
+        if self.stage:
+            self.generator = self.engine.generator_for(self.spec, self.width, self.height)
         self.init_image = None if snap["init_image"] is None else snap["init_image"].to(device)
         self.last_losses = None
         self.last_image = None
@@ -195,21 +223,60 @@ class Engine:
         device: torch.device | str | None = None,
         augment: Augment = Augment(),
         speed: Speed = Speed(),
+        biggan=None,
+        dvae=None,
     ):
         self.device = torch.device(device) if device is not None else perceptor.device
         self.perceptor = perceptor
         self.vqgan = vqgan
+        self.biggan = biggan
+        self.dvae = dvae
         self.augment = augment
         self.speed = speed
         self.fast = FastModels(speed, self.device, perceptor, vqgan)
-        self._generators: dict[str, Generator] = {}
+        self._generators: dict[tuple, Generator] = {}
         self._text_cache: dict[str, torch.Tensor] = {}
 
     # -- models ---------------------------------------------------------------------------------------------
-    def generator_for(self, spec: JobSpec) -> Generator:
-        if spec.generator not in self._generators:
-            self._generators[spec.generator] = make_generator(spec.generator, self.vqgan, self.fast.decode)
-        return self._generators[spec.generator]
+    def generator_for(self, spec: JobSpec, width: int | None = None, height: int | None = None) -> Generator:
+        """The generator of `spec` (at a size: SIREN's renders one size), made once and shared by its runs."""
+        width, height = width or spec.width, height or spec.height
+        key = generator_key(spec, width, height)
+        if key not in self._generators:
+            self._generators[key] = make_generator(
+                spec, width, height, self.vqgan, self.fast.decode, biggan=self.biggan, dvae=self.dvae
+            )
+        return self._generators[key]
+
+    def free_bytes(self) -> int | None:
+        """Memory free on the device for activations (on the CPU, the host's available memory), or None where it
+        is not known."""
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            return free
+        if self.device.type == "cpu":
+            try:
+                with open("/proc/meminfo") as meminfo:
+                    fields = dict(line.split(":", 1) for line in meminfo)
+                return int(fields["MemAvailable"].split()[0]) * 1024
+            except (OSError, KeyError, ValueError):
+                return None
+        return None
+
+    def check_memory(self, spec: JobSpec, width: int, height: int) -> None:
+        """Refuse with a sentence, before starting, a size whose step is estimated not to fit in free memory."""
+        from engine.loading import step_bytes
+
+        free = self.free_bytes()
+        if free is None:
+            return
+        need = step_bytes(width, height, spec.cutn, self.fast.dtype is not None)
+        if need > free:
+            what = f"{spec.width}x{spec.height} upscaled to " if (width, height) != (spec.width, spec.height) else ""
+            raise OutOfMemory(
+                f"{what}{width}x{height} with {spec.cutn} cutouts needs about {need / 2**30:.1f} GiB for its steps, "
+                f"and {free / 2**30:.1f} GiB are free: try fewer upscales, a smaller size or fewer cutouts."
+            )
 
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
         missing = [t for t in texts if t not in self._text_cache]
@@ -299,6 +366,7 @@ class Engine:
             run.optimizer.step()
             generator.project_(run.params)
             run.step_index += 1
+            run.follow_stages()
 
     def cutouts_for(self, spec: JobSpec) -> Cutouts:
         """The cutout sampler of a spec's layout: even coverage along the split axis, mirrored pairs."""
@@ -345,7 +413,7 @@ class Engine:
         similarities = run.last_similarity.tolist() if run.last_similarity is not None else []
         return Progress(
             step=run.step_index,
-            steps=run.spec.steps,
+            steps=run.spec.total_steps,
             loss=float(sum(losses)),
             losses=tuple(losses),
             elapsed=elapsed,

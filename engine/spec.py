@@ -24,7 +24,13 @@ MIN_SIDE, MAX_SIDE = 16, 4096
 MAX_STEPS = 10_000
 MAX_CUTN = 256
 MAX_SEED = 2**32 - 1
-GENERATORS = ("vqgan", "fourier")
+GENERATORS = ("vqgan", "fourier", "biggan", "dalle", "siren")
+# The weights each generator loads by default when the spec names none of its own (the VQGAN default stands for
+# "none given", so specs written before these generators existed stay valid). Fourier and SIREN need no weights.
+DEFAULT_MODELS = {"biggan": "biggan-deep-256", "dalle": "dalle-dvae"}
+DEFAULT_VQGAN_MODEL = "vqgan_imagenet_f16_16384"
+MAX_UPSCALES = 3  # each doubles both sides
+MAX_SIREN_LAYERS, MAX_SIREN_HIDDEN = 32, 1024
 MAX_REGIONS = 4
 
 # Compositions. "single": one prompt everywhere. "panorama": `A / B / ...` from left to right, "vertical": from
@@ -33,6 +39,9 @@ MAX_REGIONS = 4
 LAYOUTS = ("single", "panorama", "vertical", "mirror")
 DEFAULT_LR = 0.1
 COMPOSITION_LR = 0.05  # the extra constraints make the optimisation harder: smaller steps
+# Generators whose parameters want other step sizes: SIREN's weights feed sines at 30x frequency (deep-daze uses
+# 1e-5 on 16 layers), Big Sleep used 0.07 on BigGAN's noise and class vectors.
+GENERATOR_LR = {"siren": 1e-4, "biggan": 0.07}
 MIRROR_TONE_WEIGHT = 0.5
 MIRROR_SEMANTIC_WEIGHT = 0.1
 # A slash with whitespace on both sides separates the parts of a composition ("AC/DC" and URLs stay whole).
@@ -173,7 +182,7 @@ class JobSpec:
     cutn: int = 32
     cut_pow: float = 1.0
     generator: str = "vqgan"
-    model: str = "vqgan_imagenet_f16_16384"
+    model: str = DEFAULT_VQGAN_MODEL
     clip_model: str = "ViT-B-32"
     init_image: str | None = None
     init_weight: float = 0.0
@@ -188,8 +197,20 @@ class JobSpec:
     # Steering: (step, prompt) pairs; from `step` on (the step that step_index `step` computes) the run aims at
     # `prompt` instead, keeping its latent and optimiser state ("story mode").
     prompt_schedule: tuple[tuple[int, str], ...] = ()
+    # Generator settings (each ignored by the other generators). BigGAN: the truncation of its noise (0-1] and an
+    # optional ImageNet class to start from; DALL-E dVAE: the softmax temperature over its codes; SIREN: its depth
+    # and width.
+    truncation: float = 1.0
+    class_name: str | None = None
+    temperature: float = 1.0
+    siren_layers: int = 8
+    siren_hidden: int = 256
+    # Upscaling: after `steps`, each entry doubles the image (re-encoded into the generator's latent) and runs that
+    # many more steps with the same prompts. The recipe of an upscaled image replays every stage.
+    upscales: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_generator_name()  # first: the layout's defaults depend on it
         self._resolve_layout()
         for name in ("width", "height", "steps", "seed", "cutn", "progress_every"):
             value = getattr(self, name)
@@ -215,12 +236,9 @@ class JobSpec:
         if self.init_weight < 0:
             raise InvalidSpec(f"init_weight cannot be negative ({self.init_weight:g}).")
         for name in ("model", "clip_model"):
-            check_model_name(name, getattr(self, name))
-        if self.generator not in GENERATORS:
-            raise InvalidSpec(f"Unknown generator {self.generator!r}; choose one of {', '.join(GENERATORS)}.")
-        for name in ("model", "clip_model"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not value or len(value) > 200:
+            check_model_name(name, value)
+            if len(value) > 200:
                 raise InvalidSpec(f"{name} must be a model name, not {value!r}.")
             check_text(value, f"The {name} name")
         if self.init_image is not None:
@@ -235,6 +253,11 @@ class JobSpec:
             parse_prompt(item)
         if not isinstance(self.image_prompts, tuple):
             object.__setattr__(self, "image_prompts", tuple(self.image_prompts))
+        self._check_generator()
+
+    def _check_generator_name(self) -> None:
+        if not isinstance(self.generator, str) or self.generator not in GENERATORS:
+            raise InvalidSpec(f"Unknown generator {self.generator!r}; choose one of {', '.join(GENERATORS)}.")
 
     def _resolve_layout(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
@@ -252,7 +275,9 @@ class JobSpec:
         if self.layout == "mirror" and len(regions) > 2:
             raise InvalidSpec("The mirror layout takes one prompt or two (left / right), not more.")
         if self.lr is None:
-            set_("lr", DEFAULT_LR if self.layout == "single" else COMPOSITION_LR)
+            base = GENERATOR_LR.get(self.generator, DEFAULT_LR)
+            composition = COMPOSITION_LR if base == DEFAULT_LR else base * COMPOSITION_LR / DEFAULT_LR
+            set_("lr", base if self.layout == "single" else composition)
         if self.tone_weight is None:
             set_("tone_weight", MIRROR_TONE_WEIGHT if self.layout == "mirror" else 0.0)
         if self.semantic_weight is None:
@@ -279,6 +304,73 @@ class JobSpec:
                     f"The prompt at step {step} has {len(later)} parts; this {self.layout} image has {len(regions)}."
                 )
             previous = step
+
+    def _check_generator(self) -> None:
+        if self.generator in DEFAULT_MODELS and self.model == DEFAULT_VQGAN_MODEL:
+            object.__setattr__(self, "model", DEFAULT_MODELS[self.generator])
+        for name in ("siren_layers", "siren_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidSpec(f"{name} must be a whole number, not {value!r}.")
+        for name in ("truncation", "temperature"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InvalidSpec(f"{name} must be a finite number, not {value!r}.")
+        if not 0 < self.truncation <= 1:
+            raise InvalidSpec(f"The truncation must be above 0 and at most 1, not {self.truncation:g}.")
+        _check_range("temperature", self.temperature, 0.01, 100)
+        _check_range("siren_layers", self.siren_layers, 2, MAX_SIREN_LAYERS)
+        _check_range("siren_hidden", self.siren_hidden, 4, MAX_SIREN_HIDDEN)
+        if self.class_name is not None and (not isinstance(self.class_name, str) or not self.class_name.strip()):
+            raise InvalidSpec("The class name must be the name of an ImageNet class, e.g. 'goldfish'.")
+        if self.class_name is not None and self.generator != "biggan":
+            raise InvalidSpec("A starting class only means something to the biggan generator.")
+        upscales = tuple(self.upscales)
+        object.__setattr__(self, "upscales", upscales)
+        if len(upscales) > MAX_UPSCALES:
+            raise InvalidSpec(f"An image can be upscaled at most {MAX_UPSCALES} times, not {len(upscales)}.")
+        for steps in upscales:
+            if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+                raise InvalidSpec(f"An upscale runs between 1 and {MAX_STEPS} steps, not {steps!r}.")
+        if self.generator == "biggan" and self.init_image:
+            raise InvalidSpec("BigGAN has no encoder, so it cannot start from an init image; use an image prompt.")
+        if upscales and self.generator == "biggan":
+            raise InvalidSpec(
+                "BigGAN makes only its model's native size, so its images cannot be upscaled; "
+                "use biggan-deep-512 for a larger picture."
+            )
+        scale = 2 ** len(upscales)
+        if max(self.width, self.height) * scale > MAX_SIDE:
+            raise InvalidSpec(
+                f"Upscaling {self.width}x{self.height} {len(upscales)} time(s) would make "
+                f"{self.width * scale}x{self.height * scale}; the largest side allowed is {MAX_SIDE}."
+            )
+
+    @property
+    def total_steps(self) -> int:
+        """The steps of every stage: the first `steps` and those of each upscale."""
+        return self.steps + sum(self.upscales)
+
+    def extended(self, steps: int) -> JobSpec:
+        """The same job run `steps` further: the last stage grows, so an upscaled image stays upscaled where it was
+        (raising `steps` instead would move its upscale later) and its recipe replays the continued run."""
+        if self.upscales:
+            return self.replace(upscales=(*self.upscales[:-1], self.upscales[-1] + steps))
+        return self.replace(steps=self.steps + steps)
+
+    def upscaled(self, steps: int) -> JobSpec:
+        """The same job, then twice the size for `steps` more steps (the Upscale of a finished image)."""
+        return self.replace(upscales=(*self.upscales, steps))
+
+    def stage_at(self, step: int) -> int:
+        """How many upscales come before the step with this index (0 before the first upscale)."""
+        boundary, stage = self.steps, 0
+        for extra in self.upscales:
+            if step < boundary:
+                break
+            stage += 1
+            boundary += extra
+        return stage
 
     def prompt_at(self, step: int) -> str:
         """The prompt that the step with this index aims at (the schedule's latest change at or before it)."""
@@ -311,6 +403,7 @@ class JobSpec:
         d = dataclasses.asdict(self)
         d["image_prompts"] = list(self.image_prompts)
         d["prompt_schedule"] = [list(entry) for entry in self.prompt_schedule]
+        d["upscales"] = list(self.upscales)
         return d
 
     def to_public_dict(self) -> dict[str, Any]:
@@ -341,6 +434,9 @@ class JobSpec:
         schedule = data.get("prompt_schedule", ())
         if isinstance(schedule, list | type(None)):
             data["prompt_schedule"] = tuple(tuple(e) if isinstance(e, list) else e for e in schedule or ())
+        upscales = data.get("upscales", ())
+        if isinstance(upscales, list | type(None)):
+            data["upscales"] = tuple(upscales or ())
         return cls(**data)
 
     @classmethod

@@ -55,3 +55,15 @@ def test_bench_jobdisk_runs_on_tiny_models(tmp_path):
     row = json.loads(out.read_text())
     assert row["snapshots_kept"] == [10, 20]
     assert row["frames"] == 2 and row["timelapse"]["webp within 8 MiB"]["frames"] == 3
+
+
+def test_bench_engine_runs_every_generator_on_tiny_models(tmp_path, capsys):
+    from bench.engine import main
+
+    out = tmp_path / "bench.json"
+    argv = ["--tiny", "--tiny-dir", str(tmp_path / "m"), "--sizes", "32", "--cutn", "2", "--steps", "1"]
+    argv += ["--generators", "vqgan", "fourier", "siren", "biggan", "dalle", "--no-plain", "--json", str(out)]
+    assert main(argv) == 0
+    rows = json.loads(out.read_text())
+    assert [r["generator"] for r in rows] == ["vqgan", "fourier", "siren", "biggan", "dalle"]
+    assert all(r["ours_steps_per_s"] > 0 for r in rows)

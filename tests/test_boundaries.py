@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TORCH_SIDE = {"torch", "torchvision", "open_clip", "taming", "kornia", "numpy"}
+TORCH_SIDE = {"torch", "torchvision", "open_clip", "taming", "kornia", "numpy", "pytorch_pretrained_biggan", "dall_e"}
 DISCORD_SIDE = {"discord", "asyncio", "aiosqlite", "aiohttp", "storage", "bot", "cogs", "celery", "redis"}
 SQL = {"sqlite3", "aiosqlite"}
 STDLIB_ONLY = {

@@ -68,15 +68,37 @@ def clip_sources(name: str, directory: Path, hub_endpoint: str | None = None) ->
     return sources
 
 
+def download_generator_model(entry: registry.GeneratorModelEntry, directory: Path) -> list[Path]:
+    """Fetch a BigGAN or the dVAE into `<directory>/<generator>/<name>/` under the released file names. The dVAE's
+    pickles are converted right away into weights-only files (the one time they are unpickled)."""
+    from engine.models.download import Source, fetch_first
+
+    folder = registry.generator_model_dir(entry.generator, entry.name, directory)
+    done = []
+    for filename, remote in entry.files:
+        sources = [Source(_host(u), u, folder / filename, remote.sha256) for u in remote.urls]
+        done.append(fetch_first(sources, f"{entry.name} ({filename})", _progress))
+    if entry.generator == "dalle":
+        from engine.models.dvae import convert
+
+        done.extend(convert(folder))
+    return done
+
+
 def download(names: list[str], clips: list[str], directory: Path, hub_endpoint: str | None = None) -> list[Path]:
-    """Fetch VQGANs (yaml + checkpoint) and OpenAI CLIP weights into `directory`; skip what is already there."""
+    """Fetch VQGANs (yaml + checkpoint), BigGANs, the DALL-E dVAE and OpenAI CLIP weights into `directory`; skip
+    what is already there."""
     from engine.models.download import Source, fetch_first
 
     done = []
     for name in names:
+        if name in registry.GENERATOR_MODELS:
+            done.extend(download_generator_model(registry.GENERATOR_MODELS[name], directory))
+            continue
         entry = registry.VQGANS.get(name)
         if entry is None:
-            raise CheckpointError(f"Unknown model {name!r}. Known: {', '.join(registry.VQGANS)}.")
+            known = ", ".join([*registry.VQGANS, *registry.GENERATOR_MODELS])
+            raise CheckpointError(f"Unknown model {name!r}. Known: {known}.")
         yaml_path, ckpt_path = registry.vqgan_paths(name, directory)
         for remote, dest in ((entry.config, yaml_path), (entry.checkpoint, ckpt_path)):
             sources = [Source(_host(u), u, dest, remote.sha256) for u in remote.urls]
@@ -116,6 +138,14 @@ def _list(args: argparse.Namespace) -> int:
         print(f"  {name:28} {mark:28} {entry.description}")
     for name in sorted(installed - set(registry.VQGANS)):
         print(f"  {name:28} {'installed':28} (local)")
+    for generator in registry.GENERATOR_FOLDERS:
+        present = set(registry.installed_generator_models(directory, generator))
+        for name, entry in registry.GENERATOR_MODELS.items():
+            if entry.generator == generator:
+                mark = "installed" if name in present else f"not installed (~{entry.size_mb} MB)"
+                print(f"  {name:28} {mark:28} {entry.description}")
+        for name in sorted(present - set(registry.GENERATOR_MODELS)):
+            print(f"  {name:28} {'installed':28} ({generator}, local)")
     clip_dir = directory / "clip"
     for path in sorted(clip_dir.iterdir()) if clip_dir.is_dir() else []:
         if path.suffix in (".pt", ".safetensors", ".bin"):
@@ -129,7 +159,7 @@ def _verify(args: argparse.Namespace) -> int:
     directory = registry.models_dir(args.dir)
     bad = 0
     for path in sorted(directory.rglob("*")):
-        if path.suffix in (".ckpt", ".pt", ".yaml", ".safetensors"):
+        if path.suffix in (".ckpt", ".pt", ".yaml", ".safetensors", ".bin", ".pkl"):
             ok = verify(path)
             recorded = path.with_name(path.name + ".sha256").is_file()
             print(f"{'ok  ' if ok else ('BAD ' if recorded else '??  ')} {path}")
@@ -138,11 +168,15 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _tiny(args: argparse.Namespace) -> int:
-    from engine.models.tiny import TINY_CLIP, TINY_GUMBEL, TINY_VQGAN, write_tiny_models
+    from engine.models.tiny import TINY_BIGGAN, TINY_CLIP, TINY_DVAE, TINY_GUMBEL, TINY_VQGAN, write_tiny_models
 
     directory = write_tiny_models(args.dir)
-    print(f"Wrote tiny random-weight models to {directory}: VQGAN {TINY_VQGAN}, {TINY_GUMBEL}; CLIP {TINY_CLIP}.")
+    print(
+        f"Wrote tiny random-weight models to {directory}: VQGAN {TINY_VQGAN}, {TINY_GUMBEL}; BigGAN {TINY_BIGGAN} "
+        f"(32x32); dVAE {TINY_DVAE}; CLIP {TINY_CLIP}."
+    )
     print(f'Try: python -m engine "a tiny test" --models-dir {directory} --model {TINY_VQGAN} --clip {TINY_CLIP}')
+    print(f"  or --generator biggan --model {TINY_BIGGAN} -s 32x32, --generator dalle --model {TINY_DVAE}")
     return 0
 
 
@@ -157,9 +191,14 @@ def _convert(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.models", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("download", help="download VQGAN checkpoints and CLIP weights into the models directory")
+    p = sub.add_parser(
+        "download", help="download VQGAN, BigGAN or DALL-E dVAE checkpoints and CLIP weights into the models directory"
+    )
     p.add_argument(
-        "names", nargs="*", help=f"VQGAN names (default {registry.DEFAULT_VQGAN}): {', '.join(registry.VQGANS)}"
+        "names",
+        nargs="*",
+        help=f"model names (default {registry.DEFAULT_VQGAN}): "
+        f"{', '.join([*registry.VQGANS, *registry.GENERATOR_MODELS])}",
     )
     p.add_argument("--clip", action="append", metavar="NAME", help="also fetch OpenAI's CLIP weights, e.g. ViT-B-32")
     p.add_argument("--dir", help="models directory (default: $IMAGINE_MODELS_DIR or ./models)")

@@ -6,6 +6,7 @@ Standard library only: the bot reads it to offer model choices without loading t
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,73 @@ VQGANS: dict[str, VQGANEntry] = {
         ),
     )
 }
+
+
+@dataclass(frozen=True)
+class GeneratorModelEntry:
+    """Released weights of another generator (BigGAN, the DALL-E dVAE): files saved under
+    `<models dir>/<generator>/<name>/` with the names they were released under."""
+
+    name: str
+    generator: str  # the spec's generator: "biggan" or "dalle"
+    description: str
+    files: tuple[tuple[str, RemoteFile], ...]  # (file name in the model's folder, where to get it)
+    size_mb: int
+
+
+# pytorch-pretrained-biggan's own URLs (its PRETRAINED_MODEL_ARCHIVE_MAP and PRETRAINED_CONFIG_ARCHIVE_MAP).
+_BIGGAN = "https://s3.amazonaws.com/models.huggingface.co/biggan/{}"
+_DALLE = "https://cdn.openai.com/dall-e/{}"
+
+
+def _biggan(size: int, size_mb: int) -> GeneratorModelEntry:
+    name = f"biggan-deep-{size}"
+    return GeneratorModelEntry(
+        name,
+        "biggan",
+        f"BigGAN-deep, ImageNet's 1000 classes, {size}x{size} only (Big Sleep)",
+        (
+            ("config.json", RemoteFile((_BIGGAN.format(f"{name}-config.json"),))),
+            ("pytorch_model.bin", RemoteFile((_BIGGAN.format(f"{name}-pytorch_model.bin"),))),
+        ),
+        size_mb,
+    )
+
+
+GENERATOR_MODELS: dict[str, GeneratorModelEntry] = {
+    e.name: e
+    for e in (
+        _biggan(128, 201),
+        _biggan(256, 214),
+        _biggan(512, 215),
+        GeneratorModelEntry(
+            "dalle-dvae",
+            "dalle",
+            "DALL-E's discrete VAE, 8192 codes, f8 (any size in multiples of 8); converted on download",
+            (
+                ("encoder.pkl", RemoteFile((_DALLE.format("encoder.pkl"),))),
+                ("decoder.pkl", RemoteFile((_DALLE.format("decoder.pkl"),))),
+            ),
+            372,
+        ),
+    )
+}
+GENERATOR_FOLDERS = {"biggan": "biggan", "dalle": "dalle"}
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def generator_model_dir(generator: str, name: str, directory: str | Path) -> Path:
+    """The folder of a BigGAN or dVAE in a models directory. Only a plain name is accepted (it comes from specs,
+    which members write), so nothing outside the models directory is ever read."""
+    if not _PLAIN_NAME.match(name or "") or ".." in name:
+        raise ValueError(f"{name!r} is not a model name (letters, digits, '-', '_' and '.').")
+    return Path(directory) / GENERATOR_FOLDERS[generator] / name
+
+
+def installed_generator_models(directory: str | Path, generator: str) -> list[str]:
+    """Names of the BigGAN or dVAE folders present in a models directory."""
+    base = Path(directory) / GENERATOR_FOLDERS[generator]
+    return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
 
 def models_dir(explicit: str | Path | None = None) -> Path:

@@ -19,6 +19,48 @@ from engine.models.vqgan import VQGAN, VQGANConfig
 TINY_VQGAN = "tiny_f16"
 TINY_GUMBEL = "tiny_gumbel_f8"
 TINY_CLIP = "tiny-clip"
+TINY_BIGGAN = "tiny-biggan"
+TINY_DVAE = "tiny-dvae"
+
+# BigGAN-deep's released configs: (upsample?, in, out) channel multipliers per block, two blocks per resolution,
+# attention at 64x64; the first block takes 16 * channel_width channels and a block that changes width halves it.
+BIGGAN_DEEP_LAYERS = {
+    128: [[False, 16, 16], [True, 16, 16], [False, 16, 16], [True, 16, 8], [False, 8, 8], [True, 8, 4]]
+    + [[False, 4, 4], [True, 4, 2], [False, 2, 2], [True, 2, 1]],
+    256: [[False, 16, 16], [True, 16, 16], [False, 16, 16], [True, 16, 8], [False, 8, 8], [True, 8, 8]]
+    + [[False, 8, 4], [True, 4, 4], [False, 4, 2], [True, 2, 2], [False, 2, 1], [True, 1, 1]],
+}
+BIGGAN_DEEP_LAYERS[512] = BIGGAN_DEEP_LAYERS[256] + [[False, 1, 1], [True, 1, 1]]
+
+
+def biggan_deep_config(size: int) -> dict:
+    """The config.json of biggan-deep-<size>."""
+    return {
+        "output_dim": size,
+        "z_dim": 128,
+        "class_embed_dim": 128,
+        "channel_width": 128,
+        "num_classes": 1000,
+        "layers": BIGGAN_DEEP_LAYERS[size],
+        "attention_layer_position": 8,
+        "eps": 1e-4,
+        "n_stats": 51,
+    }
+
+
+TINY_BIGGAN_CONFIG = {
+    **biggan_deep_config(128),
+    "output_dim": 32,
+    "z_dim": 16,
+    "class_embed_dim": 16,
+    "channel_width": 4,
+    "layers": [[False, 16, 8], [True, 8, 4], [True, 4, 2], [True, 2, 1]],
+    "attention_layer_position": 2,
+}
+DVAE_ENCODER = {"n_hid": 256, "n_blk_per_group": 2, "input_channels": 3, "vocab_size": 8192}
+DVAE_DECODER = {"n_init": 128, "n_hid": 256, "n_blk_per_group": 2, "output_channels": 3, "vocab_size": 8192}
+TINY_DVAE_ENCODER = {**DVAE_ENCODER, "n_hid": 64, "n_blk_per_group": 1, "vocab_size": 512}
+TINY_DVAE_DECODER = {**DVAE_DECODER, "n_init": 16, "n_hid": 64, "n_blk_per_group": 1, "vocab_size": 512}
 
 IMAGENET_F16_16384 = VQGANConfig(
     ddconfig={
@@ -124,11 +166,53 @@ def write_clip(directory: Path, name: str = TINY_CLIP, config: dict | None = Non
     return path
 
 
+def as_if_trained(model, iterations: int = 5):
+    """A random BigGAN made usable: the package leaves the last BatchNorm's scale and shift uninitialised (whatever
+    memory held), and the spectral norms' u and v random, which gives a meaningless sigma to divide by in eval
+    mode. Set the scale to 1 and the shift to 0, and run the power iterations (a training-mode forward each)."""
+    config = model.config
+    with torch.no_grad():
+        model.generator.bn.weight.fill_(1.0)
+        model.generator.bn.bias.zero_()
+        noise, classes = torch.zeros(1, config.z_dim), torch.full((1, config.num_classes), 1 / config.num_classes)
+        for _ in range(iterations):
+            model.train()(noise, classes, 1.0)
+    return model.eval()
+
+
+def write_biggan(directory: Path, name: str = TINY_BIGGAN, config: dict | None = None, seed: int = 0) -> Path:
+    """A random BigGAN as pytorch-pretrained-biggan releases it: `config.json` + `pytorch_model.bin`."""
+    from engine.models.biggan import biggan_module
+
+    config = config or TINY_BIGGAN_CONFIG
+    folder = Path(directory) / "biggan" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = as_if_trained(biggan_module().BigGAN(biggan_module().BigGANConfig.from_dict(config)))
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
+def write_dvae(directory: Path, name: str = TINY_DVAE, seed: int = 0) -> Path:
+    """A random dVAE as OpenAI released it: whole `dall_e` modules pickled (`encoder.pkl`, `decoder.pkl`)."""
+    from engine.models.dvae import build
+
+    folder = Path(directory) / "dalle" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    torch.save(build("encoder", TINY_DVAE_ENCODER), folder / "encoder.pkl")
+    torch.save(build("decoder", TINY_DVAE_DECODER), folder / "decoder.pkl")
+    return folder
+
+
 def write_tiny_models(directory: str | Path) -> Path:
-    """Write the tiny VQGANs and the tiny CLIP into `directory` (a models directory); returns it."""
+    """Write the tiny VQGANs, BigGAN, dVAE and CLIP into `directory` (a models directory); returns it."""
     directory = Path(directory)
     write_vqgan(directory, TINY_VQGAN, tiny_vqgan_config())
     write_vqgan(directory, TINY_GUMBEL, tiny_vqgan_config(gumbel=True), seed=1)
+    write_biggan(directory)
+    write_dvae(directory)
     write_clip(directory)
     return directory
 
@@ -138,6 +222,22 @@ def real_size_vqgan(device: str | torch.device = "cpu") -> VQGAN:
     model = VQGAN(IMAGENET_F16_16384)
     with torch.no_grad():
         model.codebook.normal_()
+    return model.eval().requires_grad_(False).to(device)
+
+
+def real_size_biggan(size: int = 256, device: str | torch.device = "cpu"):
+    """biggan-deep-<size> with random weights."""
+    from engine.models.biggan import biggan_module
+
+    model = biggan_module().BigGAN(biggan_module().BigGANConfig.from_dict(biggan_deep_config(size)))
+    return as_if_trained(model, iterations=1).requires_grad_(False).to(device)
+
+
+def real_size_dvae(device: str | torch.device = "cpu"):
+    """DALL-E's dVAE architecture (8192 codes) with random weights."""
+    from engine.models.dvae import DVAE, build
+
+    model = DVAE(build("encoder", DVAE_ENCODER), build("decoder", DVAE_DECODER))
     return model.eval().requires_grad_(False).to(device)
 
 

@@ -67,7 +67,7 @@ def test_prompt_str_round_trips():
         ("lr", float("nan"), "finite number"),
         ("width", 64.5, "whole number"),
         ("steps", True, "whole number"),
-        ("generator", "dalle", "Unknown generator"),
+        ("generator", "dalle-2", "Unknown generator"),
         ("cut_pow", -1.0, "cut_pow"),
         ("init_weight", -0.1, "negative"),
         ("image_prompts", tuple(f"p{i}.png" for i in range(9)), "image prompts"),
