@@ -43,7 +43,7 @@ def make_app(redis_url: str) -> Celery:
     return app
 
 
-def _run_task(task, job_id: int, attempt: str, spec_json: str, snapshot_every: int) -> None:
+def _run_task(task, job_id: int, attempt: str, spec_json: str, snapshot_every: int, files: dict | None = None) -> None:
     from bot.worker import Runner  # the worker process's engine (the bot only sends tasks)
 
-    Runner.instance().run(job_id, attempt, spec_json, snapshot_every)
+    Runner.instance().run(job_id, attempt, spec_json, snapshot_every, files or {})

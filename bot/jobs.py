@@ -330,6 +330,8 @@ class JobService:
             job = await self.presenter.job_started(job)
             state = await asyncio.to_thread(resume.read_bytes) if resume is not None else None
             handle = self.backend.submit(job.id, spec, state, self.snapshot_every)
+            if getattr(self.backend, "remote", False):  # its engine cannot read our disk: the pictures travel
+                handle.files = await asyncio.to_thread(_read_pictures, spec)
             self._handles[job.id] = handle
             self._progress[job.id] = (job.author_id, job.steps_done, spec.steps)
             async for event in handle.events():
@@ -425,6 +427,16 @@ def _stored_result(job: Job, image: bytes) -> Result:
     elapsed = max(0.0, (job.finished_at or 0.0) - (job.started_at or job.finished_at or 0.0))
     spec, scores = JobSpec.from_json(job.spec_json), tuple(job.scores.items())
     return Result(spec, image, job.width or 0, job.height or 0, job.steps_done, scores, elapsed)
+
+
+def _read_pictures(spec: JobSpec) -> dict[str, bytes]:
+    """The bytes of the pictures a spec reads (those still on disk; the engine says which are missing)."""
+    found = {}
+    for name in spec.pictures():
+        path = Path(name)
+        if path.is_file():
+            found[name] = path.read_bytes()
+    return found
 
 
 def reroll_spec(spec: JobSpec, seed: int) -> JobSpec:

@@ -12,6 +12,7 @@ token's task, should it ever come back, is dropped. While Redis cannot be reache
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -41,6 +42,7 @@ class CeleryHandle:
         self._ended = False
         self._attempt: bytes | None = None
         self._sent = 0.0
+        self.files: dict[str, bytes] = {}  # the spec's pictures (name -> bytes): workers share no disk with us
 
     def _key(self, part: str) -> str:
         return wire_keys.key(self.job_id, part)
@@ -70,9 +72,12 @@ class CeleryHandle:
         """Give the job to Celery under a new attempt token. A fresh job starts from `resume` (or from nothing);
         a job sent again keeps the newest snapshot its last worker left in Redis."""
         attempt = uuid.uuid4().hex
+        keys = {name: self._key(f"file:{hashlib.sha256(data).hexdigest()}") for name, data in self.files.items()}
 
         async def prepare(r) -> None:
             pipe = r.pipeline()
+            for name, data in self.files.items():
+                pipe.set(keys[name], data, ex=wire_keys.KEEP)
             pipe.set(self._key("attempt"), attempt, ex=wire_keys.KEEP)
             pipe.delete(self._key("cancel"))
             if fresh:
@@ -84,7 +89,7 @@ class CeleryHandle:
             await pipe.execute()
 
         await self.backend._retry(prepare)
-        args = [self.job_id, attempt, self.spec.to_json(), self.snapshot_every]
+        args = [self.job_id, attempt, self.spec.to_json(), self.snapshot_every, keys]
         await self.backend._send(args)
         self._attempt, self._sent = attempt.encode(), time.monotonic()
         log.info("job %d sent to the workers (attempt %s%s)", self.job_id, attempt[:8], "" if fresh else ", again")

@@ -25,9 +25,11 @@ import os
 import queue
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from bot.celery_app import ALIVE_TTL, HEARTBEAT, KEEP, QUEUE, key, make_app, worker_key
 
@@ -117,20 +119,35 @@ class Runner:
         return cls._instance
 
     # -- a task ---------------------------------------------------------------------------------------------
-    def run(self, job_id: int, attempt: str, spec_json: str, snapshot_every: int) -> None:
-        """Run one job to its end (called on a Celery pool thread, which waits here)."""
+    def run(self, job_id: int, attempt: str, spec_json: str, snapshot_every: int, files: dict[str, str]) -> None:
+        """Run one job to its end (called on a Celery pool thread, which waits here). `files` maps each picture the
+        spec names to the Redis key of its bytes: they are written to a folder of this worker's own."""
         from engine.spec import JobSpec
 
         if self._get(key(job_id, "attempt")) != attempt.encode():
             log.info("job %d: attempt %s is no longer the job's; dropped", job_id, attempt[:8])
             return
         state = self._get(key(job_id, "snapshot")) or self._get(key(job_id, "resume"))
-        job = _Job(job_id, attempt, JobSpec.from_json(spec_json), state, snapshot_every, threading.Event())
-        self.jobs[job_id] = job
-        self._claim(job_id, attempt)
-        self._commands.put(job)
-        job.done.wait()
-        self.jobs.pop(job_id, None)
+        with tempfile.TemporaryDirectory(prefix=f"imagine-job-{job_id}-") as folder:
+            spec = JobSpec.from_json(spec_json).with_pictures(self._fetch_files(files, Path(folder)))
+            job = _Job(job_id, attempt, spec, state, snapshot_every, threading.Event())
+            self.jobs[job_id] = job
+            self._claim(job_id, attempt)
+            self._commands.put(job)
+            job.done.wait()
+            self.jobs.pop(job_id, None)
+
+    def _fetch_files(self, files: dict[str, str], folder: Path) -> dict[str, str]:
+        """Write each picture's bytes (from Redis) into `folder`, under the file name the spec gives it."""
+        local = {}
+        for name, redis_key in files.items():
+            data = self._get(redis_key)
+            if data is None:
+                continue  # gone (expired): the engine says which picture is missing
+            path = folder / Path(name).name
+            path.write_bytes(data)
+            local[name] = str(path)
+        return local
 
     def _get(self, name: str) -> bytes | None:
         import redis

@@ -406,6 +406,16 @@ class JobSpec:
         d["upscales"] = list(self.upscales)
         return d
 
+    def pictures(self) -> tuple[str, ...]:
+        """The picture files this spec reads (init image, image prompts), as named in it."""
+        return ((self.init_image,) if self.init_image else ()) + tuple(p.text for p in self.image_targets)
+
+    def with_pictures(self, rename: dict[str, str]) -> JobSpec:
+        """The same spec reading each picture from `rename[name]` (weights and stops kept)."""
+        prompts = tuple(str(dataclasses.replace(p, text=rename.get(p.text, p.text))) for p in self.image_targets)
+        init = rename.get(self.init_image, self.init_image) if self.init_image else None
+        return self.replace(init_image=init, image_prompts=prompts)
+
     def to_public_dict(self) -> dict[str, Any]:
         """The spec as people see it (recipes, the Recipe button): images by file name only, never a folder of
         the machine that ran it."""

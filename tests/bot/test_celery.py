@@ -229,3 +229,43 @@ async def test_two_workers_take_members_in_turn(redis_server, start_worker, tmp_
         await service.close()
         await backend.close()
         await store.close()
+
+
+async def test_pictures_and_snapshots_travel_as_bytes(redis_server, start_worker, tmp_path, pool):
+    """The worker shares no disk with the bot: the spec's pictures name folders that exist nowhere here, and it
+    still runs from their bytes, giving the picture the engine gives with the same files on its own disk."""
+    from engine.images import read_recipe
+    from engine.spec import Finished, Snapshotted
+
+    start_worker()
+    wait_for_workers(redis_server.client(), 1)
+    red, blue = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (80, 60), (200, 30, 30)).save(red, format="PNG")
+    Image.new("RGB", (40, 40), (20, 40, 220)).save(blue, format="PNG")
+    elsewhere = "/bot-host-only/inputs"
+    spec = _spec("a red fox", steps=6, init_image=f"{elsewhere}/ab12.png", image_prompts=(f"{elsewhere}/cd34.png:2",))
+    backend = CeleryBackend(redis_server.url)
+    try:
+        handle = backend.submit(1, spec, None, 3)
+        handle.files = {f"{elsewhere}/ab12.png": red.getvalue(), f"{elsewhere}/cd34.png": blue.getvalue()}
+        events = [event async for event in handle.events()]
+        result = events[-1].result
+        assert isinstance(events[-1], Finished) and result.steps_done == 6
+        snapshot = next(e for e in events if isinstance(e, Snapshotted) and e.step == 3)
+
+        local = tmp_path / "local"
+        local.mkdir()
+        (local / "ab12.png").write_bytes(red.getvalue())
+        (local / "cd34.png").write_bytes(blue.getvalue())
+        mine = spec.with_pictures({f"{elsewhere}/ab12.png": str(local / "ab12.png"),
+                                   f"{elsewhere}/cd34.png": str(local / "cd34.png")})  # fmt: skip
+        assert np.array_equal(_pixels(result.image), _pixels(pool.engine_for(mine).generate(mine).image))
+        assert read_recipe(result.image)["spec"]["init_image"] == "ab12.png"  # the recipe names files only
+
+        # a second job resumes from the first one's snapshot, given as bytes
+        again = backend.submit(2, spec, snapshot.state, 0)
+        again.files = handle.files
+        resumed = [event async for event in again.events()][-1].result
+        assert np.array_equal(_pixels(resumed.image), _pixels(result.image))
+    finally:
+        await backend.close()
