@@ -7,7 +7,25 @@ import pytest
 from storage import JobState
 
 # Jobs on the tiny models run for real on this CPU: give them time to settle.
-pytestmark = pytest.mark.simcord(settle_timeout=120)
+pytestmark = pytest.mark.simcord(settle_timeout=180)
+
+
+@pytest.fixture(params=["embedded", "celery"])
+def simcord_bot(request, settings):
+    """Every scenario runs twice: with the engine in the bot's process, and with it in a Celery worker process
+    (a real redis-server and `python -m bot.worker`; skipped only where redis-server is not installed)."""
+    import dataclasses
+
+    from bot.client import ImagineBot, backend_for
+    from tests.bot.cluster import wait_for_workers
+
+    if request.param == "embedded":
+        return ImagineBot(settings)
+    redis_server = request.getfixturevalue("redis_server")
+    request.getfixturevalue("start_worker")()
+    wait_for_workers(redis_server.client(), 1)
+    celery = dataclasses.replace(settings, backend="celery", redis_url=redis_server.url)
+    return ImagineBot(celery, backend_for(celery))
 
 
 def _world(env):
