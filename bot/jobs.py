@@ -63,6 +63,7 @@ class JobService:
         self._handles: dict[int, object] = {}
         self._tasks: dict[int, asyncio.Task] = {}
         self._progress: dict[int, tuple[int, int, int]] = {}  # job id -> (author, step, steps)
+        self._waiting_steps: dict[int, int] = {}  # queued job id -> steps it still has to run
         self._reposts: dict[int, asyncio.Task] = {}  # finished jobs whose result is being posted again
         self._closing = False
         self.seconds_per_step = DEFAULT_SECONDS_PER_STEP
@@ -137,6 +138,7 @@ class JobService:
     def enqueue(self, job: Job) -> None:
         """Put a recorded job in the waiting line (the store has already admitted it)."""
         self.queue.push(Entry(job.id, job.author_id), force=True)
+        self._waiting_steps[job.id] = max(0, JobSpec.from_json(job.spec_json).total_steps - job.steps_done)
 
     def pump(self) -> None:
         """Start waiting jobs while there is room (none once closing); with a backend whose room changes, ask it
@@ -145,6 +147,7 @@ class JobService:
             entry = self.queue.pop()
             if entry is None:
                 return
+            self._waiting_steps.pop(entry.job_id, None)
             self._tasks[entry.job_id] = asyncio.create_task(self._run(entry.job_id), name=f"job-{entry.job_id}")
         if len(self.queue) and not self._closing and hasattr(self.backend, "need_capacity"):
             self.backend.need_capacity(lambda: bool(len(self.queue)) and len(self._tasks) >= self.max_concurrent)
@@ -245,16 +248,23 @@ class JobService:
     def running(self) -> list[RunningInfo]:
         return [RunningInfo(j, a, s, n) for j, (a, s, n) in self._progress.items()]
 
-    async def eta(self, job_id: int) -> float:
-        """Seconds until `job_id` is likely to finish, from the steps ahead of it and the measured pace."""
+    def etas(self) -> dict[int, float]:
+        """Seconds until each waiting job is likely to finish: the steps ahead of it (running jobs first, then the
+        waiting line in order) at the measured pace. One pass, no database reads."""
         steps = sum(n - s for _, s, n in self._progress.values())
+        rate = self.seconds_per_step / max(1, self.max_concurrent)
+        found = {}
         for entry in self.queue.order():
-            job = await self.store.get_job(entry.job_id)
-            if job is not None:
-                spec = json.loads(job.spec_json)
-                steps += spec["steps"] - job.steps_done
-            if entry.job_id == job_id:
-                break
+            steps += self._waiting_steps.get(entry.job_id, 0)
+            found[entry.job_id] = steps * rate
+        return found
+
+    async def eta(self, job_id: int) -> float:
+        """Seconds until `job_id` is likely to finish (a running job: its own remaining steps and those before)."""
+        etas = self.etas()
+        if job_id in etas:
+            return etas[job_id]
+        steps = sum(n - s for _, s, n in self._progress.values())
         return steps * self.seconds_per_step / max(1, self.max_concurrent)
 
     async def close(self) -> None:

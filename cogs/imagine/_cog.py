@@ -395,8 +395,9 @@ class Imagine(commands.Cog):
         lines = []
         for info in jobs.running():
             lines.append(f"▶️ #{info.job_id} · <@{info.author_id}> · step {info.step}/{info.steps}")
+        etas = jobs.etas()
         for position, entry in enumerate(jobs.queue.order(), 1):
-            eta = await jobs.eta(entry.job_id)
+            eta = etas.get(entry.job_id, 0.0)
             lines.append(f"{position}. #{entry.job_id} · <@{entry.user_id}> · ETA ~{duration(eta)}")
         text = "\n".join(lines) if lines else "Nothing is running and nobody is waiting. `/imagine` something!"
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
