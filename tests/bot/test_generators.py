@@ -132,3 +132,17 @@ async def test_upscale_refusals_are_sentences(simcord_env):
     answer = await bob.click(final, label="Upscale")
     assert answer.ephemeral and "no saved state to upscale from" in answer.response.content
     assert await store.get_job(2) is None
+
+
+async def test_upscale_that_would_not_fit_in_memory_is_refused(simcord_env):
+    from engine.memory import Budget, job_bytes
+
+    guild, channel, alice, bob = _world(simcord_env)
+    bot = simcord_env.bot
+    await alice.slash(channel, "imagine", prompt="a red fox", size="square-small", seed=4)
+    [thread] = channel.threads
+    cutn = json.loads((await bot.store.get_job(1)).spec_json)["cutn"]
+    bot.jobs.backend.budget = Budget(job_bytes(64, 64, cutn, False), where="this test's device")  # 64x64 only
+    answer = await bob.click(_final(thread, 1), label="Upscale")
+    assert answer.ephemeral and "A 128x128 image" in answer.response.content
+    assert "Choose a smaller size" in answer.response.content and await bot.store.get_job(2) is None
