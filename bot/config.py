@@ -37,6 +37,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "IMAGINE_MAX_QUEUED_PER_USER": ("3", "waiting jobs one member may have at once"),
     "IMAGINE_MAX_QUEUE": ("50", "waiting jobs in all"),
     "IMAGINE_CONTINUE_STEPS": ("100", "steps the Continue button adds"),
+    "IMAGINE_UPSCALE_STEPS": ("100", "steps the Upscale button runs at twice the size"),
     "IMAGINE_SNAPSHOT_EVERY": ("25", "steps between snapshots (crash recovery, Continue, Branch)"),
     "IMAGINE_SNAPSHOT_BUDGET": ("6", "snapshots kept per job: the newest and evenly spaced older ones"),
     "IMAGINE_RETENTION_DAYS": ("30", "days a finished job's snapshots and the uploads are kept (0: forever)"),
@@ -80,6 +81,7 @@ class Settings:
     max_queued_per_user: int = 3
     max_queue: int = 50
     continue_steps: int = 100
+    upscale_steps: int = 100
     snapshot_every: int = 25
     snapshot_budget: int = 6
     retention_days: float = 30.0
@@ -148,6 +150,7 @@ class Settings:
             max_queued_per_user=integer("IMAGINE_MAX_QUEUED_PER_USER", 1),
             max_queue=integer("IMAGINE_MAX_QUEUE", 1),
             continue_steps=integer("IMAGINE_CONTINUE_STEPS", 1),
+            upscale_steps=integer("IMAGINE_UPSCALE_STEPS", 1),
             snapshot_every=integer("IMAGINE_SNAPSHOT_EVERY", 0),
             snapshot_budget=integer("IMAGINE_SNAPSHOT_BUDGET", 2),
             retention_days=float(integer("IMAGINE_RETENTION_DAYS", 0)),

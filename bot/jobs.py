@@ -96,7 +96,8 @@ class JobService:
         backend's memory (`backend.budget`, an `engine.memory.Budget`) is an InvalidSpec."""
         budget = getattr(self.backend, "budget", None)
         if budget is not None:  # refused now, not out of memory later in the thread
-            budget.check(spec.width, spec.height, spec.cutn)
+            scale = 2 ** len(spec.upscales)  # the last stage is the largest
+            budget.check(spec.width * scale, spec.height * scale, spec.cutn)
         cap, total = await self.limits(guild_id) if check_limits else (None, None)
         job = await self.store.admit_job(
             guild_id=guild_id,
@@ -327,7 +328,7 @@ class JobService:
         resume = None
         if job.snapshot_path and Path(job.snapshot_path).is_file():
             resume = Path(job.snapshot_path)  # a restart: continue where it was
-        elif job.kind == "continue" and job.parent_id is not None:
+        elif job.kind in ("continue", "upscale") and job.parent_id is not None:
             parent = await self.store.get_job(job.parent_id)
             if parent is not None and parent.snapshot_path and Path(parent.snapshot_path).is_file():
                 resume = Path(parent.snapshot_path)
@@ -343,7 +344,7 @@ class JobService:
             if getattr(self.backend, "remote", False):  # its engine cannot read our disk: the pictures travel
                 handle.files = await asyncio.to_thread(_read_pictures, spec)
             self._handles[job.id] = handle
-            self._progress[job.id] = (job.author_id, job.steps_done, spec.steps)
+            self._progress[job.id] = (job.author_id, job.steps_done, spec.total_steps)
             async for event in handle.events():
                 if isinstance(event, Progress):
                     self._record_pace(event, job.steps_done)
@@ -455,8 +456,23 @@ def reroll_spec(spec: JobSpec, seed: int) -> JobSpec:
 
 
 def continue_spec(spec: JobSpec, steps_done: int, more: int) -> JobSpec:
-    """The same run, `more` steps further."""
-    total = steps_done + more
-    if total > MAX_STEPS:
+    """The same run, `more` steps beyond where it stopped. The last stage grows (`JobSpec.extended`), so an upscaled
+    image keeps its upscale at the step it came; a run stopped before its end finishes what it planned first."""
+    extra = steps_done + more - spec.total_steps
+    if max(steps_done + more, spec.total_steps) > MAX_STEPS:
         raise InvalidSpec(f"This image cannot be continued any further ({MAX_STEPS:,} steps at most).")
-    return spec.replace(steps=total)
+    if extra > 0:
+        return spec.extended(extra)
+    if spec.upscales:  # stopped early: the rest of its stages are already more than `more`
+        return spec
+    return spec.replace(steps=steps_done + more)
+
+
+def upscale_spec(spec: JobSpec, steps_done: int, steps: int) -> JobSpec:
+    """The run as it ended (`steps_done`), then twice the size for `steps` more steps (InvalidSpec, a sentence, where
+    it cannot: BigGAN, too many upscales, too large)."""
+    if not spec.upscales and 0 < steps_done < spec.steps:  # stopped early: upscale what was shown
+        spec = spec.replace(steps=steps_done)
+    if spec.total_steps + steps > MAX_STEPS:
+        raise InvalidSpec(f"This image has run too long to be upscaled ({MAX_STEPS:,} steps at most).")
+    return spec.upscaled(steps)

@@ -14,15 +14,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.grid import contact_sheet
-from bot.jobs import continue_spec, reroll_spec
+from bot.jobs import continue_spec, reroll_spec, upscale_spec
 from bot.pacing import RateLimiter
 from bot.queue import QueueFull
 from cogs.errors import reply
 from cogs.imagine._embeds import duration, jump_url, queued_line, short, top_embed
 from cogs.imagine._views import branch_view, running_view, tournament_view
-from engine.errors import InvalidSpec, public_message
+from engine.errors import InvalidSpec, OutOfMemory, public_message
 from engine.models import registry
-from engine.spec import MAX_STEPS, JobSpec, random_seed, split_regions
+from engine.spec import JobSpec, random_seed, split_regions
 from engine.uploads import check_image, stored_name
 from storage import Job
 
@@ -93,11 +93,11 @@ class Imagine(commands.Cog):
         prompt="What to paint. Separate ideas with |, add :weight (negative pushes away); A / B puts A left of B",
         seed="Starting point; the same seed and settings give the same picture (random if empty)",
         steps="How long to work on it (more steps, more detail; default set by the server)",
-        size="Shape of the picture (wide and panorama suit A / B prompts)",
+        size="Shape of the picture (wide and panorama suit A / B prompts; BigGAN makes its model's size only)",
         style="Append a well-known style modifier",
         init_image="Start from this picture instead of noise",
         image_prompt="Aim towards this picture as well as the text",
-        model="Which installed generator to use",
+        model="Which generator to use: a VQGAN, BigGAN, the DALL-E dVAE, or fourier / siren (no weights)",
         layout="Where A / B parts go: panorama (left to right), vertical, mirror (juxtaposed halves)",
         symmetry="Mirror layout: how strongly the two halves match in light and dark (default 0.5, 0 = off)",
         semantic="Mirror layout: how strongly objects on one side are translated to the other (default 0.1)",
@@ -110,7 +110,7 @@ class Imagine(commands.Cog):
         prompt: app_commands.Range[str, 1, 1000],
         seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
         steps: app_commands.Range[int, 10, 2000] | None = None,
-        size: SizeChoice = "square",
+        size: SizeChoice | None = None,
         style: StyleChoice | None = None,
         init_image: discord.Attachment | None = None,
         image_prompt: discord.Attachment | None = None,
@@ -208,19 +208,29 @@ class Imagine(commands.Cog):
         if steps is not None and steps > settings.max_steps:
             raise InvalidSpec(f"This server allows at most {settings.max_steps} steps.")
         model = model or self.default_model()
-        if model not in self.available_models():
+        generator = self.available_models().get(model)
+        if generator is None:
             raise InvalidSpec(f"The model {model!r} is not installed here; choose one from the list.")
         if style:  # a style belongs to every part of a composition
             prompt = " / ".join(f"{part} | {STYLES[style]}" for part in split_regions(prompt))
-        width, height = SIZES[size]
+        width, height = SIZES[size or "square"]
+        if generator == "biggan":  # one size per model: its own unless the member asked for another
+            native = registry.biggan_native_size(settings.models_dir, model) or width
+            if size is not None and (width, height) != (native, native):
+                raise InvalidSpec(
+                    f"{model} makes {native}x{native} images only, not {width}x{height}: leave the size empty, "
+                    "or pick another BigGAN (biggan-deep-128, -256 or -512) for another size."
+                )
+            width = height = native
         return JobSpec(
             prompt,
             width=width,
             height=height,
             steps=steps or settings.default_steps,
             seed=random_seed() if seed is None else seed,
-            generator="fourier" if model == "fourier" else "vqgan",
-            model=model if model != "fourier" else registry.DEFAULT_VQGAN,
+            generator=generator,
+            model=model if generator in ("vqgan", "biggan", "dalle") else registry.DEFAULT_VQGAN,
+            lr=None,  # the generator's own learning rate
             clip_model=settings.clip_model,
             **fields,
         )
@@ -248,11 +258,17 @@ class Imagine(commands.Cog):
             if current.lower() in name.lower()
         ][:25]
 
-    def available_models(self) -> list[str]:
-        names = registry.installed_vqgans(self.settings.models_dir)
+    def available_models(self) -> dict[str, str]:
+        """Each model a member can choose, by name, with its generator: the installed VQGANs, BigGANs and dVAEs,
+        and fourier and siren (which need no weights)."""
+        directory = self.settings.models_dir
+        names = registry.installed_vqgans(directory)
         if self.settings.vqgan_checkpoint and self.settings.vqgan_config:
             names.append(self.default_model())
-        return sorted(set(names)) + ["fourier"]
+        models = {name: "vqgan" for name in sorted(set(names))}
+        for generator in ("biggan", "dalle"):
+            models.update({name: generator for name in registry.installed_generator_models(directory, generator)})
+        return {**models, "fourier": "fourier", "siren": "siren"}
 
     def default_model(self) -> str:
         return self.settings.default_model()
@@ -290,12 +306,12 @@ class Imagine(commands.Cog):
 
     # -- buttons' follow-ups ----------------------------------------------------------------------------------
     async def follow_up(self, interaction: discord.Interaction, parent_id: int, kind: str) -> None:
-        """Queue a Reroll or Continue of `parent_id`; limits and bad states answer the member ephemerally."""
+        """Queue a Reroll, Continue or Upscale of `parent_id`; limits and bad states answer the member ephemerally."""
         if await self.button_throttled(interaction):
             return
         try:
             await self._follow_up(interaction, parent_id, kind)
-        except (InvalidSpec, QueueFull) as exc:
+        except (InvalidSpec, OutOfMemory, QueueFull) as exc:
             await reply(interaction, public_message(exc))
 
     async def _follow_up(self, interaction: discord.Interaction, parent_id: int, kind: str) -> None:
@@ -307,12 +323,16 @@ class Imagine(commands.Cog):
         if kind == "reroll":
             spec = reroll_spec(spec, random_seed())
         else:
+            verb = "continue" if kind == "continue" else "upscale"
+            if kind == "upscale":  # refused before anything is queued: BigGAN, 3 upscales already, too large
+                spec = upscale_spec(spec, parent.steps_done, self.settings.upscale_steps)
             if not parent.snapshot_path:
                 await interaction.response.send_message(
-                    "This image has no saved state to continue from; try Reroll instead.", ephemeral=True
+                    f"This image has no saved state to {verb} from; try Reroll instead.", ephemeral=True
                 )
                 return
-            spec = continue_spec(spec, parent.steps_done, self.settings.continue_steps)
+            if kind == "continue":
+                spec = continue_spec(spec, parent.steps_done, self.settings.continue_steps)
         job = await self.bot.jobs.submit(
             guild_id=interaction.guild_id,
             channel_id=parent.channel_id,
@@ -323,7 +343,12 @@ class Imagine(commands.Cog):
             thread_id=parent.post_channel_id if parent.thread_id else None,
         )
         eta = await self.bot.jobs.eta(job.id)
-        label = "Reroll" if kind == "reroll" else f"Continue (+{self.settings.continue_steps} steps)"
+        label = {
+            "reroll": "Reroll",
+            "continue": f"Continue (+{self.settings.continue_steps} steps)",
+            "upscale": f"Upscale to {spec.width * 2 ** len(spec.upscales)}x{spec.height * 2 ** len(spec.upscales)} "
+            f"(+{self.settings.upscale_steps} steps)",
+        }[kind]
         await interaction.response.send_message(f"{label} of #{parent.id} → {queued_line(job, spec, eta, None)}")
         message = await interaction.original_response()
         await self.bot.store.update_job(job.id, queued_message_id=message.id)
@@ -368,8 +393,9 @@ class Imagine(commands.Cog):
         schedule = tuple(entry for entry in spec.prompt_schedule if entry[0] < step)
         if text != spec.prompt_at(step):
             schedule = (*schedule, (step, text))
-        steps = spec.steps if step < spec.steps else min(MAX_STEPS, step + self.settings.continue_steps)
-        spec = spec.replace(prompt_schedule=schedule, steps=steps)
+        spec = spec.replace(prompt_schedule=schedule)
+        if step >= spec.total_steps:  # from the end: run on as Continue does (the last stage grows)
+            spec = continue_spec(spec, step, self.settings.continue_steps)
         job = await self.bot.jobs.submit(
             guild_id=interaction.guild_id,
             channel_id=parent.channel_id,

@@ -83,9 +83,14 @@ def status_embed(
             embed.add_field(name="CLIP similarity", value=lines[:1024], inline=False)
         embed.set_image(url="attachment://preview.png")
     else:
-        embed.add_field(name="Step", value=f"{job.steps_done}/{spec.steps}")
-    embed.set_footer(text=f"seed {spec.seed} · {spec.width}x{spec.height} · {spec.model}")
+        embed.add_field(name="Step", value=f"{job.steps_done}/{spec.total_steps}")
+    embed.set_footer(text=f"seed {spec.seed} · {spec.width}x{spec.height} · {model_name(spec)}")
     return embed
+
+
+def model_name(spec: JobSpec) -> str:
+    """The generator's weights by name (BigGAN, dVAE, VQGAN), or the generator itself where it has none."""
+    return spec.generator if spec.generator in ("fourier", "siren") else spec.model
 
 
 def result_embed(job: Job, spec: JobSpec, result: Result, filename: str) -> discord.Embed:
@@ -94,12 +99,12 @@ def result_embed(job: Job, spec: JobSpec, result: Result, filename: str) -> disc
     embed.add_field(name="Seed", value=str(spec.seed))
     embed.add_field(name="Steps", value=str(result.steps_done))
     embed.add_field(name="Size", value=f"{result.width}x{result.height}")
-    embed.add_field(
-        name="Model", value=f"{spec.model if spec.generator == 'vqgan' else spec.generator} + {spec.clip_model}"
-    )
+    embed.add_field(name="Model", value=f"{model_name(spec)} + {spec.clip_model}")
     embed.add_field(name="CLIP score", value=f"{result.score:.3f}")
     embed.add_field(name="Time", value=duration(result.elapsed))
-    embed.set_footer(text="Vote with 👍 / 👎 · Reroll = same settings, new seed · Continue = more steps")
+    embed.set_footer(
+        text="Vote with 👍 / 👎 · Reroll = same settings, new seed · Continue = more steps · Upscale = twice the size"
+    )
     return embed
 
 

@@ -166,6 +166,19 @@ class ContinueButton(
         await interaction.client.get_cog("Imagine").follow_up(interaction, self.job_id, "continue")
 
 
+class UpscaleButton(
+    _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:upscale:(?P<job>\d+){_INSTALL}"
+):
+    """A new job from the final state at twice the size (the cog refuses what cannot be upscaled)."""
+
+    def __init__(self, job_id: int, install: str | None = None) -> None:
+        super().__init__(_button("upscale", job_id, "Upscale", discord.ButtonStyle.secondary, "🔍", install=install))
+        self.job_id, self.install = job_id, install
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.get_cog("Imagine").follow_up(interaction, self.job_id, "upscale")
+
+
 class BranchButton(
     _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:branch:(?P<job>\d+){_INSTALL}"
 ):
@@ -318,6 +331,7 @@ DYNAMIC_ITEMS = (
     SteerButton,
     RerollButton,
     ContinueButton,
+    UpscaleButton,
     BranchButton,
     RecipeButton,
     PickButton,
@@ -336,6 +350,6 @@ def running_view(job_id: int, steer: bool = False, *, install: str) -> discord.u
 
 def result_view(job_id: int, *, install: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for kind in (RerollButton, ContinueButton, BranchButton, RecipeButton):
+    for kind in (RerollButton, ContinueButton, UpscaleButton, BranchButton, RecipeButton):
         view.add_item(kind(job_id, install))
     return view

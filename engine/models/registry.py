@@ -5,6 +5,7 @@ Standard library only: the bot reads it to offer model choices without loading t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -140,6 +141,16 @@ def installed_generator_models(directory: str | Path, generator: str) -> list[st
     """Names of the BigGAN or dVAE folders present in a models directory."""
     base = Path(directory) / GENERATOR_FOLDERS[generator]
     return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+
+def biggan_native_size(directory: str | Path, name: str) -> int | None:
+    """The one size a BigGAN makes: its config's `output_dim`, else the size in its released name; None if unknown."""
+    try:
+        config = json.loads((generator_model_dir("biggan", name, directory) / "config.json").read_text())
+        return int(config["output_dim"])
+    except (OSError, ValueError, KeyError, TypeError):
+        match = re.fullmatch(r"biggan-deep-(\d+)", name or "")
+        return int(match[1]) if match else None
 
 
 def models_dir(explicit: str | Path | None = None) -> Path:

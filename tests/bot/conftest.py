@@ -90,6 +90,7 @@ def settings(tmp_path, tiny_models):
         max_steps=50,
         snapshot_every=5,
         continue_steps=5,
+        upscale_steps=3,
         edit_interval=1.0,
         max_queued_per_user=2,
         max_queue=10,

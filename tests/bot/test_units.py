@@ -180,3 +180,26 @@ def test_pick_winner_votes_then_score_then_number():
     assert pick_winner(finished, {1: 1, 3: 1}) == (3, "score")  # a tie in votes: the better score of the two
     assert pick_winner({1: J(0.3), 2: J(0.3)}, {}) == (1, "score")
     assert pick_winner(finished, {4: 9}) == (2, "score")  # votes for a candidate that did not finish
+
+
+def test_continue_grows_the_last_stage_and_upscale_adds_one():
+    from bot.jobs import continue_spec, upscale_spec
+    from engine.errors import InvalidSpec
+    from engine.spec import JobSpec
+
+    spec = JobSpec("a fox", steps=100)
+    assert continue_spec(spec, 100, 50).steps == 150
+    assert continue_spec(spec, 40, 50).steps == 90  # stopped early: 50 beyond where it stopped
+    upscaled = upscale_spec(spec, 100, 30)
+    assert upscaled.upscales == (30,) and upscaled.steps == 100 and upscaled.total_steps == 130
+    assert upscale_spec(spec, 60, 30).steps == 60  # a stopped run is upscaled where it stopped
+    continued = continue_spec(upscaled, 130, 50)
+    assert continued.steps == 100 and continued.upscales == (80,)  # the upscale stays at step 100
+    with pytest.raises(InvalidSpec, match="cannot be continued any further"):
+        continue_spec(JobSpec("a fox", steps=9_990), 9_990, 50)
+    with pytest.raises(InvalidSpec, match="at most 3 times"):
+        upscale_spec(spec.replace(upscales=(1, 1, 1), width=64, height=64), 103, 10)
+    with pytest.raises(InvalidSpec, match="cannot be upscaled"):
+        upscale_spec(JobSpec("a fox", generator="biggan", steps=10), 10, 10)
+    with pytest.raises(InvalidSpec, match="largest side allowed"):
+        upscale_spec(JobSpec("a fox", width=4096, height=256), 300, 10)
