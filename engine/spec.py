@@ -325,6 +325,8 @@ class JobSpec:
             raise InvalidSpec("The class name must be the name of an ImageNet class, e.g. 'goldfish'.")
         if self.class_name is not None and self.generator != "biggan":
             raise InvalidSpec("A starting class only means something to the biggan generator.")
+        if not isinstance(self.upscales, tuple | list):
+            raise InvalidSpec("upscales must be a list of step counts, one per doubling.")
         upscales = tuple(self.upscales)
         object.__setattr__(self, "upscales", upscales)
         if len(upscales) > MAX_UPSCALES:
