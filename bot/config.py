@@ -168,10 +168,7 @@ class Settings:
 
     def default_model(self) -> str:
         """The VQGAN a member gets without choosing: the registry's default if installed, else the first installed."""
-        installed = registry.installed_vqgans(self.models_dir)
-        if registry.DEFAULT_VQGAN in installed or not installed:
-            return registry.DEFAULT_VQGAN
-        return installed[0]
+        return registry.default_vqgan(self.models_dir)
 
     def problems(self) -> list[str]:
         """What stops the bot from starting, as sentences for the operator."""

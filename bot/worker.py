@@ -322,9 +322,7 @@ def _default_spec():
     from engine.models import registry
     from engine.spec import JobSpec
 
-    models = registry.models_dir()
-    installed = registry.installed_vqgans(models)
-    model = registry.DEFAULT_VQGAN if registry.DEFAULT_VQGAN in installed or not installed else installed[0]
+    model = registry.default_vqgan(registry.models_dir())
     return JobSpec("warm up", model=model, clip_model=os.environ.get("IMAGINE_CLIP_MODEL") or registry.DEFAULT_CLIP)
 
 

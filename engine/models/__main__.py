@@ -71,13 +71,15 @@ def clip_sources(name: str, directory: Path, hub_endpoint: str | None = None) ->
 def download_generator_model(entry: registry.GeneratorModelEntry, directory: Path) -> list[Path]:
     """Fetch a BigGAN or the dVAE into `<directory>/<generator>/<name>/` under the released file names. The dVAE's
     pickles are converted right away into weights-only files (the one time they are unpickled)."""
-    from engine.models.download import Source, fetch_first
+    from engine.models.download import fetch_any
 
     folder = registry.generator_model_dir(entry.generator, entry.name, directory)
     done = []
     for filename, remote in entry.files:
-        sources = [Source(_host(u), u, folder / filename, remote.sha256) for u in remote.urls]
-        done.append(fetch_first(sources, f"{entry.name} ({filename})", _progress))
+        dest = folder / filename
+        done.append(
+            fetch_any(remote.urls, dest, remote.sha256, what=f"{entry.name} ({filename})", progress_for=_progress)
+        )
     if entry.generator == "dalle":
         from engine.models.dvae import convert
 
@@ -88,7 +90,7 @@ def download_generator_model(entry: registry.GeneratorModelEntry, directory: Pat
 def download(names: list[str], clips: list[str], directory: Path, hub_endpoint: str | None = None) -> list[Path]:
     """Fetch VQGANs (yaml + checkpoint), BigGANs, the DALL-E dVAE and OpenAI CLIP weights into `directory`; skip
     what is already there."""
-    from engine.models.download import Source, fetch_first
+    from engine.models.download import fetch_any, fetch_first
 
     done = []
     for name in names:
@@ -101,8 +103,9 @@ def download(names: list[str], clips: list[str], directory: Path, hub_endpoint: 
             raise CheckpointError(f"Unknown model {name!r}. Known: {known}.")
         yaml_path, ckpt_path = registry.vqgan_paths(name, directory)
         for remote, dest in ((entry.config, yaml_path), (entry.checkpoint, ckpt_path)):
-            sources = [Source(_host(u), u, dest, remote.sha256) for u in remote.urls]
-            done.append(fetch_first(sources, f"{name} ({dest.name})", _progress))
+            done.append(
+                fetch_any(remote.urls, dest, remote.sha256, what=f"{name} ({dest.name})", progress_for=_progress)
+            )
     for name in clips:
         present = registry.find_clip_checkpoint(name, directory)
         if present is not None and "openai" in present.name:
@@ -113,12 +116,6 @@ def download(names: list[str], clips: list[str], directory: Path, hub_endpoint: 
             raise CheckpointError(f"No OpenAI weights are known for {name!r}; known: ViT-B-32, ViT-B-16, RN50, ...")
         done.append(fetch_first(sources, f"the CLIP weights {name}", _progress))
     return done
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlparse
-
-    return urlparse(url).hostname or url
 
 
 def _download(args: argparse.Namespace) -> int:

@@ -193,12 +193,20 @@ def fetch_first(sources: list[Source], what: str, progress_for=None, timeout: fl
     )
 
 
-def fetch_any(urls: tuple[str, ...], dest: str | Path, sha256: str | None = None, **kwargs) -> Path:
-    """Try each mirror of one file in turn; one CheckpointError naming every failure if none works."""
+def fetch_any(
+    urls: tuple[str, ...],
+    dest: str | Path,
+    sha256: str | None = None,
+    *,
+    what: str | None = None,
+    progress_for=None,
+    timeout: float = 60.0,
+) -> Path:
+    """Try each mirror of one file in turn (each labelled by its host); one CheckpointError naming every failure
+    if none works. `what` names the file in that sentence (default: its file name)."""
     dest = Path(dest)
     sources = [Source(urllib.parse.urlparse(u).hostname or u, u, dest, sha256) for u in urls]
-    progress = kwargs.pop("progress", None)
-    return fetch_first(sources, dest.name, (lambda _s: progress) if progress else None, **kwargs)
+    return fetch_first(sources, what or dest.name, progress_for, timeout)
 
 
 def verify(path: str | Path) -> bool:

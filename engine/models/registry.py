@@ -164,6 +164,12 @@ def vqgan_paths(name: str, directory: str | Path) -> tuple[Path, Path]:
     return base / f"{name}.yaml", base / f"{name}.ckpt"
 
 
+def default_vqgan(directory: str | Path) -> str:
+    """The VQGAN a job gets without choosing: the default if it is installed (or nothing is), else the first one."""
+    installed = installed_vqgans(directory)
+    return DEFAULT_VQGAN if DEFAULT_VQGAN in installed or not installed else installed[0]
+
+
 def installed_vqgans(directory: str | Path) -> list[str]:
     """Names of the VQGANs whose yaml and checkpoint are both present."""
     base = Path(directory) / "vqgan"
