@@ -13,11 +13,9 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     api_base, gateway_url, data_dir, models_dir = argv
-    import discord
-    import yarl
+    from tests.bot.launch import point_at
 
-    discord.http.Route.BASE = api_base
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+    point_at(api_base, gateway_url)
 
     import bot.client
     from bot.client import ImagineBot
