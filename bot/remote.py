@@ -123,7 +123,7 @@ class CeleryHandle:
                                 future.set_result(event.spec)
                         elif isinstance(event, Failed):
                             self._ended = True
-                            await self._close_out(cursor)
+                            await self._close_out()
                             raise event.error
                         else:
                             if isinstance(event, Finished):
@@ -131,7 +131,7 @@ class CeleryHandle:
                             yield event
                             await backend._retry(lambda r, c=cursor: r.set(self._key("cursor"), c, ex=wire_keys.KEEP))
                             if isinstance(event, Finished):
-                                await self._close_out(cursor)
+                                await self._close_out()
                                 return
                 if await self._lost(seen):
                     await self._dispatch(fresh=False)
@@ -162,7 +162,7 @@ class CeleryHandle:
             return True
         return False
 
-    async def _close_out(self, cursor: bytes) -> None:
+    async def _close_out(self) -> None:
         """The job ended: its token goes (a late copy of its task is then dropped) and its keys expire soon."""
 
         async def close(r) -> None:
