@@ -122,7 +122,7 @@ class JobService:
         """(waiting jobs allowed per member, here; waiting jobs allowed in all)."""
         cap = None
         if guild_id is not None:
-            cap = (await self.store.guild_settings(guild_id))["max_queued_per_user"]
+            cap = (await self.store.guild_settings(guild_id)).max_queued_per_user
         return cap or self.queue.max_per_user, self.queue.max_total
 
     async def refusal(self, author_id: int, cap: int, total: int, count: int = 1) -> QueueFull:

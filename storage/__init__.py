@@ -1,5 +1,25 @@
 """Persistence: the only package that speaks SQL (aiosqlite, numbered migrations, dataclasses out)."""
 
-from storage.store import Job, JobState, StorageError, Store, TopEntry, Tournament
+from storage.store import (
+    GuildSettings,
+    Job,
+    JobKind,
+    JobState,
+    StorageError,
+    Store,
+    TopEntry,
+    Tournament,
+    TournamentState,
+)
 
-__all__ = ["Job", "JobState", "StorageError", "Store", "TopEntry", "Tournament"]
+__all__ = [
+    "GuildSettings",
+    "Job",
+    "JobKind",
+    "JobState",
+    "StorageError",
+    "Store",
+    "TopEntry",
+    "Tournament",
+    "TournamentState",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+from engine.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,49 @@ class JobState(StrEnum):
     def final(self) -> bool:
         """Nothing more will happen to it (a posting job still has to be shown)."""
         return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+class JobKind(StrEnum):
+    """How a job came to be."""
+
+    NEW = "new"
+    REROLL = "reroll"
+    CONTINUE = "continue"
+    UPSCALE = "upscale"
+    BRANCH = "branch"
+    CANDIDATE = "candidate"  # one seed of a tournament
+    WINNER = "winner"  # a tournament's chosen seed, run to the end
+
+
+class TournamentState(StrEnum):
+    """Where a seed tournament stands."""
+
+    RUNNING = "running"
+    VOTING = "voting"
+    DECIDED = "decided"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    """A server's settings (None and empty mean: the bot's own setting, or no limit)."""
+
+    max_queued_per_user: int | None = None
+    use_threads: bool = True
+    channels: tuple[int, ...] = ()  # where /imagine may be used; empty: everywhere
+    default_steps: int | None = None
+    max_steps: int | None = None
+    sizes: tuple[str, ...] = ()  # the size names members may pick; empty: all
+    max_queued_total: int | None = None
+    timelapse: bool | None = None
+    moderation: str | None = None  # off | spoiler | withhold | strict; None: the bot's default
+    builtin_words: bool = True
+    gallery: bool = False
+
+
+_SETTINGS_COLUMNS = tuple(GuildSettings.__dataclass_fields__)
+_JSON_SETTINGS = {"channels", "sizes"}
+_BOOL_SETTINGS = {"use_threads", "timelapse", "builtin_words", "gallery"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +120,16 @@ class Job:
     finished_at: float | None
     tournament_id: int | None = None
     candidate: int | None = None
+    timelapse_message_id: int | None = None
+    moderation: str | None = None  # the output check's action (post, spoiler, withhold); None: not checked
+    unsafe: float | None = None
+    deleted_at: float | None = None
+    deleted_by: int | None = None
+
+    @functools.cached_property
+    def spec(self) -> JobSpec:
+        """The job's recipe, parsed (the row holds it as JSON)."""
+        return JobSpec.from_json(self.spec_json)
 
     @property
     def scores(self) -> dict[str, float]:
@@ -156,6 +212,7 @@ SELECT jobs.*, COALESCE(SUM(votes.value), 0) AS total
 FROM jobs LEFT JOIN votes ON votes.job_id = jobs.id
 WHERE jobs.guild_id IS :guild AND (jobs.guild_id IS NOT NULL OR jobs.author_id = :author)
   AND jobs.state = 'done' AND jobs.finished_at >= :since AND jobs.kind != 'candidate'
+  AND jobs.deleted_at IS NULL AND jobs.moderation IS NOT 'withhold'
 GROUP BY jobs.id
 ORDER BY total DESC, jobs.score DESC, jobs.id
 LIMIT :limit
@@ -175,12 +232,20 @@ UNION SELECT jobs.id FROM jobs JOIN tournaments ON tournaments.id = jobs.tournam
 """
 _SELECT_VOTED = "SELECT job_id FROM votes GROUP BY job_id HAVING SUM(value) > 0"
 _SELECT_SPECS_IN_USE = "SELECT spec_json FROM jobs WHERE state IN ('queued', 'running', 'posting')"
-_SELECT_SETTINGS = "SELECT max_queued_per_user, use_threads FROM guild_settings WHERE guild_id = ?"
-_UPSERT_SETTINGS = """
-INSERT INTO guild_settings (guild_id, max_queued_per_user, use_threads) VALUES (?, ?, ?)
-ON CONFLICT(guild_id) DO UPDATE SET max_queued_per_user = excluded.max_queued_per_user,
-                                    use_threads = excluded.use_threads
+_SELECT_SETTINGS = f"SELECT {', '.join(_SETTINGS_COLUMNS)} FROM guild_settings WHERE guild_id = ?"
+_UPSERT_SETTINGS = f"""
+INSERT INTO guild_settings (guild_id, {", ".join(_SETTINGS_COLUMNS)}) VALUES (?{", ?" * len(_SETTINGS_COLUMNS)})
+ON CONFLICT(guild_id) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in _SETTINGS_COLUMNS)}
 """
+_SELECT_WORDS = "SELECT word FROM blocked_words WHERE guild_id = ? ORDER BY word"
+_INSERT_WORD = "INSERT OR IGNORE INTO blocked_words (guild_id, word, added_by, added_at) VALUES (?, ?, ?, ?)"
+_DELETE_WORD = "DELETE FROM blocked_words WHERE guild_id = ? AND word = ?"
+_SELECT_DM = "SELECT dm_results FROM member_settings WHERE user_id = ?"
+_UPSERT_DM = """
+INSERT INTO member_settings (user_id, dm_results) VALUES (?, ?)
+ON CONFLICT(user_id) DO UPDATE SET dm_results = excluded.dm_results
+"""
+_DELETE_JOB = "UPDATE jobs SET deleted_at = ?, deleted_by = ? WHERE id = ? AND deleted_at IS NULL"
 
 _UPDATABLE = {
     "error",
@@ -198,6 +263,9 @@ _UPDATABLE = {
     "started_at",
     "finished_at",
     "spec_json",
+    "timelapse_message_id",
+    "moderation",
+    "unsafe",
 }
 
 
@@ -590,15 +658,87 @@ class Store:
             return [_job(r) for r in await cur.fetchall()]
 
     # -- guild settings -------------------------------------------------------------------------------------
-    async def guild_settings(self, guild_id: int) -> dict[str, Any]:
+    async def guild_settings(self, guild_id: int | None) -> GuildSettings:
+        """A server's settings (the defaults for a server that changed none, and for DMs)."""
+        if guild_id is None:
+            return GuildSettings()
         async with self._db.execute(_SELECT_SETTINGS, (guild_id,)) as cur:
             row = await cur.fetchone()
         if row is None:
-            return {"max_queued_per_user": None, "use_threads": True}
-        return {"max_queued_per_user": row[0], "use_threads": bool(row[1])}
+            return GuildSettings()
+        values = {}
+        for name, value in zip(_SETTINGS_COLUMNS, row, strict=True):
+            if name in _JSON_SETTINGS:
+                value = tuple(json.loads(value)) if value else ()
+            elif name in _BOOL_SETTINGS and value is not None:
+                value = bool(value)
+            values[name] = value
+        return GuildSettings(**values)
 
-    async def set_guild_settings(self, guild_id: int, *, max_queued_per_user: int | None, use_threads: bool) -> None:
-        await self._db.execute(_UPSERT_SETTINGS, (guild_id, max_queued_per_user, int(use_threads)))
+    async def update_guild_settings(self, guild_id: int, **changes: Any) -> GuildSettings:
+        """Change some of a server's settings (the others stay); returns them all."""
+        unknown = set(changes) - set(_SETTINGS_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown guild settings {sorted(unknown)}")
+        current = dataclasses.replace(await self.guild_settings(guild_id), **changes)
+        row = []
+        for name in _SETTINGS_COLUMNS:
+            value = getattr(current, name)
+            if name in _JSON_SETTINGS:
+                value = json.dumps(list(value)) if value else None
+            elif name in _BOOL_SETTINGS and value is not None:
+                value = int(value)
+            row.append(value)
+        await self._db.execute(_UPSERT_SETTINGS, (guild_id, *row))
+        await self._db.commit()
+        return current
+
+    async def blocked_words(self, guild_id: int) -> list[str]:
+        """The words a server added to its blocked list (the built-in list is not stored)."""
+        async with self._db.execute(_SELECT_WORDS, (guild_id,)) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def add_blocked_word(self, guild_id: int, word: str, added_by: int) -> bool:
+        """Block a word on a server; False if it was already blocked."""
+        async with self._db.execute(_INSERT_WORD, (guild_id, word, added_by, self._clock())) as cur:
+            added = cur.rowcount == 1
+        await self._db.commit()
+        return added
+
+    async def remove_blocked_word(self, guild_id: int, word: str) -> bool:
+        """Unblock a word; False if it was not blocked."""
+        async with self._db.execute(_DELETE_WORD, (guild_id, word)) as cur:
+            removed = cur.rowcount == 1
+        await self._db.commit()
+        return removed
+
+    # -- members' preferences -------------------------------------------------------------------------------
+    async def dm_results(self, user_id: int) -> bool:
+        """Whether the member asked for their finished images by DM as well."""
+        async with self._db.execute(_SELECT_DM, (user_id,)) as cur:
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def set_dm_results(self, user_id: int, wanted: bool) -> None:
+        """Record a member's choice of DM delivery."""
+        await self._db.execute(_UPSERT_DM, (user_id, int(wanted)))
+        await self._db.commit()
+
+    # -- deleting -------------------------------------------------------------------------------------------
+    async def mark_deleted(self, job_id: int, by: int) -> Job | None:
+        """Hide a job's image from the board and the gallery, keeping its row (and an event saying who). None if
+        it was already deleted."""
+        now = self._clock()
+        async with self._db.execute(_DELETE_JOB, (now, by, job_id)) as cur:
+            changed = cur.rowcount == 1
+        if changed:
+            await self._db.execute(_INSERT_EVENT, (job_id, "deleted", now, f"by {by}"))
+        await self._db.commit()
+        return await self.get_job(job_id) if changed else None
+
+    async def add_event(self, job_id: int, state: str, detail: str | None = None) -> None:
+        """Record something that happened to a job without changing its state (a moderation verdict, ...)."""
+        await self._db.execute(_INSERT_EVENT, (job_id, state, self._clock(), detail))
         await self._db.commit()
 
 

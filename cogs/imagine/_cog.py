@@ -294,7 +294,7 @@ class Imagine(commands.Cog):
         if interaction.guild_id is None or not isinstance(channel, discord.TextChannel):
             return None
         settings = await self.bot.store.guild_settings(interaction.guild_id)
-        if not settings["use_threads"]:
+        if not settings.use_threads:
             return None
         try:
             name = short(discord.utils.escape_mentions(f"#{job.id} {spec.prompt}"), 90)  # no allowed_mentions here

@@ -111,7 +111,7 @@ async def test_a_burst_of_reroll_clicks_queues_at_most_the_cap(simcord_env, worl
     final = _final(channel.threads[0], 1)
     gated.hold = True
     await u["bob"].slash(channel, "imagine", prompt="keeps the painter busy")  # job 2 runs and is held
-    await simcord_env.bot.store.set_guild_settings(guild.id, max_queued_per_user=2, use_threads=True)
+    await simcord_env.bot.store.update_guild_settings(guild.id, max_queued_per_user=2, use_threads=True)
     await _burst(simcord_env, u["alice"], final, "Reroll", 12)
     store = simcord_env.bot.store
     rerolls = [j for j in [await store.get_job(i) for i in range(3, 20)] if j is not None]
@@ -125,7 +125,7 @@ async def test_a_burst_of_reroll_clicks_queues_at_most_the_cap(simcord_env, worl
 
 async def test_job_buttons_have_a_per_member_cooldown(simcord_env, world, gated):
     guild, channel, role, u = world
-    await simcord_env.bot.store.set_guild_settings(guild.id, max_queued_per_user=10, use_threads=True)
+    await simcord_env.bot.store.update_guild_settings(guild.id, max_queued_per_user=10, use_threads=True)
     await u["alice"].slash(channel, "imagine", prompt="a lighthouse")
     final = _final(channel.threads[0], 1)
     gated.hold = True

@@ -142,7 +142,7 @@ async def test_restart_mid_run_resumes_and_buttons_and_votes_survive(simcord_env
 
 async def test_no_thread_permission_falls_back_to_the_channel(simcord_env, world, gated):
     guild, channel, u = world
-    await simcord_env.bot.store.set_guild_settings(guild.id, max_queued_per_user=None, use_threads=False)
+    await simcord_env.bot.store.update_guild_settings(guild.id, max_queued_per_user=None, use_threads=False)
     await u["alice"].slash(channel, "imagine", prompt="in the channel")
     assert channel.threads == []
     job = await simcord_env.bot.store.get_job(1)
@@ -179,7 +179,7 @@ async def test_steer_a_running_job(simcord_env, world, gated):
 
 async def _room_for_three(env, guild):
     """Every candidate of a tournament is a waiting job: this server lets a member have 3 waiting."""
-    await env.bot.store.set_guild_settings(guild.id, max_queued_per_user=3, use_threads=True)
+    await env.bot.store.update_guild_settings(guild.id, max_queued_per_user=3, use_threads=True)
 
 
 def _grid(channel):

@@ -19,8 +19,8 @@ async def store(tmp_path):
 async def test_migrations_set_user_version_and_wal(tmp_path):
     path = tmp_path / "a.sqlite"
     s = await Store.open(path)
-    assert await s.schema_version() == 3
-    assert await s.migrate() == 3  # idempotent
+    assert await s.schema_version() == 4
+    assert await s.migrate() == 4  # idempotent
     await s.close()
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -39,7 +39,7 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     con.commit()
     con.close()
     s = await Store.open(path)
-    assert await s.schema_version() == 3
+    assert await s.schema_version() == 4
     old = await s.get_job(1)
     assert old.tournament_id is None and old.author_id == 2
     await s.close()
@@ -111,9 +111,30 @@ async def test_history_is_per_author_and_newest_first(store):
 
 
 async def test_guild_settings(store):
-    assert await store.guild_settings(5) == {"max_queued_per_user": None, "use_threads": True}
-    await store.set_guild_settings(5, max_queued_per_user=2, use_threads=False)
-    assert await store.guild_settings(5) == {"max_queued_per_user": 2, "use_threads": False}
+    from storage import GuildSettings
+
+    assert await store.guild_settings(5) == GuildSettings()
+    await store.update_guild_settings(5, max_queued_per_user=2, use_threads=False)
+    changed = await store.update_guild_settings(5, channels=(11, 12), sizes=("square",), timelapse=False)
+    assert changed == await store.guild_settings(5)
+    assert changed.max_queued_per_user == 2 and not changed.use_threads  # kept
+    assert changed.channels == (11, 12) and changed.sizes == ("square",) and changed.timelapse is False
+    assert (await store.update_guild_settings(5, channels=())).channels == ()
+    assert await store.guild_settings(6) == GuildSettings() and await store.guild_settings(None) == GuildSettings()
+    with pytest.raises(ValueError):
+        await store.update_guild_settings(5, token="x")
+
+
+async def test_blocked_words_and_dm_preference(store):
+    assert await store.add_blocked_word(5, "Ogre", 1) and not await store.add_blocked_word(5, "Ogre", 2)
+    await store.add_blocked_word(5, "troll", 1)
+    assert await store.blocked_words(5) == ["Ogre", "troll"] and await store.blocked_words(6) == []
+    assert await store.remove_blocked_word(5, "Ogre") and not await store.remove_blocked_word(5, "Ogre")
+    assert not await store.dm_results(7)
+    await store.set_dm_results(7, True)
+    assert await store.dm_results(7) and not await store.dm_results(8)
+    await store.set_dm_results(7, False)
+    assert not await store.dm_results(7)
 
 
 async def test_data_survives_reopen(tmp_path):
@@ -185,7 +206,7 @@ async def test_a_version_2_database_is_upgraded_in_place_and_keeps_its_old_butto
     con.commit()
     con.close()
     s = await Store.open(path)
-    assert await s.schema_version() == 3
+    assert await s.schema_version() == 4
     assert (await s.get_job(1)).state == JobState.DONE
     # buttons posted before they carried a token belong to this database and keep working
     assert s.legacy_buttons and s.accepts(None) and s.accepts(s.install) and not s.accepts("0000000000")
