@@ -54,6 +54,7 @@ class EnginePool:
         self._perceptors: dict[str, object] = {}
         self._vqgans: dict[str, object] = {}
         self._others: dict[tuple[str, str], object] = {}  # (generator, name) -> a loaded BigGAN or dVAE
+        self._safety: dict[str, object] = {}  # CLIP name -> the SafetyCheck its engines share
         self._lock = threading.Lock()
         self._device = None
 
@@ -118,6 +119,7 @@ class EnginePool:
     def engine_for(self, spec: JobSpec):
         """The Engine for `spec`'s models (loading them if needed)."""
         from engine.run import Engine
+        from engine.safety import SafetyCheck
 
         model = spec.model if spec.generator in ("vqgan", "biggan", "dalle") else ""
         key = (model, spec.clip_model) if spec.generator == "vqgan" else (spec.generator, model, spec.clip_model)
@@ -129,8 +131,9 @@ class EnginePool:
                 "dalle": lambda: {"dvae": self.dvae(model)},
             }.get(spec.generator, dict)()
             with self._lock:
+                safety = self._safety.setdefault(spec.clip_model, SafetyCheck(perceptor))
                 self._engines.setdefault(
-                    key, Engine(perceptor, device=self.device, speed=self.settings.speed, **loaded)
+                    key, Engine(perceptor, device=self.device, speed=self.settings.speed, safety=safety, **loaded)
                 )
         return self._engines[key]
 

@@ -33,6 +33,8 @@ from engine.losses import (
     size_weights,
     tone_asymmetry,
 )
+from engine.moderation import checks_images, checks_previews
+from engine.safety import SafetyCheck
 from engine.spec import JobSpec, Progress, Result, Snapshotted, parse_regions
 from engine.speed import Speed
 
@@ -225,6 +227,7 @@ class Engine:
         speed: Speed = Speed(),
         biggan=None,
         dvae=None,
+        safety: SafetyCheck | None = None,
     ):
         self.device = torch.device(device) if device is not None else perceptor.device
         self.perceptor = perceptor
@@ -236,6 +239,8 @@ class Engine:
         self.fast = FastModels(speed, self.device, perceptor, vqgan)
         self._generators: dict[tuple, Generator] = {}
         self._text_cache: dict[str, torch.Tensor] = {}
+        # The moderation check; engines that share a perceptor can share one, so its descriptions are encoded once.
+        self.safety = safety if safety is not None else SafetyCheck(perceptor)
 
     # -- models ---------------------------------------------------------------------------------------------
     def generator_for(self, spec: JobSpec, width: int | None = None, height: int | None = None) -> Generator:
@@ -411,6 +416,9 @@ class Engine:
         losses = run.last_losses.tolist() if run.last_losses is not None else []
         png = encode_png(self.preview(run), compress_level=1) if preview else None
         similarities = run.last_similarity.tolist() if run.last_similarity is not None else []
+        unsafe = None
+        if checks_previews(run.spec.moderation):
+            unsafe, _ = self.safety.score(run.last_image if run.last_image is not None else run.image())
         return Progress(
             step=run.step_index,
             steps=run.spec.total_steps,
@@ -422,6 +430,7 @@ class Engine:
             height=run.height,
             similarities=tuple(similarities),
             prompt=run.prompt,
+            unsafe=unsafe,
         )
 
     def preview(self, run: Run):
@@ -431,6 +440,7 @@ class Engine:
     def result(self, run: Run, elapsed: float, cancelled: bool = False) -> Result:
         image = run.image()
         scores = self.scores(image, run.texts)
+        unsafe, label = self.safety.score(image) if checks_images(run.spec.moderation) else (None, None)
         meta = recipe(
             run.spec, run.width, run.height, run.step_index, {"scores": dict(zip(run.texts, scores, strict=True))}
         )
@@ -443,6 +453,8 @@ class Engine:
             scores=tuple(zip(run.texts, scores, strict=True)),
             elapsed=elapsed,
             cancelled=cancelled,
+            unsafe=unsafe,
+            unsafe_label=label,
         )
 
     def generate(

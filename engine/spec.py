@@ -15,6 +15,7 @@ from pathlib import PurePath
 from typing import Any
 
 from engine.errors import InvalidSpec
+from engine.moderation import check_level
 
 ENGINE_VERSION = "0.2.0"
 
@@ -208,6 +209,9 @@ class JobSpec:
     # Upscaling: after `steps`, each entry doubles the image (re-encoded into the generator's latent) and runs that
     # many more steps with the same prompts. The recipe of an upscaled image replays every stage.
     upscales: tuple[int, ...] = ()
+    # Moderation of the images (engine.moderation.LEVELS): "off" checks nothing; the other levels have CLIP score
+    # the finished image (and, at "strict", the previews) for unsafe content and report it in the Result.
+    moderation: str = "off"
 
     def __post_init__(self) -> None:
         self._check_generator_name()  # first: the layout's defaults depend on it
@@ -254,6 +258,7 @@ class JobSpec:
         if not isinstance(self.image_prompts, tuple):
             object.__setattr__(self, "image_prompts", tuple(self.image_prompts))
         self._check_generator()
+        check_level(self.moderation)
 
     def _check_generator_name(self) -> None:
         if not isinstance(self.generator, str) or self.generator not in GENERATORS:
@@ -478,6 +483,7 @@ class Progress:
     height: int = 0
     similarities: tuple[float, ...] = ()  # mean cosine similarity of this step's cutouts to each text prompt
     prompt: str = ""  # the prompt aimed at now (differs from the spec's once the run was steered)
+    unsafe: float | None = None  # the preview's unsafe probability, where the spec's moderation checks previews
 
 
 @dataclass(frozen=True)
@@ -492,6 +498,10 @@ class Result:
     scores: tuple[tuple[str, float], ...]
     elapsed: float
     cancelled: bool = False
+    # The image's unsafe probability and the unsafe description it looked most like (engine.safety), where the
+    # spec's moderation checks images; None where it does not. `engine.moderation.decide` turns them into an action.
+    unsafe: float | None = None
+    unsafe_label: str | None = None
 
     @property
     def score(self) -> float:

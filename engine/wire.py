@@ -53,6 +53,8 @@ def encode(event: Event | Steered) -> dict[bytes, bytes]:
             "scores": result.scores,
             "elapsed": result.elapsed,
             "cancelled": result.cancelled,
+            "unsafe": result.unsafe,
+            "unsafe_label": result.unsafe_label,
         }
         return {b"type": b"finished", b"data": _dump(data), b"blob": result.image}
     if isinstance(event, Failed):

@@ -21,6 +21,7 @@ STDLIB_ONLY = {
     "engine/models/registry.py",
     "engine/models/__init__.py",
     "engine/memory.py",
+    "engine/moderation.py",
 }
 PIL_ONLY = {"engine/uploads.py"}  # usable from the bot at module level: no torch, no numpy
 
@@ -123,7 +124,8 @@ def test_engine_spec_loads_without_torch():
     import subprocess
 
     code = (
-        "import sys, engine.spec, engine.errors, engine.models.registry, engine.memory, engine.uploads; "
+        "import sys, engine.spec, engine.errors, engine.models.registry, engine.memory, engine.uploads, "
+        "engine.moderation; "
         "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

@@ -71,6 +71,8 @@ def test_prompt_str_round_trips():
         ("cut_pow", -1.0, "cut_pow"),
         ("init_weight", -0.1, "negative"),
         ("image_prompts", tuple(f"p{i}.png" for i in range(9)), "image prompts"),
+        ("moderation", "lenient", "Unknown moderation level 'lenient'; choose one of off, spoiler"),
+        ("moderation", None, "Unknown moderation level"),
     ],
 )
 def test_spec_validation(field, value, message):
@@ -87,6 +89,17 @@ def test_spec_json_round_trip():
         JobSpec.from_dict({**spec.to_dict(), "bogus": 1})
     with pytest.raises(InvalidSpec, match="not valid JSON"):
         JobSpec.from_json("{")
+
+
+def test_moderation_field():
+    spec = JobSpec("a cat")
+    assert spec.moderation == "off"  # the default checks nothing
+    old = spec.to_dict()
+    del old["moderation"]  # a spec written before moderation existed
+    assert JobSpec.from_dict(old) == spec
+    strict = spec.replace(moderation="strict")
+    assert JobSpec.from_json(strict.to_json()).moderation == "strict"
+    assert JobSpec.from_json(strict.extended(10).to_json()).moderation == "strict"
 
 
 def test_spec_is_frozen_and_replace_validates():
