@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.jobs import JobService
+from bot.jobs import JobService, Origin
 from bot.remote import CeleryBackend
 from engine.models.tiny import write_tiny_models
 from engine.spec import JobSpec
@@ -77,7 +77,7 @@ async def _throughput(url: str, work: Path, jobs: int, steps: int, samples: int)
         latencies = []
         for i in range(samples):
             submitted = time.monotonic()
-            job = await service.submit(guild_id=None, channel_id=1, author_id=1000 + i, spec=_spec(i, 1))
+            job = (await service.submit(Origin(None, 1, 1000 + i), _spec(i, 1))).job
             service.pump()
             while job.id not in timings.done:
                 await asyncio.sleep(0.005)
@@ -88,7 +88,7 @@ async def _throughput(url: str, work: Path, jobs: int, steps: int, samples: int)
         started = time.monotonic()
         ids = []
         for i in range(jobs):
-            job = await service.submit(guild_id=None, channel_id=1, author_id=i, spec=_spec(100 + i, steps))
+            job = (await service.submit(Origin(None, 1, i), _spec(100 + i, steps))).job
             ids.append(job.id)
         service.pump()
         while not all(i in timings.done for i in ids):
@@ -107,7 +107,7 @@ async def _resume_after_kill(url: str, work: Path, workers: list[Worker], client
     backend = CeleryBackend(url)
     service = JobService(store, backend, timings, work / "data", snapshot_every=5)
     try:
-        job = await service.submit(guild_id=None, channel_id=1, author_id=1, spec=_spec(7, steps))
+        job = (await service.submit(Origin(None, 1, 1), _spec(7, steps))).job
         service.pump()
         while len(timings.steps.get(job.id, [])) < 12:
             await asyncio.sleep(0.01)

@@ -14,7 +14,7 @@ import time
 
 import discord
 
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from storage import StorageError
 
 log = logging.getLogger("bot")
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-    except ValueError as exc:
+    except ConfigError as exc:
         print(f"error: {exc} (see .env.example)", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level, settings.token)

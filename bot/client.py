@@ -10,6 +10,7 @@ import discord
 from discord.ext import commands
 
 from bot.backends import Backend, EmbeddedBackend
+from bot.community import Community
 from bot.config import Settings
 from bot.jobs import JobService
 from bot.tournaments import Tournaments
@@ -17,7 +18,7 @@ from storage import StorageError, Store
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.votes")
+EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.votes", "cogs.settings")
 STORAGE_CHECK_EVERY = 30.0  # seconds between checks that the database is still there and writable
 MAINTENANCE_EVERY = 86400.0  # retention (bot.prune) and posting what could not be posted: on start, then daily
 
@@ -83,6 +84,8 @@ class ImagineBot(commands.Bot):
         self.backend: Backend | None = None
         self.jobs: JobService | None = None
         self.tournaments: Tournaments | None = None
+        self.community: Community | None = None
+        self.presenter = None  # the Discord presenter, attached by cogs.imagine
         self.storage_error: StorageError | None = None
         self._background: list[asyncio.Task] = []
         self._stopping: asyncio.Task | None = None
@@ -140,16 +143,13 @@ class ImagineBot(commands.Bot):
                 return
 
     async def setup_hook(self) -> None:
-        from cogs.imagine import DYNAMIC_ITEMS, DiscordPresenter
-
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await Store.open(self.settings.db_path)  # a StorageError escapes: the bot does not start
         self.backend = self._backend_factory(self.settings)
-        self.presenter = DiscordPresenter(self, interval=self.settings.edit_interval)
         self.jobs = JobService(
             self.store,
             self.backend,
-            self.presenter,
+            None,  # the chat side: the cog that presents jobs attaches it as it loads
             self.settings.data_dir,
             max_queued_per_user=self.settings.max_queued_per_user,
             max_queue=self.settings.max_queue,
@@ -159,11 +159,13 @@ class ImagineBot(commands.Bot):
             snapshot_budget=self.settings.snapshot_budget,
         )
         self.jobs.on_storage_error = self.storage_failed
+        self.community = self.jobs.community = Community(self.store, self.settings)
         log.info("running up to %d jobs at once", self.jobs.max_concurrent)
-        self.tournaments = Tournaments(self.store, self.jobs, self.presenter, wait=self.settings.tournament_wait)
+        self.tournaments = Tournaments(self.store, self.jobs, None, wait=self.settings.tournament_wait)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
-        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        if self.jobs.presenter is None or self.tournaments.presenter is None:
+            raise RuntimeError("no extension presents jobs: load cogs.imagine")
         if self.settings.dev_guild_id:
             guild = discord.Object(self.settings.dev_guild_id)
             self.tree.copy_global_to(guild=guild)

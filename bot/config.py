@@ -7,6 +7,7 @@ from pathlib import Path
 
 from engine.env import load_env
 from engine.models import registry
+from engine.moderation import LEVELS
 from engine.speed import Speed, parse_flag
 
 # Every key the bot reads, with its default and meaning; `.env.example` is checked against this table.
@@ -46,8 +47,19 @@ KEYS: dict[str, tuple[str, str]] = {
     "IMAGINE_TOURNAMENT_WAIT": ("600", "seconds before the most voted (then best scoring) candidate goes on"),
     "IMAGINE_TIMELAPSE": ("1", "1 to post a timelapse of every finished job (0 to turn it off)"),
     "IMAGINE_EDIT_INTERVAL": ("5", "seconds between edits of one job's status message"),
+    "IMAGINE_MODERATION": (
+        "spoiler",
+        "the output check of servers that chose none: off, spoiler, withhold or strict (see README)",
+    ),
+    "IMAGINE_GALLERY_PORT": ("0", "port of the web gallery served by the bot (0: no gallery)"),
+    "IMAGINE_GALLERY_HOST": ("127.0.0.1", "address the gallery listens on (0.0.0.0 to serve other hosts)"),
+    "IMAGINE_GALLERY_URL": ("", "the gallery's public address, for links from the Recipe button"),
     "IMAGINE_LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING"),
 }
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used, named with its key and what it should be (one sentence)."""
 
 
 SPEED_KEYS = (
@@ -90,6 +102,10 @@ class Settings:
     timelapse: bool = True
     tournament_steps: int = 100
     tournament_wait: float = 600.0
+    moderation: str = "spoiler"
+    gallery_port: int = 0
+    gallery_host: str = "127.0.0.1"
+    gallery_url: str = ""
     log_level: str = "INFO"
 
     def __repr__(self) -> str:  # the dataclass repr already hides the token; say so explicitly
@@ -102,7 +118,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, dotenv: str | Path | None = None) -> Settings:
-        """Read settings from `environ` (default: os.environ after loading `.env`). Raises ValueError with the
+        """Read settings from `environ` (default: os.environ after loading `.env`). Raises ConfigError with the
         key name for a value that is not of the right kind."""
         if environ is None:
             environ = load_env(dotenv)
@@ -112,9 +128,9 @@ class Settings:
             try:
                 value = int(get(key))
             except ValueError:
-                raise ValueError(f"{key} must be a whole number, not {get(key)!r}") from None
+                raise ConfigError(f"{key} must be a whole number, not {get(key)!r}") from None
             if value < low:
-                raise ValueError(f"{key} must be at least {low}")
+                raise ConfigError(f"{key} must be at least {low}")
             return value
 
         def path(key: str) -> Path | None:
@@ -122,13 +138,23 @@ class Settings:
 
         def backend(value: str) -> str:
             if value.lower() not in ("embedded", "celery"):
-                raise ValueError(f"IMAGINE_BACKEND must be embedded or celery, not {value!r}")
+                raise ConfigError(f"IMAGINE_BACKEND must be embedded or celery, not {value!r}")
+            return value.lower()
+
+        try:
+            speed = Speed.from_env({k: get(k) for k in SPEED_KEYS})
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+        def moderation(value: str) -> str:
+            if value.lower() not in LEVELS:
+                raise ConfigError(f"IMAGINE_MODERATION must be one of {', '.join(LEVELS)}, not {value!r}")
             return value.lower()
 
         try:
             edit_interval = float(get("IMAGINE_EDIT_INTERVAL"))
         except ValueError:
-            raise ValueError("IMAGINE_EDIT_INTERVAL must be a number of seconds") from None
+            raise ConfigError("IMAGINE_EDIT_INTERVAL must be a number of seconds") from None
         return cls(
             token=get("DISCORD_TOKEN"),
             dev_guild_id=integer("DEV_GUILD_ID") if get("DEV_GUILD_ID") else None,
@@ -142,7 +168,7 @@ class Settings:
             max_concurrent=None
             if get("IMAGINE_MAX_CONCURRENT").lower() == "auto"
             else integer("IMAGINE_MAX_CONCURRENT", 1),
-            speed=Speed.from_env({k: get(k) for k in SPEED_KEYS}),
+            speed=speed,
             backend=backend(get("IMAGINE_BACKEND")),
             redis_url=get("IMAGINE_REDIS_URL"),
             max_steps=integer("IMAGINE_MAX_STEPS", 1),
@@ -159,6 +185,10 @@ class Settings:
             timelapse=parse_flag("IMAGINE_TIMELAPSE", get("IMAGINE_TIMELAPSE"), True),
             tournament_steps=integer("IMAGINE_TOURNAMENT_STEPS", 1),
             tournament_wait=float(integer("IMAGINE_TOURNAMENT_WAIT", 0)),
+            moderation=moderation(get("IMAGINE_MODERATION")),
+            gallery_port=integer("IMAGINE_GALLERY_PORT", 0),
+            gallery_host=get("IMAGINE_GALLERY_HOST"),
+            gallery_url=get("IMAGINE_GALLERY_URL").rstrip("/"),
             log_level=get("IMAGINE_LOG_LEVEL").upper(),
         )
 

@@ -54,14 +54,14 @@ def missing_models(settings) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bot.config import Settings
+    from bot.config import ConfigError, Settings
 
     code = ensure_env(Path(".env"), Path(".env.example"), sys.stdin.isatty())
     if code:
         return code
     try:
         settings = Settings.from_env()
-    except ValueError as exc:
+    except ConfigError as exc:
         print(f"error: {exc} (see .env.example)", file=sys.stderr)
         return 2
     vqgans, clips = missing_models(settings)

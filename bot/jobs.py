@@ -9,29 +9,74 @@ import asyncio
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from bot.backends import Backend
 from bot.presenter import Presenter
 from bot.queue import Entry, FairQueue, QueueFull, member_full, queue_full
 from bot.timelapse import frame_paths, save_frame
 from engine.errors import EngineError, InvalidSpec, public_message
+from engine.moderation import decide
 from engine.snapshots import SnapshotHistory
 from engine.spec import MAX_STEPS, Finished, JobSpec, Progress, Result, Snapshotted
-from storage import Job, JobState, StorageError, Store
+from storage import GuildSettings, Job, JobKind, JobState, StorageError, Store, TopEntry
 
 log = logging.getLogger(__name__)
+
+# what the cogs need of the store's types, they take from here (cogs never import storage)
+__all__ = ["Job", "JobKind", "JobState", "Origin", "Posted", "StorageError", "Ticket", "JobService"]
 
 DEFAULT_SECONDS_PER_STEP = 0.5
 
 
 @dataclass(frozen=True)
 class RunningInfo:
+    """A running job as /queue shows it."""
+
     job_id: int
     author_id: int
     step: int
     steps: int
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asked for a job, and where."""
+
+    guild_id: int | None
+    channel_id: int
+    author_id: int
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A queued job, its place in the waiting line (1-based; None once it runs) and its likely wait in seconds."""
+
+    job: Job
+    position: int | None
+    eta: float
+
+
+@dataclass(frozen=True)
+class Posted:
+    """What the chat side posted to announce a job: its message and the thread opened for it (if any)."""
+
+    message_id: int | None
+    thread_id: int | None = None
+
+
+Announce = Callable[[Ticket], Awaitable[Posted | None]]
+
+
+class Limits(NamedTuple):
+    """The caps of a waiting line: per member, in all, and per server (None: no cap)."""
+
+    per_member: int | None
+    total: int | None
+    server: int | None
 
 
 class JobService:
@@ -41,7 +86,7 @@ class JobService:
         self,
         store: Store,
         backend: Backend,
-        presenter: Presenter,
+        presenter: Presenter | None,
         data_dir: Path,
         *,
         max_queued_per_user: int = 3,
@@ -69,64 +114,116 @@ class JobService:
         self.seconds_per_step = DEFAULT_SECONDS_PER_STEP
         # called with the StorageError when the database fails under a job; the bot stops on it
         self.on_storage_error = lambda exc: log.critical("%s", exc)
+        self.community = None  # a bot.community.Community: blocked words and the output check of each server
 
     @property
     def max_concurrent(self) -> int:
         """Jobs run at once: the setting, else the backend's capacity (a distributed backend's changes)."""
         return self._max_concurrent or self.backend.capacity
 
-    # -- submitting -----------------------------------------------------------------------------------------
+    # -- submitting: the cogs' one door ------------------------------------------------------------------------
     async def submit(
         self,
-        *,
-        guild_id: int | None,
-        channel_id: int,
-        author_id: int,
+        origin: Origin,
         spec: JobSpec,
-        kind: str = "new",
+        *,
+        kind: JobKind = JobKind.NEW,
         parent_id: int | None = None,
         thread_id: int | None = None,
         resume_from: Path | None = None,
+        announce: Announce | None = None,
+    ) -> Ticket:
+        """Record, check and queue a job, let `announce` post it (its message and thread ids are recorded), then
+        start what can start. Raises QueueFull (a cap, in the member's words) or InvalidSpec (a job that cannot fit
+        the backend's memory) before anything is recorded. With `resume_from` (a snapshot of another job: a branch)
+        the job starts from that state."""
+        job = await self.admit(origin, spec, kind=kind, parent_id=parent_id, thread_id=thread_id)
+        if resume_from is not None:
+            job = await self.store.update_job(job.id, snapshot_path=str(resume_from))
+        self.enqueue(job)
+        return await self.announce([job], announce)
+
+    async def admit(
+        self,
+        origin: Origin,
+        spec: JobSpec,
+        *,
+        kind: JobKind = JobKind.NEW,
+        parent_id: int | None = None,
+        thread_id: int | None = None,
         check_limits: bool = True,
     ) -> Job:
-        """Record and queue a job (raises QueueFull). It starts on the next `pump()`; with `resume_from` (a
-        snapshot of another job: a branch) it starts from that state. The caps are checked in the same store
+        """Record a job under the caps (not yet in the waiting line). The caps are checked in the same store
         statement that records the job, so simultaneous submissions cannot overshoot them; `check_limits=False`
-        skips them (a tournament's winner, which takes its tournament's place). A job that cannot fit the
-        backend's memory (`backend.budget`, an `engine.memory.Budget`) is an InvalidSpec."""
+        skips them (a tournament's winner, which takes its tournament's place)."""
+        spec = await self.prepare(origin, spec)
         budget = getattr(self.backend, "budget", None)
         if budget is not None:  # refused now, not out of memory later in the thread
             scale = 2 ** len(spec.upscales)  # the last stage is the largest
             budget.check(spec.width * scale, spec.height * scale, spec.cutn)
-        cap, total = await self.limits(guild_id) if check_limits else (None, None)
+        limits = await self.limits(origin.guild_id) if check_limits else Limits(None, None, None)
         job = await self.store.admit_job(
-            guild_id=guild_id,
-            channel_id=channel_id,
-            author_id=author_id,
+            guild_id=origin.guild_id,
+            channel_id=origin.channel_id,
+            author_id=origin.author_id,
             spec_json=spec.to_json(),
             kind=kind,
             parent_id=parent_id,
-            max_waiting=cap,
-            max_total=total,
+            max_waiting=limits.per_member,
+            max_total=limits.total,
+            max_server=limits.server,
         )
         if job is None:
-            raise await self.refusal(author_id, cap, total)
+            raise await self.refusal(origin, limits)
         if thread_id is not None:
             job = await self.store.update_job(job.id, thread_id=thread_id)
-        if resume_from is not None:
-            job = await self.store.update_job(job.id, snapshot_path=str(resume_from))
-        self.enqueue(job)
         return job
 
-    async def limits(self, guild_id: int | None) -> tuple[int, int]:
-        """(waiting jobs allowed per member, here; waiting jobs allowed in all)."""
-        cap = None
-        if guild_id is not None:
-            cap = (await self.store.guild_settings(guild_id)).max_queued_per_user
-        return cap or self.queue.max_per_user, self.queue.max_total
+    async def prepare(self, origin: Origin, spec: JobSpec) -> JobSpec:
+        """The spec as this server runs it: its texts screened for blocked words (InvalidSpec, a sentence) and its
+        output check set to the server's level."""
+        if self.community is None:
+            return spec
+        texts = [spec.prompt, *(text for _, text in spec.prompt_schedule)]
+        await self.community.screen(origin.guild_id, "\n".join(texts), "prompt")
+        settings = await self.community.settings(origin.guild_id)
+        return spec.replace(moderation=self.community.moderation(settings))
 
-    async def refusal(self, author_id: int, cap: int, total: int, count: int = 1) -> QueueFull:
+    async def announce(self, jobs: list[Job], announce: Announce | None) -> Ticket:
+        """Let the chat side post the first of `jobs` (queued together) and record where; then start the queue
+        (also when posting failed: the job is recorded and runs, its progress going to the channel). The ticket
+        is of the last job (the one whose wait is the longest)."""
+        last = jobs[-1]
+        ticket = Ticket(last, self.queue.position(last.id), self.etas().get(last.id, 0.0))
+        try:
+            posted = await announce(replace(ticket, job=jobs[0])) if announce is not None else None
+            if posted is not None:
+                for job in jobs:
+                    fields = {"queued_message_id": posted.message_id}
+                    if posted.thread_id is not None:
+                        fields["thread_id"] = posted.thread_id
+                    updated = await self.store.update_job(job.id, **fields)
+                    if job.id == last.id:
+                        ticket = replace(ticket, job=updated)
+        finally:
+            self.pump()
+        return ticket
+
+    async def limits(self, guild_id: int | None) -> Limits:
+        """The waiting-line caps here: per member (the server's, else the bot's), in all, and the server's own."""
+        settings = await self.store.guild_settings(guild_id)
+        return Limits(
+            settings.max_queued_per_user or self.queue.max_per_user, self.queue.max_total, settings.max_queued_total
+        )
+
+    async def refusal(self, origin: Origin, limits: Limits, count: int = 1) -> QueueFull:
         """The error for `count` jobs the store refused: which cap they hit, in the member's words."""
+        (cap, total, server), author_id = limits, origin.author_id
+        if server is not None and await self.store.server_waiting(origin.guild_id) + count > server:
+            return QueueFull(
+                f"This server allows {server} image{'s' if server != 1 else ''} waiting at once and that many "
+                "are waiting; try again when some have started."
+            )
         mine, everyone = await self.store.waiting(author_id)
         if count > 1 and mine + count > cap:
             return QueueFull(
@@ -139,7 +236,7 @@ class JobService:
     def enqueue(self, job: Job) -> None:
         """Put a recorded job in the waiting line (the store has already admitted it)."""
         self.queue.push(Entry(job.id, job.author_id), force=True)
-        self._waiting_steps[job.id] = max(0, JobSpec.from_json(job.spec_json).total_steps - job.steps_done)
+        self._waiting_steps[job.id] = max(0, job.spec.total_steps - job.steps_done)
 
     def pump(self) -> None:
         """Start waiting jobs while there is room (none once closing); with a backend whose room changes, ask it
@@ -178,7 +275,7 @@ class JobService:
             if job.id in self._tasks or job.id in self._reposts:
                 continue
             count += 1
-            if job.kind == "candidate" or job.result_message_id is not None:
+            if job.kind == JobKind.CANDIDATE or job.result_message_id is not None:
                 await self._mark_done(job)
             else:
                 self._reposts[job.id] = asyncio.create_task(self._repost(job.id), name=f"repost-{job.id}")
@@ -199,7 +296,7 @@ class JobService:
                     await self._fail(job, "The finished image was lost before it could be posted; try Reroll.")
                     return
                 image = await asyncio.to_thread(image_path.read_bytes)
-                job = await self.presenter.job_finished(job, _stored_result(job, image), image)
+                job = await self._post_result(job, _stored_result(job, image), image)
             job = await self._mark_done(job)
             if found is None:
                 await self._post_timelapse(job, image)
@@ -225,6 +322,7 @@ class JobService:
         if self.queue.remove(job_id):
             job = await self.store.set_state(job_id, JobState.CANCELLED, detail="cancelled while waiting")
             await self.presenter.job_cancelled(job, None)
+            self.pump()
             return True
         handle = self._handles.get(job_id)
         if handle is not None:
@@ -239,11 +337,49 @@ class JobService:
         handle = self._handles.get(job_id)
         if handle is None:
             return None
+        if self.community is not None:
+            job = await self.store.get_job(job_id)
+            await self.community.screen(job.guild_id if job else None, text, "steer text")
         spec_json = await handle.steer(text)
         if spec_json is None:
             return None
-        await self.store.update_job(job_id, spec_json=spec_json)
-        return JobSpec.from_json(spec_json)
+        return (await self.store.update_job(job_id, spec_json=spec_json)).spec
+
+    # -- what the cogs read and record (they never reach the store themselves) ---------------------------------
+    @property
+    def install(self) -> str:
+        """The database's install token, carried by every button (see `accepts`)."""
+        return self.store.install
+
+    def accepts(self, install: str | None) -> bool:
+        """Whether a button carrying `install` belongs to this database."""
+        return self.store.accepts(install)
+
+    async def get(self, job_id: int) -> Job | None:
+        return await self.store.get_job(job_id)
+
+    async def history(self, guild_id: int | None, author_id: int, limit: int = 10) -> list[Job]:
+        """A member's latest jobs here."""
+        return await self.store.history(guild_id, author_id, limit=limit)
+
+    async def top(self, guild_id: int | None, *, since: float, limit: int, by: str, author_id: int) -> list[TopEntry]:
+        """The board (in DMs, only the member's own images)."""
+        return await self.store.top(guild_id, since=since, limit=limit, by=by, author_id=author_id)
+
+    async def settings(self, guild_id: int | None) -> GuildSettings:
+        return await self.store.guild_settings(guild_id)
+
+    async def vote(self, message_id: int, user_id: int, value: int, present: bool) -> Job | None:
+        """Record a member's vote reaction on a result message (authors do not vote for their own images); the job,
+        or None if the message is not a result."""
+        job = await self.store.job_for_result_message(message_id)
+        if job is not None and job.author_id != user_id and job.deleted_at is None:
+            await self.store.set_vote(job.id, user_id, value, present)
+        return job
+
+    async def record_status(self, job_id: int, message_id: int) -> Job:
+        """The presenter replaced a job's status message."""
+        return await self.store.update_job(job_id, status_message_id=message_id)
 
     # -- reports --------------------------------------------------------------------------------------------
     def running(self) -> list[RunningInfo]:
@@ -337,20 +473,23 @@ class JobService:
             SnapshotHistory(snapshot_path, self.snapshot_every, self.snapshot_budget) if self.snapshot_every else None
         )
         try:
-            spec = JobSpec.from_json(job.spec_json)
-            job = await self.presenter.job_started(job)
+            spec = job.spec
+            status = await self.presenter.job_started(job)
+            if status is not None and status != job.status_message_id:
+                job = await self.store.update_job(job.id, status_message_id=status)
             state = await asyncio.to_thread(resume.read_bytes) if resume is not None else None
             handle = self.backend.submit(job.id, spec, state, self.snapshot_every)
             if getattr(self.backend, "remote", False):  # its engine cannot read our disk: the pictures travel
                 handle.files = await asyncio.to_thread(_read_pictures, spec)
             self._handles[job.id] = handle
+            keep_frames = await self._wants_timelapse(job)
             self._progress[job.id] = (job.author_id, job.steps_done, spec.total_steps)
             async for event in handle.events():
                 if isinstance(event, Progress):
                     self._record_pace(event, job.steps_done)
                     self._progress[job.id] = (job.author_id, event.step, event.steps)
                     job = await self.store.update_job(job.id, steps_done=event.step)
-                    if self.timelapse and event.preview is not None:
+                    if keep_frames and event.preview is not None:
                         await asyncio.to_thread(save_frame, self._frames(job.id), event.step, event.preview)
                     await self.presenter.job_progress(job, event)
                 elif isinstance(event, Snapshotted) and history is not None:
@@ -397,32 +536,110 @@ class JobService:
             score=result.score,
             scores_json=json.dumps(dict(result.scores)),
         )
+        verdict = None
+        if result.unsafe is not None:  # the output check ran (the spec's level is not "off")
+            verdict = decide(job.spec.moderation, result.unsafe, result.unsafe_label)
+            fields.update(moderation=verdict.action, unsafe=result.unsafe)
         if result.cancelled:
             job = await self.store.set_state(job.id, JobState.CANCELLED, detail="cancelled while running", **fields)
             shutil.rmtree(self._frames(job.id), ignore_errors=True)
             await self.presenter.job_cancelled(job, result)
             return
         job = await self.store.set_state(job.id, JobState.POSTING, **fields)
+        if verdict is not None:
+            await self.store.add_event(job.id, "moderation", _verdict_line(verdict))
         try:
-            job = await self.presenter.job_finished(job, result, result.image)  # records the result message id
+            job = await self._post_result(job, result, result.image)
         except StorageError:
             raise
         except Exception:  # Discord refused or failed: the image is safe; post it again later, not "failed"
             log.exception("could not post job %d; it stays to be posted again", job.id)
             return
         job = await self._mark_done(job)
+        await self._deliver_by_dm(job, result.image)
         await self._post_timelapse(job, result.image)
         shutil.rmtree(self._frames(job.id), ignore_errors=True)
 
+    async def _deliver_by_dm(self, job: Job, image: bytes) -> None:
+        """A copy by DM for members who asked (`/settings me`), best effort: the image is posted already."""
+        if job.guild_id is None or job.kind == JobKind.CANDIDATE or job.moderation not in (None, "post"):
+            return
+        if self.community is None or not await self.community.dm_results(job.author_id):
+            return
+        try:
+            await self.presenter.job_by_dm(job, image)
+        except StorageError:
+            raise
+        except Exception:
+            log.exception("could not send job %d by DM", job.id)
+
+    # -- deleting -------------------------------------------------------------------------------------------
+    async def delete(self, job_id: int, user_id: int, moderator: bool) -> str:
+        """Delete a finished image for its author or a moderator: its post and timelapse go, its votes leave the
+        board and the gallery, its files are removed; the row stays as a record. Returns the sentence to show."""
+        job = await self.store.get_job(job_id)
+        if job is None or job.state not in (JobState.DONE, JobState.POSTING):
+            return "That image cannot be deleted (it is not a finished image)."
+        if user_id != job.author_id and not moderator:
+            return "Only the image's author or a member who can manage messages can delete it."
+        deleted = await self.store.mark_deleted(job.id, user_id)
+        if deleted is None:
+            return "That image was already deleted."
+        try:
+            await self.presenter.job_deleted(deleted)
+        except StorageError:
+            raise
+        except Exception:
+            log.exception("could not remove the messages of deleted job %d", job.id)
+        for path in (self._paths(job.id)[0], self.timelapse_file(job.id)):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        log.info("job %d deleted by %d", job.id, user_id)
+        return f"Deleted #{job.id}."
+
+    async def _post_result(self, job: Job, result: Result, image: bytes) -> Job:
+        """Post the final image and record its message (a candidate has none: its tournament shows it)."""
+        message_id = await self.presenter.job_finished(job, result, image)
+        if message_id is None:
+            return job
+        return await self.store.update_job(job.id, result_message_id=message_id)
+
+    async def _wants_timelapse(self, job: Job) -> bool:
+        """The server's choice, else the bot's."""
+        chosen = (await self.store.guild_settings(job.guild_id)).timelapse
+        return self.timelapse if chosen is None else chosen
+
+    def timelapse_file(self, job_id: int) -> Path | None:
+        """The kept animation of a job's run (the gallery shows it), if one was made."""
+        for ext in ("webp", "gif"):
+            path = self.data_dir / "timelapses" / f"{job_id}.{ext}"
+            if path.is_file():
+                return path
+        return None
+
     async def _post_timelapse(self, job: Job, final_png: bytes) -> None:
+        """Post the run's animation and keep a copy of it (both best effort: the image itself is posted)."""
         frames = frame_paths(self._frames(job.id))
-        if self.timelapse and frames:
+        if frames and job.moderation in (None, "post") and await self._wants_timelapse(job):
             try:
-                await self.presenter.job_timelapse(job, frames, final_png)
+                shown = await self.presenter.job_timelapse(job, frames, final_png)
+                if shown is not None:
+                    message_id, made = shown
+                    await self.store.update_job(job.id, timelapse_message_id=message_id)
+                    if made.ext in ("webp", "gif"):
+                        path = self.data_dir / "timelapses" / f"{job.id}.{made.ext}"
+                        await asyncio.to_thread(_write_atomically, path, made.data)
             except StorageError:
                 raise
             except Exception:  # the image is posted; the timelapse is a bonus
                 log.exception("could not post the timelapse of job %d", job.id)
+
+
+def _verdict_line(verdict) -> str:
+    """The moderation event's detail: what was decided, on what score, under which level."""
+    label = f" ({verdict.label})" if verdict.label else ""
+    threshold = f" against {verdict.threshold:.2f}" if verdict.threshold is not None else ""
+    return f"{verdict.action}: unsafe {verdict.unsafe:.3f}{threshold} at level {verdict.level}{label}"
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -436,7 +653,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
 def _stored_result(job: Job, image: bytes) -> Result:
     """The result of a finished job as recorded in the store (to post it again after a restart)."""
     elapsed = max(0.0, (job.finished_at or 0.0) - (job.started_at or job.finished_at or 0.0))
-    spec, scores = JobSpec.from_json(job.spec_json), tuple(job.scores.items())
+    spec, scores = job.spec, tuple(job.scores.items())
     return Result(spec, image, job.width or 0, job.height or 0, job.steps_done, scores, elapsed)
 
 

@@ -11,20 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from bot.jobs import JobService
+from bot.jobs import JobService, Origin, Posted, Ticket
 from engine.spec import JobSpec, random_seed
-from storage import Job, JobState, Store, Tournament
+from storage import Job, JobKind, JobState, Store, Tournament, TournamentState
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Tournaments", "Tournament", "TournamentState", "pick_winner"]
 
 MIN_CANDIDATES, MAX_CANDIDATES = 2, 9
 
 
 class TournamentPresenter(Protocol):
-    async def tournament_ready(self, tournament: Tournament, candidates: list[Job]) -> Tournament:
-        """Post the numbered grid with its buttons; returns the tournament with grid_message_id set."""
+    async def tournament_ready(self, tournament: Tournament, candidates: list[Job]) -> int:
+        """Post the numbered grid with its buttons; returns its message id."""
 
     async def tournament_votes(self, tournament: Tournament) -> dict[int, int]:
         """Votes per candidate number (number reactions on the grid; no bot's reaction counts, this one's included)."""
@@ -44,63 +47,74 @@ class Tournaments:
 
     async def start(
         self,
-        *,
-        guild_id: int | None,
-        channel_id: int,
-        author_id: int,
+        origin: Origin,
         spec: JobSpec,
+        *,
         candidates: int,
         first_steps: int,
-        thread_id: int | None = None,
-    ) -> tuple[Tournament, list[Job]]:
+        announce: Callable[[Tournament, Ticket], Awaitable[Posted | None]] | None = None,
+    ) -> tuple[Tournament, Ticket]:
         """Record a tournament and queue its candidates (new seeds, `first_steps` steps each), or raise QueueFull.
         Every candidate is a waiting job under its author's cap; they are admitted together, in one store
-        statement, or not at all."""
+        statement, or not at all. `announce` posts the tournament (the ticket is of its first candidate, with the
+        wait until the last one is done); the thread it opens is the tournament's."""
         if not MIN_CANDIDATES <= candidates <= MAX_CANDIDATES:
             raise ValueError(f"a tournament has {MIN_CANDIDATES} to {MAX_CANDIDATES} candidates")
         first = min(first_steps, spec.steps)
-        cap, total = await self.jobs.limits(guild_id)
+        spec = await self.jobs.prepare(origin, spec)
+        limits = await self.jobs.limits(origin.guild_id)
         admitted = await self.store.admit_tournament(
-            guild_id=guild_id,
-            channel_id=channel_id,
-            author_id=author_id,
+            guild_id=origin.guild_id,
+            channel_id=origin.channel_id,
+            author_id=origin.author_id,
             spec_json=spec.to_json(),
             candidate_specs=[spec.replace(seed=random_seed(), steps=first).to_json() for _ in range(candidates)],
-            max_waiting=cap,
-            max_total=total,
+            max_waiting=limits.per_member,
+            max_total=limits.total,
+            max_server=limits.server,
         )
         if admitted is None:
-            raise await self.jobs.refusal(author_id, cap, total, candidates)
+            raise await self.jobs.refusal(origin, limits, candidates)
         tournament, jobs = admitted
-        for i, job in enumerate(jobs):
-            if thread_id is not None:
-                jobs[i] = job = await self.store.update_job(job.id, thread_id=thread_id)
+        for job in jobs:
             self.jobs.enqueue(job)
-        return tournament, jobs
+        posted: list[Posted | None] = []
 
-    async def set_thread(self, tournament: Tournament, thread_id: int | None) -> None:
-        await self.store.update_tournament(tournament.id, thread_id=thread_id)
-        for job in await self.store.tournament_jobs(tournament.id):
-            await self.store.update_job(job.id, thread_id=thread_id)
+        async def post(ticket: Ticket) -> Posted | None:
+            posted.append(await announce(tournament, ticket) if announce is not None else None)
+            if posted[0] is not None and posted[0].thread_id is not None:
+                await self.store.update_tournament(tournament.id, thread_id=posted[0].thread_id)
+            return posted[0]
+
+        ticket = await self.jobs.announce(jobs, post)
+        return (await self.store.get_tournament(tournament.id)) or tournament, ticket
+
+    async def get(self, tournament_id: int) -> Tournament | None:
+        return await self.store.get_tournament(tournament_id)
+
+    async def candidates(self, tournament_id: int) -> list[Job]:
+        """The candidates of a tournament, by number."""
+        return await self.store.tournament_jobs(tournament_id)
 
     async def job_ended(self, job: Job) -> None:
         """When the last candidate of a tournament ends, show the grid and start the clock."""
-        if job.tournament_id is None or job.kind != "candidate":
+        if job.tournament_id is None or job.kind != JobKind.CANDIDATE:
             return
         tournament = await self.store.get_tournament(job.tournament_id)
-        if tournament is None or tournament.state != "running":
+        if tournament is None or tournament.state != TournamentState.RUNNING:
             return
         candidates = await self.store.tournament_jobs(tournament.id)
         if any(c.state.active for c in candidates):
             return
         if not any(c.state == JobState.DONE for c in candidates):
-            tournament = await self.store.update_tournament(tournament.id, state="failed")
+            tournament = await self.store.update_tournament(tournament.id, state=TournamentState.FAILED)
             await self.presenter.tournament_failed(tournament)
             return
         tournament = await self.store.update_tournament(
-            tournament.id, state="voting", decide_at=time.time() + self.wait
+            tournament.id, state=TournamentState.VOTING, decide_at=time.time() + self.wait
         )
-        tournament = await self.presenter.tournament_ready(tournament, candidates)
+        grid = await self.presenter.tournament_ready(tournament, candidates)
+        tournament = await self.store.update_tournament(tournament.id, grid_message_id=grid)
         self._schedule(tournament)
 
     def _schedule(self, tournament: Tournament) -> None:
@@ -124,7 +138,7 @@ class Tournaments:
         """Continue candidate `number` (or, with None, the most voted, then the best scoring) to the full step
         count. None if the tournament is not waiting for a decision."""
         tournament = await self.store.get_tournament(tournament_id)
-        if tournament is None or tournament.state != "voting":
+        if tournament is None or tournament.state != TournamentState.VOTING:
             return None
         finished = {c.candidate: c for c in await self.store.tournament_jobs(tournament_id) if c.state == JobState.DONE}
         if number is None:
@@ -133,31 +147,34 @@ class Tournaments:
         if number not in finished:
             raise ValueError(f"candidate {number} did not finish")
         winner = finished[number]
-        full = JobSpec.from_json(tournament.spec_json)
-        spec = JobSpec.from_json(winner.spec_json).replace(steps=full.steps)
-        tournament = await self.store.update_tournament(tournament_id, state="decided", chosen=number, decided_by=by)
+        full = tournament.spec
+        spec = winner.spec.replace(steps=full.steps)
+        tournament = await self.store.update_tournament(
+            tournament_id, state=TournamentState.DECIDED, chosen=number, decided_by=by
+        )
         timer = self._timers.pop(tournament_id, None)
         if timer is not None and timer is not asyncio.current_task():
             timer.cancel()
-        job = await self.jobs.submit(
-            guild_id=winner.guild_id,
-            channel_id=winner.channel_id,
-            author_id=tournament.author_id,
-            spec=spec,
-            kind="continue",
+        job = await self.jobs.admit(
+            Origin(winner.guild_id, winner.channel_id, tournament.author_id),
+            spec,
+            kind=JobKind.CONTINUE,
             parent_id=winner.id,
             thread_id=winner.thread_id,
             check_limits=False,
         )
-        await self.presenter.tournament_decided(tournament, winner, job)
-        self.jobs.pump()
+        self.jobs.enqueue(job)
+        try:
+            await self.presenter.tournament_decided(tournament, winner, job)
+        finally:
+            self.jobs.pump()
         return job
 
     async def recover(self) -> None:
         """After a restart: time the pending decisions again; finish tournaments whose candidates all ended."""
-        for tournament in await self.store.tournaments_in_state("voting"):
+        for tournament in await self.store.tournaments_in_state(TournamentState.VOTING):
             self._schedule(tournament)
-        for tournament in await self.store.tournaments_in_state("running"):
+        for tournament in await self.store.tournaments_in_state(TournamentState.RUNNING):
             candidates = await self.store.tournament_jobs(tournament.id)
             if candidates and not any(c.state.active for c in candidates):
                 await self.job_ended(candidates[-1])

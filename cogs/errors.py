@@ -18,9 +18,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.jobs import StorageError
 from bot.queue import QueueFull
 from engine.errors import CheckpointError, InvalidSpec, public_message
-from storage import StorageError
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,7 @@ class Votes(commands.Cog):
         value = VOTES.get(str(payload.emoji))
         if value is None or payload.user_id == self.bot.user.id or self._is_bot(payload):
             return
-        job = await self.bot.store.job_for_result_message(payload.message_id)
-        if job is None or job.author_id == payload.user_id:
-            return
-        await self.bot.store.set_vote(job.id, payload.user_id, value, present)
+        await self.bot.jobs.vote(payload.message_id, payload.user_id, value, present)
 
     def _is_bot(self, payload: discord.RawReactionActionEvent) -> bool:
         user = payload.member or self.bot.get_user(payload.user_id)  # no member on removals: the user cache

@@ -159,6 +159,11 @@ class Tournament:
     decide_at: float | None
     created_at: float
 
+    @functools.cached_property
+    def spec(self) -> JobSpec:
+        """The full run the winner goes on to, parsed."""
+        return JobSpec.from_json(self.spec_json)
+
 
 _TOURNAMENT_UPDATABLE = {"state", "thread_id", "grid_message_id", "chosen", "decided_by", "decide_at"}
 
@@ -180,8 +185,10 @@ VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)
 # of a tournament is a waiting job). NULL means no cap (a tournament's winner takes its candidates' place).
 _MEMBER_WAITING = "(SELECT count(*) FROM jobs WHERE author_id = :author AND state = 'queued')"
 _ALL_WAITING = "(SELECT count(*) FROM jobs WHERE state = 'queued')"
+_SERVER_WAITING = "(SELECT count(*) FROM jobs WHERE guild_id = :guild AND state = 'queued')"
 _ROOM = (
     f"(:cap IS NULL OR {_MEMBER_WAITING} + :count <= :cap) AND (:total IS NULL OR {_ALL_WAITING} + :count <= :total)"
+    f" AND (:server IS NULL OR {_SERVER_WAITING} + :count <= :server)"
 )
 _INSERT_JOB_CAPPED = f"""
 INSERT INTO jobs (guild_id, channel_id, author_id, spec_json, kind, parent_id, state, created_at)
@@ -198,6 +205,7 @@ ORDER BY candidates.number
 RETURNING id
 """
 _SELECT_WAITING = f"SELECT {_MEMBER_WAITING}, {_ALL_WAITING}"
+_SELECT_SERVER_WAITING = f"SELECT {_SERVER_WAITING}"
 _INSERT_EVENT = "INSERT INTO job_events (job_id, state, at, detail) VALUES (?, ?, ?, ?)"
 _SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
 _SELECT_BY_STATE = "SELECT * FROM jobs WHERE state = ? ORDER BY id"
@@ -439,6 +447,7 @@ class Store:
         parent_id: int | None = None,
         max_waiting: int | None,
         max_total: int | None,
+        max_server: int | None = None,
     ) -> Job | None:
         """Queue a job if its author has fewer than `max_waiting` jobs waiting and fewer than `max_total` jobs wait
         in all; None if not. The check and the insert are one statement."""
@@ -453,6 +462,7 @@ class Store:
             now=now,
             cap=max_waiting,
             total=max_total,
+            server=max_server,
             count=1,
         )
         async with self._db.execute(_INSERT_JOB_CAPPED, params) as cur:
@@ -473,6 +483,7 @@ class Store:
         candidate_specs: list[str],
         max_waiting: int | None,
         max_total: int | None,
+        max_server: int | None = None,
     ) -> tuple[Tournament, list[Job]] | None:
         """Record a tournament and queue its candidates (numbered from 1) if there is room for all of them, as
         `admit_job` decides for one job; None if not. The candidates go in together, in one statement, or not at
@@ -494,6 +505,7 @@ class Store:
             specs=json.dumps(candidate_specs),
             cap=max_waiting,
             total=max_total,
+            server=max_server,
             count=len(candidate_specs),
         )
         async with self._db.execute(_INSERT_CANDIDATES_CAPPED, params) as cur:
@@ -511,6 +523,11 @@ class Store:
         async with self._db.execute(_SELECT_WAITING, dict(author=author_id)) as cur:
             row = await cur.fetchone()
         return row[0], row[1]
+
+    async def server_waiting(self, guild_id: int | None) -> int:
+        """The waiting jobs of one server (the server-wide cap counts them)."""
+        async with self._db.execute(_SELECT_SERVER_WAITING, dict(guild=guild_id)) as cur:
+            return (await cur.fetchone())[0]
 
     async def get_job(self, job_id: int) -> Job | None:
         async with self._db.execute(_SELECT_JOB, (job_id,)) as cur:

@@ -130,3 +130,13 @@ def test_engine_spec_loads_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_arrows_between_bot_cogs_and_storage():
+    """cogs/ reach the jobs through bot/ (the job service is their one door) and never import storage; nothing
+    under bot/ imports cogs/ (the cogs attach themselves as they load)."""
+    for path in _files("cogs"):
+        bad = _imports(path) & {"storage", "sqlite3", "aiosqlite"}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+    for path in _files("bot"):
+        assert "cogs" not in _imports(path), f"{path.relative_to(ROOT)} imports cogs"

@@ -13,18 +13,17 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.grid import contact_sheet
-from bot.jobs import continue_spec, reroll_spec, upscale_spec
-from bot.pacing import RateLimiter
+from bot.jobs import JobKind, Origin, Posted, Ticket, continue_spec, reroll_spec, upscale_spec
 from bot.queue import QueueFull
 from cogs.errors import reply
 from cogs.imagine._embeds import duration, jump_url, queued_line, short, top_embed
+from cogs.imagine._grid import contact_sheet
+from cogs.imagine._pacing import RateLimiter
 from cogs.imagine._views import branch_view, running_view, tournament_view
 from engine.errors import InvalidSpec, OutOfMemory, public_message
 from engine.models import registry
 from engine.spec import JobSpec, random_seed, split_regions
 from engine.uploads import check_image, stored_name
-from storage import Job
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,10 @@ def _keep(path: Path, data: bytes) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
+
+
+def _origin(interaction: discord.Interaction) -> Origin:
+    return Origin(interaction.guild_id, interaction.channel_id, interaction.user.id)
 
 
 class Imagine(commands.Cog):
@@ -122,7 +125,12 @@ class Imagine(commands.Cog):
         candidates: app_commands.Range[int, 2, 9] | None = None,
     ) -> None:
         self._check_cooldown(interaction.user.id)
+        rules = await self._rules(interaction, size)
+        for picture in (init_image, image_prompt):
+            if picture is not None:  # the names members give their files are shown in the recipe
+                await self.bot.community.screen(interaction.guild_id, picture.filename, "picture's name")
         spec = self._spec(
+            rules,
             prompt,
             seed=seed,
             steps=steps,
@@ -167,7 +175,9 @@ class Imagine(commands.Cog):
         self._check_cooldown(interaction.user.id)
         if len(split_regions(left)) > 1 or len(split_regions(right)) > 1:
             raise InvalidSpec("Each side is one prompt; leave out ' / ' (use | to add ideas to a side).")
+        rules = await self._rules(interaction, size)
         spec = self._spec(
+            rules,
             f"{left} / {right}",
             seed=seed,
             steps=steps,
@@ -182,38 +192,50 @@ class Imagine(commands.Cog):
 
     async def _start_tournament(self, interaction: discord.Interaction, spec: JobSpec, candidates: int) -> None:
         """Queue `candidates` seeds of `spec` for a short first stage, in one thread."""
-        tournament, jobs = await self.bot.tournaments.start(
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            author_id=interaction.user.id,
-            spec=spec,
+
+        async def announce(tournament, ticket: Ticket) -> Posted:
+            await interaction.response.send_message(
+                f"Tournament · {candidates} seeds of {short(spec.prompt)} · {ticket.job.spec.steps} steps each, then "
+                f"the chosen one to {spec.steps} · first look in ~{duration(ticket.eta)} "
+                f"(#{ticket.job.id}-#{ticket.job.id + candidates - 1})",
+                view=tournament_view(tournament.id, install=self.bot.jobs.install),
+            )
+            message = await interaction.original_response()
+            return Posted(message.id, await self._open_thread(interaction, message, ticket.job, spec))
+
+        await self.bot.tournaments.start(
+            _origin(interaction),
+            spec,
             candidates=candidates,
             first_steps=self.settings.tournament_steps,
+            announce=announce,
         )
-        first = JobSpec.from_json(jobs[0].spec_json).steps
-        eta = await self.bot.jobs.eta(jobs[-1].id)
-        await interaction.response.send_message(
-            f"Tournament · {candidates} seeds of {short(spec.prompt)} · {first} steps each, then the chosen one "
-            f"to {spec.steps} · first look in ~{duration(eta)} (#{jobs[0].id}-#{jobs[-1].id})",
-            view=tournament_view(tournament.id, install=self.bot.store.install),
-        )
-        message = await interaction.original_response()
-        thread_id = await self._open_thread(interaction, message, jobs[0], spec)
-        await self.bot.tournaments.set_thread(tournament, thread_id)
-        self.bot.jobs.pump()
 
-    def _spec(self, prompt: str, *, seed, steps, size, style, model, **fields) -> JobSpec:
+    async def _rules(self, interaction: discord.Interaction, size: str | None):
+        """This server's settings, after checking the channel and the size against them."""
+        rules = await self.bot.community.settings(interaction.guild_id)
+        if rules.channels and interaction.channel_id not in rules.channels:
+            thread_parent = getattr(interaction.channel, "parent_id", None)
+            if thread_parent not in rules.channels:
+                where = ", ".join(f"<#{c}>" for c in rules.channels)
+                raise InvalidSpec(f"This server keeps /imagine to {where}; try there.")
+        if size is not None and rules.sizes and size not in rules.sizes:
+            raise InvalidSpec(f"This server allows these sizes: {', '.join(rules.sizes)}.")
+        return rules
+
+    def _spec(self, rules, prompt: str, *, seed, steps, size, style, model, **fields) -> JobSpec:
         """A job spec from slash options, checked against this server's limits."""
         settings = self.settings
-        if steps is not None and steps > settings.max_steps:
-            raise InvalidSpec(f"This server allows at most {settings.max_steps} steps.")
+        most = self.bot.community.max_steps(rules)
+        if steps is not None and steps > most:
+            raise InvalidSpec(f"This server allows at most {most} steps.")
         model = model or self.default_model()
         generator = self.available_models().get(model)
         if generator is None:
             raise InvalidSpec(f"The model {model!r} is not installed here; choose one from the list.")
         if style:  # a style belongs to every part of a composition
             prompt = " / ".join(f"{part} | {STYLES[style]}" for part in split_regions(prompt))
-        width, height = SIZES[size or "square"]
+        width, height = SIZES[size or (rules.sizes[0] if rules.sizes and "square" not in rules.sizes else "square")]
         if generator == "biggan":  # one size per model: its own unless the member asked for another
             native = registry.biggan_native_size(settings.models_dir, model) or width
             if size is not None and (width, height) != (native, native):
@@ -226,7 +248,7 @@ class Imagine(commands.Cog):
             prompt,
             width=width,
             height=height,
-            steps=steps or settings.default_steps,
+            steps=steps or self.bot.community.default_steps(rules),
             seed=random_seed() if seed is None else seed,
             generator=generator,
             model=model if generator in ("vqgan", "biggan", "dalle") else registry.DEFAULT_VQGAN,
@@ -236,19 +258,17 @@ class Imagine(commands.Cog):
         )
 
     async def _submit(self, interaction: discord.Interaction, spec: JobSpec) -> None:
-        """Queue the job, answer with its place and ETA, open its thread and start the queue."""
-        job = await self.bot.jobs.submit(
-            guild_id=interaction.guild_id, channel_id=interaction.channel_id, author_id=interaction.user.id, spec=spec
-        )
-        eta = await self.bot.jobs.eta(job.id)
-        await interaction.response.send_message(
-            queued_line(job, spec, eta, self.bot.jobs.queue.position(job.id)),
-            view=running_view(job.id, install=self.bot.store.install),
-        )
-        message = await interaction.original_response()
-        thread_id = await self._open_thread(interaction, message, job, spec)
-        await self.bot.store.update_job(job.id, queued_message_id=message.id, thread_id=thread_id)
-        self.bot.jobs.pump()
+        """Queue the job; it is announced with its place and ETA, in a thread of its own."""
+
+        async def announce(ticket: Ticket) -> Posted:
+            await interaction.response.send_message(
+                queued_line(ticket.job, spec, ticket.eta, ticket.position),
+                view=running_view(ticket.job.id, install=self.bot.jobs.install),
+            )
+            message = await interaction.original_response()
+            return Posted(message.id, await self._open_thread(interaction, message, ticket.job, spec))
+
+        await self.bot.jobs.submit(_origin(interaction), spec, announce=announce)
 
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -289,11 +309,11 @@ class Imagine(commands.Cog):
         await asyncio.to_thread(_keep, path, data)
         return str(path)
 
-    async def _open_thread(self, interaction: discord.Interaction, message, job: Job, spec: JobSpec) -> int | None:
+    async def _open_thread(self, interaction: discord.Interaction, message, job, spec: JobSpec) -> int | None:
         channel = interaction.channel
         if interaction.guild_id is None or not isinstance(channel, discord.TextChannel):
             return None
-        settings = await self.bot.store.guild_settings(interaction.guild_id)
+        settings = await self.bot.jobs.settings(interaction.guild_id)
         if not settings.use_threads:
             return None
         try:
@@ -315,11 +335,11 @@ class Imagine(commands.Cog):
             await reply(interaction, public_message(exc))
 
     async def _follow_up(self, interaction: discord.Interaction, parent_id: int, kind: str) -> None:
-        parent = await self.bot.store.get_job(parent_id)
+        parent = await self.bot.jobs.get(parent_id)
         if parent is None:
             await interaction.response.send_message("That job no longer exists.", ephemeral=True)
             return
-        spec = JobSpec.from_json(parent.spec_json)
+        spec = parent.spec
         if kind == "reroll":
             spec = reroll_spec(spec, random_seed())
         else:
@@ -333,31 +353,32 @@ class Imagine(commands.Cog):
                 return
             if kind == "continue":
                 spec = continue_spec(spec, parent.steps_done, self.settings.continue_steps)
-        job = await self.bot.jobs.submit(
-            guild_id=interaction.guild_id,
-            channel_id=parent.channel_id,
-            author_id=interaction.user.id,
-            spec=spec,
-            kind=kind,
-            parent_id=parent.id,
-            thread_id=parent.post_channel_id if parent.thread_id else None,
-        )
-        eta = await self.bot.jobs.eta(job.id)
         label = {
             "reroll": "Reroll",
             "continue": f"Continue (+{self.settings.continue_steps} steps)",
             "upscale": f"Upscale to {spec.width * 2 ** len(spec.upscales)}x{spec.height * 2 ** len(spec.upscales)} "
             f"(+{self.settings.upscale_steps} steps)",
         }[kind]
-        await interaction.response.send_message(f"{label} of #{parent.id} → {queued_line(job, spec, eta, None)}")
-        message = await interaction.original_response()
-        await self.bot.store.update_job(job.id, queued_message_id=message.id)
-        self.bot.jobs.pump()
+
+        async def announce(ticket: Ticket) -> Posted:
+            await interaction.response.send_message(
+                f"{label} of #{parent.id} → {queued_line(ticket.job, spec, ticket.eta, None)}"
+            )
+            return Posted((await interaction.original_response()).id)
+
+        await self.bot.jobs.submit(
+            Origin(interaction.guild_id, parent.channel_id, interaction.user.id),
+            spec,
+            kind=JobKind(kind),
+            parent_id=parent.id,
+            thread_id=parent.post_channel_id if parent.thread_id else None,
+            announce=announce,
+        )
 
     # -- branching ------------------------------------------------------------------------------------------
     async def branch_menu(self, interaction: discord.Interaction, job_id: int) -> None:
         """Show the saved states of a job (thumbnails with their steps) and a menu to branch from one."""
-        job = await self.bot.store.get_job(job_id)
+        job = await self.bot.jobs.get(job_id)
         saved = self.bot.jobs.snapshots(job_id) if job is not None else []
         if not saved:
             await interaction.response.send_message("This image has no saved states to branch from.", ephemeral=True)
@@ -384,35 +405,34 @@ class Imagine(commands.Cog):
             await reply(interaction, public_message(exc))
 
     async def _branch(self, interaction: discord.Interaction, parent_id: int, step: int, text: str) -> None:
-        parent = await self.bot.store.get_job(parent_id)
+        parent = await self.bot.jobs.get(parent_id)
         saved = {s: path for s, path, _ in self.bot.jobs.snapshots(parent_id)} if parent is not None else {}
         if step not in saved:
             await interaction.response.send_message("That saved state is no longer kept.", ephemeral=True)
             return
-        spec = JobSpec.from_json(parent.spec_json)
+        spec = parent.spec
         schedule = tuple(entry for entry in spec.prompt_schedule if entry[0] < step)
         if text != spec.prompt_at(step):
             schedule = (*schedule, (step, text))
         spec = spec.replace(prompt_schedule=schedule)
         if step >= spec.total_steps:  # from the end: run on as Continue does (the last stage grows)
             spec = continue_spec(spec, step, self.settings.continue_steps)
-        job = await self.bot.jobs.submit(
-            guild_id=interaction.guild_id,
-            channel_id=parent.channel_id,
-            author_id=interaction.user.id,
-            spec=spec,
-            kind="branch",
+
+        async def announce(ticket: Ticket) -> Posted:
+            await interaction.response.send_message(
+                f"Branch of #{parent.id} from step {step} → {queued_line(ticket.job, spec, ticket.eta, None)}"
+            )
+            return Posted((await interaction.original_response()).id)
+
+        await self.bot.jobs.submit(
+            Origin(interaction.guild_id, parent.channel_id, interaction.user.id),
+            spec,
+            kind=JobKind.BRANCH,
             parent_id=parent.id,
             thread_id=parent.post_channel_id if parent.thread_id else None,
             resume_from=saved[step],
+            announce=announce,
         )
-        eta = await self.bot.jobs.eta(job.id)
-        await interaction.response.send_message(
-            f"Branch of #{parent.id} from step {step} → {queued_line(job, spec, eta, None)}"
-        )
-        message = await interaction.original_response()
-        await self.bot.store.update_job(job.id, queued_message_id=message.id)
-        self.bot.jobs.pump()
 
     # -- /queue /history /top -------------------------------------------------------------------------------
     @app_commands.command(name="queue", description="What is being painted now and what is waiting")
@@ -430,13 +450,13 @@ class Imagine(commands.Cog):
 
     @app_commands.command(name="history", description="Your recent images")
     async def history(self, interaction: discord.Interaction) -> None:
-        jobs = await self.bot.store.history(interaction.guild_id, interaction.user.id, limit=10)
+        jobs = await self.bot.jobs.history(interaction.guild_id, interaction.user.id, limit=10)
         if not jobs:
             await interaction.response.send_message("You have not made any images here yet.", ephemeral=True)
             return
         lines = []
         for job in jobs:
-            spec = JobSpec.from_json(job.spec_json)
+            spec = job.spec
             link = jump_url(job.guild_id, job.post_channel_id, job.result_message_id or job.status_message_id)
             where = f" · {link}" if link else ""
             lines.append(f"#{job.id} · {job.state.value} · {short(spec.prompt, 80)}{where}")
@@ -452,7 +472,7 @@ class Imagine(commands.Cog):
     ) -> None:
         since = time.time() - 7 * 86400 if period == "week" else 0.0
         # in DMs, only the member's own images: other members' DM prompts are theirs alone
-        entries = await self.bot.store.top(
+        entries = await self.bot.jobs.top(
             interaction.guild_id, since=since, limit=10, by=by, author_id=interaction.user.id
         )
         await interaction.response.send_message(

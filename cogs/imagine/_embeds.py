@@ -6,8 +6,8 @@ import json
 
 import discord
 
+from bot.jobs import Job
 from engine.spec import JobSpec, Progress, Result, parse_regions
-from storage import Job
 
 COLOR = discord.Color.from_rgb(114, 92, 255)
 MAX_PROMPT_SHOWN = 200
@@ -93,9 +93,11 @@ def model_name(spec: JobSpec) -> str:
     return spec.generator if spec.generator in ("fourier", "siren") else spec.model
 
 
-def result_embed(job: Job, spec: JobSpec, result: Result, filename: str) -> discord.Embed:
+def result_embed(job: Job, spec: JobSpec, result: Result, filename: str | None) -> discord.Embed:
+    """The result's card; with no `filename` the image is not in the card (a spoilered attachment shows it)."""
     embed = discord.Embed(title=f"#{job.id}", description=short(spec.prompt, 1000), color=COLOR)
-    embed.set_image(url=f"attachment://{filename}")
+    if filename is not None:
+        embed.set_image(url=f"attachment://{filename}")
     embed.add_field(name="Seed", value=str(spec.seed))
     embed.add_field(name="Steps", value=str(result.steps_done))
     embed.add_field(name="Size", value=f"{result.width}x{result.height}")
@@ -131,7 +133,7 @@ def top_embed(entries, period: str, by: str = "votes") -> discord.Embed:
     lines = []
     for rank, entry in enumerate(entries, 1):
         job = entry.job
-        spec = JobSpec.from_json(job.spec_json)
+        spec = job.spec
         link = jump_url(job.guild_id, job.post_channel_id, job.result_message_id)
         score = f"{job.score:.3f}" if job.score is not None else "n/a"
         first, second = (

@@ -11,13 +11,15 @@ from pathlib import Path
 import discord
 from PIL import Image
 
-from bot.grid import contact_sheet
-from bot.pacing import EditPacer
-from bot.timelapse import make_mp4, make_timelapse
+from bot.jobs import Job, JobKind, JobState
+from bot.timelapse import Timelapse, make_mp4, make_timelapse
+from bot.tournaments import Tournament
 from cogs.imagine._embeds import duration, jump_url, result_embed, short, status_embed
+from cogs.imagine._grid import contact_sheet
+from cogs.imagine._pacing import EditPacer
 from cogs.imagine._views import NUMBER_EMOJI, custom_id, pick_view, result_view, running_view
-from engine.spec import JobSpec, Progress, Result
-from storage import Job, JobState, Tournament
+from engine.moderation import decide
+from engine.spec import Progress, Result
 
 log = logging.getLogger(__name__)
 
@@ -69,28 +71,28 @@ class DiscordPresenter:
             await channel.edit(archived=False)
         return channel
 
-    async def job_started(self, job: Job) -> Job:
-        if job.kind == "candidate":  # a tournament shows its candidates together, in one grid at the end
-            return job
-        spec = JobSpec.from_json(job.spec_json)
+    async def job_started(self, job: Job) -> int | None:
+        if job.kind == JobKind.CANDIDATE:  # a tournament shows its candidates together, in one grid at the end
+            return None
+        spec = job.spec
         channel = await self._channel(job.post_channel_id)
         if job.status_message_id is not None:
             try:
                 message = await channel.fetch_message(job.status_message_id)
                 await message.edit(
                     embed=status_embed(job, spec, None, state="starting"),
-                    view=running_view(job.id, steer=True, install=self.bot.store.install),
+                    view=running_view(job.id, steer=True, install=self.bot.jobs.install),
                 )
                 self._status_born.setdefault(job.id, self._now())
-                return job
+                return message.id
             except discord.NotFound:
                 pass
         message = await channel.send(
             embed=status_embed(job, spec, None, state="starting"),
-            view=running_view(job.id, steer=True, install=self.bot.store.install),
+            view=running_view(job.id, steer=True, install=self.bot.jobs.install),
         )
         self._status_born[job.id] = self._now()
-        return await self.bot.store.update_job(job.id, status_message_id=message.id)
+        return message.id
 
     async def job_progress(self, job: Job, progress: Progress) -> None:
         if progress.similarities:
@@ -106,6 +108,8 @@ class DiscordPresenter:
             del history[:-SPARK_POINTS]
         if job.status_message_id is None or progress.preview is None:
             return
+        if progress.unsafe is not None and decide(job.spec.moderation, progress.unsafe).action != "post":
+            return  # a flagged preview is not shown (the strict level checks them)
         if job.id in self._inflight and not self._inflight[job.id].done():
             return  # an edit is still on its way: drop this one, the next will carry a newer preview
         if not self.pacer.allow(job.post_channel_id, job.status_message_id, self._now()):
@@ -113,7 +117,7 @@ class DiscordPresenter:
         self._inflight[job.id] = asyncio.create_task(self._edit_status(job, progress))
 
     async def _edit_status(self, job: Job, progress: Progress) -> None:
-        spec = JobSpec.from_json(job.spec_json)
+        spec = job.spec
         embed = status_embed(job, spec, progress, history=self._similarity.get(job.id))
         file = discord.File(io.BytesIO(progress.preview), filename="preview.png")
         try:
@@ -122,13 +126,13 @@ class DiscordPresenter:
                 old = channel.get_partial_message(job.status_message_id)
                 await old.edit(view=None)
                 message = await channel.send(
-                    embed=embed, file=file, view=running_view(job.id, steer=True, install=self.bot.store.install)
+                    embed=embed, file=file, view=running_view(job.id, steer=True, install=self.bot.jobs.install)
                 )
                 self._status_born[job.id] = self._now()
-                await self.bot.store.update_job(job.id, status_message_id=message.id)
+                await self.bot.jobs.record_status(job.id, message.id)
                 return
             await channel.get_partial_message(job.status_message_id).edit(
-                embed=embed, attachments=[file], view=running_view(job.id, steer=True, install=self.bot.store.install)
+                embed=embed, attachments=[file], view=running_view(job.id, steer=True, install=self.bot.jobs.install)
             )
         except discord.HTTPException as exc:
             log.warning("status edit of job %d failed: %s", job.id, exc)
@@ -139,8 +143,8 @@ class DiscordPresenter:
             await asyncio.gather(task, return_exceptions=True)
         if job.status_message_id is None:
             return
-        fresh = await self.bot.store.get_job(job.id)
-        spec = JobSpec.from_json(job.spec_json)
+        fresh = await self.bot.jobs.get(job.id)  # its status message may have been replaced meanwhile
+        spec = job.spec
         try:
             channel = await self._channel(job.post_channel_id)
             await channel.get_partial_message(fresh.status_message_id).edit(
@@ -152,30 +156,42 @@ class DiscordPresenter:
         self._similarity.pop(job.id, None)
         self._prompt.pop(job.id, None)
 
-    async def job_finished(self, job: Job, result: Result, image_bytes: bytes) -> Job:
-        if job.kind == "candidate":
-            return job
+    async def job_finished(self, job: Job, result: Result, image_bytes: bytes) -> int | None:
+        if job.kind == JobKind.CANDIDATE:
+            return None
         await self._settle_status(job, "done")
-        spec = JobSpec.from_json(job.spec_json)
+        spec = job.spec
         channel = await self._channel(job.post_channel_id)
+        view = result_view(job.id, install=self.bot.jobs.install)
+        if job.moderation == "withhold":  # the image stays on the bot's disk; nothing of it is shown
+            message = await channel.send(
+                content=f"<@{job.author_id}> #{job.id} is finished but withheld: this server's output check "
+                "flagged it. Try Reroll or another prompt.",
+                view=view,
+                allowed_mentions=author_only(job.author_id),
+            )
+            await self._link_from_channel(job, f"Withheld #{job.id} · {short(spec.prompt)}")
+            return message.id
         limit = getattr(getattr(channel, "guild", None), "filesize_limit", DEFAULT_UPLOAD_LIMIT)
         data, ext = fit_upload(image_bytes, limit)
-        filename = f"imagine-{job.id}.{ext}"
+        spoiler = job.moderation == "spoiler"  # an embed's image cannot be hidden: a spoilered attachment only
+        file = discord.File(io.BytesIO(data), filename=f"imagine-{job.id}.{ext}", spoiler=spoiler)
+        embed = result_embed(job, spec, result, None if spoiler else file.filename)
+        note = " (flagged by this server's output check: shown as a spoiler)" if spoiler else ""
         message = await channel.send(
-            content=f"<@{job.author_id}> your image is ready.",
-            embed=result_embed(job, spec, result, filename),
-            file=discord.File(io.BytesIO(data), filename=filename),
-            view=result_view(job.id, install=self.bot.store.install),
+            content=f"<@{job.author_id}> your image is ready{note}.",
+            embed=embed,
+            file=file,
+            view=view,
             allowed_mentions=author_only(job.author_id),
         )
-        job = await self.bot.store.update_job(job.id, result_message_id=message.id)
         await self._complete_post(job, message)
-        return job
+        return message.id
 
     async def find_result(self, job: Job) -> int | None:
-        if job.kind == "candidate":
+        if job.kind == JobKind.CANDIDATE:
             return None
-        wanted = custom_id("reroll", job.id, self.bot.store.install)
+        wanted = custom_id("reroll", job.id, self.bot.jobs.install)
         channel = await self._channel(job.post_channel_id)
         async for message in channel.history(limit=RESULT_SEARCH):
             if message.author.id == self.bot.user.id and any(
@@ -194,48 +210,78 @@ class DiscordPresenter:
             except discord.HTTPException as exc:
                 log.warning("could not seed vote reactions on job %d: %s", job.id, exc)
                 break
-        spec = JobSpec.from_json(job.spec_json)
+        spec = job.spec
         await self._link_from_channel(
             job, f"Done #{job.id} · {short(spec.prompt)} · {jump_url(job.guild_id, job.post_channel_id, message.id)}"
         )
 
-    async def job_timelapse(self, job: Job, frames: list[Path], final_png: bytes) -> None:
-        if job.kind == "candidate":
-            return
+    async def job_timelapse(self, job: Job, frames: list[Path], final_png: bytes) -> tuple[int, Timelapse] | None:
+        if job.kind == JobKind.CANDIDATE:
+            return None
         channel = await self._channel(job.post_channel_id)
         limit = getattr(getattr(channel, "guild", None), "filesize_limit", DEFAULT_UPLOAD_LIMIT)
         made = await asyncio.to_thread(make_timelapse, frames, limit, final_png)
         if made is None:
-            return
+            return None
         files = [discord.File(io.BytesIO(made.data), filename=f"imagine-{job.id}-timelapse.{made.ext}")]
         mp4 = await asyncio.to_thread(make_mp4, frames, limit - len(made.data), final_png)
         if mp4 is not None:
             files.append(discord.File(io.BytesIO(mp4.data), filename=f"imagine-{job.id}-timelapse.mp4"))
-        await channel.send(f"Timelapse of #{job.id} · {made.frames} frames", files=files)
+        message = await channel.send(f"Timelapse of #{job.id} · {made.frames} frames", files=files)
+        return message.id, made
+
+    async def job_by_dm(self, job: Job, image_bytes: bytes) -> None:
+        user = self.bot.get_user(job.author_id) or await self.bot.fetch_user(job.author_id)
+        data, ext = fit_upload(image_bytes, DEFAULT_UPLOAD_LIMIT)
+        try:
+            await user.send(
+                f"Your image #{job.id} · {short(job.spec.prompt, 200)} · "
+                f"{jump_url(job.guild_id, job.post_channel_id, job.result_message_id)}",
+                file=discord.File(io.BytesIO(data), filename=f"imagine-{job.id}.{ext}"),
+            )
+        except discord.Forbidden:  # DMs closed to this server's members (or the bot blocked)
+            channel = await self._channel(job.post_channel_id)
+            await channel.send(
+                f"<@{job.author_id}> I could not send #{job.id} by DM: your DMs are closed to me. Open them in "
+                "this server's privacy settings, or turn DM delivery off with `/settings me dm:False`.",
+                allowed_mentions=author_only(job.author_id),
+            )
+
+    async def job_deleted(self, job: Job) -> None:
+        channel = await self._channel(job.post_channel_id)
+        for message_id in (job.result_message_id, job.timelapse_message_id):
+            if message_id is not None:
+                try:
+                    await channel.get_partial_message(message_id).delete()
+                except discord.NotFound:
+                    pass
+        await self._link_from_channel(job, f"Deleted #{job.id}")
 
     async def job_failed(self, job: Job, message: str) -> None:
-        if job.kind == "candidate":
+        if job.kind == JobKind.CANDIDATE:
             log.warning("candidate job %d failed: %s", job.id, message)
             return
         await self._settle_status(job, "failed")
         channel = await self._channel(job.post_channel_id)
         await channel.send(f"❌ #{job.id} failed: {message}")
-        spec = JobSpec.from_json(job.spec_json)
+        spec = job.spec
         await self._link_from_channel(job, f"Failed #{job.id} · {short(spec.prompt)}")
 
     async def job_cancelled(self, job: Job, result: Result | None) -> None:
-        if job.kind == "candidate":
+        if job.kind == JobKind.CANDIDATE:
             return
         await self._settle_status(job, "cancelled")
         channel = await self._channel(job.post_channel_id)
-        if result is not None:
+        if result is not None and job.moderation not in (None, "post"):
+            await channel.send(f"#{job.id} was cancelled at step {result.steps_done}; its image was flagged.")
+        elif result is not None:
             await channel.send(
                 f"#{job.id} was cancelled at step {result.steps_done}. Here is where it got to:",
                 file=discord.File(io.BytesIO(result.image), filename=f"imagine-{job.id}-cancelled.png"),
             )
         else:
             await channel.send(f"#{job.id} was cancelled before it started.")
-        spec = JobSpec.from_json(job.spec_json)
+        spec = job.spec
         await self._link_from_channel(job, f"Cancelled #{job.id} · {short(spec.prompt)}")
 
     async def _link_from_channel(self, job: Job, text: str) -> None:
@@ -251,21 +297,21 @@ class DiscordPresenter:
             log.info("could not update the queued message of job %d: %s", job.id, exc)
 
     # -- tournaments ----------------------------------------------------------------------------------------
-    async def tournament_ready(self, tournament: Tournament, candidates: list[Job]) -> Tournament:
+    async def tournament_ready(self, tournament: Tournament, candidates: list[Job]) -> int:
         channel = await self._channel(tournament.thread_id or tournament.channel_id)
         finished = [c for c in candidates if c.state == JobState.DONE and c.image_path]
         items = [(f"{c.candidate} · CLIP {c.score or 0:.3f}", Path(c.image_path)) for c in finished]
         sheet = await asyncio.to_thread(contact_sheet, items, 256)
         numbers = [c.candidate for c in finished]
         wait = max(0, round((tournament.decide_at or 0) - time.time()))
-        spec = JobSpec.from_json(tournament.spec_json)
+        spec = tournament.spec
         message = await channel.send(
             f"<@{tournament.author_id}> the candidates of **{short(spec.prompt, 200)}** after their first "
-            f"{JobSpec.from_json(candidates[0].spec_json).steps} steps. Vote with the number reactions; the author "
+            f"{candidates[0].spec.steps} steps. Vote with the number reactions; the author "
             f"picks with a button, or in {duration(wait)} the most voted (then the best scoring) goes on to "
             f"{spec.steps} steps.",
             file=discord.File(io.BytesIO(sheet), filename=f"tournament-{tournament.id}.png"),
-            view=pick_view(tournament.id, numbers, install=self.bot.store.install),
+            view=pick_view(tournament.id, numbers, install=self.bot.jobs.install),
             allowed_mentions=author_only(tournament.author_id),
         )
         for number in numbers:
@@ -274,7 +320,7 @@ class DiscordPresenter:
             except discord.HTTPException as exc:
                 log.warning("could not seed number reactions on tournament %d: %s", tournament.id, exc)
                 break
-        return await self.bot.store.update_tournament(tournament.id, grid_message_id=message.id)
+        return message.id
 
     async def tournament_votes(self, tournament: Tournament) -> dict[int, int]:
         if tournament.grid_message_id is None:

@@ -13,7 +13,6 @@ import discord
 
 from cogs.imagine._embeds import recipe_text, short
 from engine.errors import InvalidSpec
-from engine.spec import JobSpec
 
 
 def _may_moderate(interaction: discord.Interaction) -> bool:
@@ -31,7 +30,7 @@ class _Guarded:
     install: str | None = None
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        if interaction.client.store.accepts(self.install):
+        if interaction.client.jobs.accepts(self.install):
             return True
         await interaction.response.send_message(STALE_BUTTON, ephemeral=True)
         return False
@@ -47,7 +46,7 @@ class _FromJobId(_Guarded):
 
 async def _active_job(interaction: discord.Interaction, job_id: int):
     """The job if it is still waiting or running; otherwise say so to the member and return None."""
-    job = await interaction.client.store.get_job(job_id)
+    job = await interaction.client.jobs.get(job_id)
     if job is None or not job.state.active:
         await interaction.response.send_message("This job has already ended.", ephemeral=True)
         return None
@@ -106,14 +105,18 @@ class SteerModal(discord.ui.Modal, title="Steer this picture"):
         job = await _active_job(interaction, self.job_id)
         if job is None:
             return
-        spec = JobSpec.from_json(job.spec_json)
+        spec = job.spec
         try:  # check the prompt before it reaches the engine
             later = max([job.steps_done, *(step for step, _ in spec.prompt_schedule)]) + 1
             spec.replace(prompt_schedule=(*spec.prompt_schedule, (later, text)))
         except InvalidSpec as exc:
             await interaction.response.send_message(str(exc), ephemeral=True)
             return
-        steered = await bot.jobs.steer(self.job_id, text)
+        try:
+            steered = await bot.jobs.steer(self.job_id, text)
+        except InvalidSpec as exc:  # a blocked word: the sentence does not repeat it
+            await interaction.response.send_message(str(exc), ephemeral=True)
+            return
         if steered is None:
             await interaction.response.send_message(
                 "This job is not running right now (still waiting, or just finishing); try again in a moment.",
@@ -140,7 +143,7 @@ class SteerButton(
                 "Only the member who asked for this image can steer it.", ephemeral=True
             )
             return
-        spec = JobSpec.from_json(job.spec_json)
+        spec = job.spec
         await interaction.response.send_modal(SteerModal(job.id, spec.prompt_at(job.steps_done)))
 
 
@@ -216,11 +219,11 @@ class BranchSelect(discord.ui.Select):
 
     async def callback(self, interaction: discord.Interaction) -> None:
         step = int(self.values[0])
-        job = await interaction.client.store.get_job(self.job_id)
+        job = await interaction.client.jobs.get(self.job_id)
         if job is None:
             await interaction.response.send_message("That job no longer exists.", ephemeral=True)
             return
-        spec = JobSpec.from_json(job.spec_json)
+        spec = job.spec
         await interaction.response.send_modal(BranchModal(job.id, step, spec.prompt_at(step)))
 
 
@@ -255,7 +258,7 @@ class PickButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = interaction.client
-        tournament = await bot.store.get_tournament(self.tournament_id)
+        tournament = await bot.tournaments.get(self.tournament_id)
         if tournament is None or tournament.state != "voting":
             await interaction.response.send_message("This tournament has already been decided.", ephemeral=True)
             return
@@ -283,7 +286,7 @@ class CancelTournamentButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = interaction.client
-        tournament = await bot.store.get_tournament(self.tournament_id)
+        tournament = await bot.tournaments.get(self.tournament_id)
         if tournament is None or tournament.state != "running":
             await interaction.response.send_message("This tournament's first stage is over.", ephemeral=True)
             return
@@ -293,7 +296,7 @@ class CancelTournamentButton(
             )
             return
         await interaction.response.send_message("Cancelling the tournament…", ephemeral=True)
-        for job in await bot.store.tournament_jobs(self.tournament_id):
+        for job in await bot.tournaments.candidates(self.tournament_id):
             if job.state.active:
                 await bot.jobs.cancel(job.id)
 
@@ -319,14 +322,34 @@ class RecipeButton(
         self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        job = await interaction.client.store.get_job(self.job_id)
+        job = await interaction.client.jobs.get(self.job_id)
         if job is None:
             await interaction.response.send_message("That job no longer exists.", ephemeral=True)
             return
-        await interaction.response.send_message(recipe_text(job, JobSpec.from_json(job.spec_json)), ephemeral=True)
+        text = recipe_text(job, job.spec)
+        url = interaction.client.settings.gallery_url
+        shown = job.guild_id is not None and job.deleted_at is None and job.moderation in (None, "post")
+        if url and shown and (await interaction.client.community.settings(job.guild_id)).gallery:
+            text += f"\nIn the gallery: {url}/i/{job.id}"
+        await interaction.response.send_message(text, ephemeral=True)
+
+
+class DeleteButton(
+    _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:delete:(?P<job>\d+){_INSTALL}"
+):
+    """Delete an image: for its author and members who can manage messages."""
+
+    def __init__(self, job_id: int, install: str | None = None) -> None:
+        super().__init__(_button("delete", job_id, "Delete", discord.ButtonStyle.danger, "🗑️", install=install))
+        self.job_id, self.install = job_id, install
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        text = await interaction.client.jobs.delete(self.job_id, interaction.user.id, _may_moderate(interaction))
+        await interaction.response.send_message(text, ephemeral=True)
 
 
 DYNAMIC_ITEMS = (
+    DeleteButton,
     CancelButton,
     SteerButton,
     RerollButton,
@@ -350,6 +373,6 @@ def running_view(job_id: int, steer: bool = False, *, install: str) -> discord.u
 
 def result_view(job_id: int, *, install: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for kind in (RerollButton, ContinueButton, UpscaleButton, BranchButton, RecipeButton):
+    for kind in (RerollButton, ContinueButton, UpscaleButton, BranchButton, RecipeButton, DeleteButton):
         view.add_item(kind(job_id, install))
     return view

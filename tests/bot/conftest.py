@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 
 import pytest
@@ -49,7 +50,9 @@ class GatedHandle:
         if backend.fail_with is not None:
             raise backend.fail_with
         steps = step if self.cancelled else self.spec.steps
-        yield Finished(Result(self.spec, _png((20, 20, 220)), 32, 32, steps, (("x", 0.25),), 2.0, self.cancelled))
+        unsafe = backend.unsafe if self.spec.moderation != "off" else None  # what the engine's check would give
+        result = Result(self.spec, _png((20, 20, 220)), 32, 32, steps, (("x", 0.25),), 2.0, self.cancelled)
+        yield Finished(dataclasses.replace(result, unsafe=unsafe, unsafe_label="a test label" if unsafe else None))
 
 
 class GatedBackend:
@@ -63,6 +66,7 @@ class GatedBackend:
         self.started: list[int] = []
         self.resumed: dict[int, object] = {}
         self.steered: list[tuple[int, str]] = []
+        self.unsafe: float | None = 0.01  # the output check's score of every image (when the spec asks for it)
 
     capacity = 1
 
@@ -96,6 +100,7 @@ def settings(tmp_path, tiny_models):
         max_queue=10,
         tournament_steps=4,
         tournament_wait=60.0,
+        moderation="off",  # the tiny CLIP's verdicts are arbitrary; the moderation tests choose their level
     )
 
 

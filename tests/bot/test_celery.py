@@ -10,7 +10,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from bot.jobs import JobService
+from bot.jobs import JobService, Origin
 from bot.remote import CeleryBackend
 from engine.spec import JobSpec
 from storage import JobState, Store
@@ -73,7 +73,7 @@ async def test_a_job_on_a_worker_is_the_embedded_image(redis_server, start_worke
     store, backend, service = await _service(tmp_path, redis_server.url, presenter)
     try:
         spec = _spec(steps=8)
-        job = await service.submit(guild_id=None, channel_id=1, author_id=10, spec=spec)
+        job = (await service.submit(Origin(None, 1, 10), spec)).job
         service.pump()
         await _until(lambda: job.id in presenter.results, what="the result")
         await _finish(service)
@@ -99,7 +99,7 @@ async def test_cancel_and_steer_reach_a_running_worker(redis_server, start_worke
     presenter = Recorder()
     store, backend, service = await _service(tmp_path, redis_server.url, presenter)
     try:
-        steered = await service.submit(guild_id=None, channel_id=1, author_id=10, spec=_spec("a boat", steps=40))
+        steered = (await service.submit(Origin(None, 1, 10), _spec("a boat", steps=40))).job
         service.pump()
         await _until(lambda: presenter.steps.get(steered.id), what="the first progress")
         spec = await service.steer(steered.id, "a lighthouse | storm:0.5")
@@ -124,7 +124,7 @@ async def test_a_killed_workers_job_resumes_on_another_from_its_snapshot(redis_s
     store, backend, service = await _service(tmp_path, redis_server.url, presenter)
     try:
         spec = _spec("a storm at sea", steps=60, progress_every=1)
-        job = await service.submit(guild_id=None, channel_id=1, author_id=10, spec=spec)
+        job = (await service.submit(Origin(None, 1, 10), spec)).job
         service.pump()
         await _until(lambda: len(presenter.steps.get(job.id, [])) >= 13, what="13 steps")
         owner = client.get(f"imagine:job:{job.id}:worker").decode()
@@ -156,10 +156,7 @@ async def test_redis_restarted_mid_run_loses_nothing(redis_server, start_worker,
     presenter = Recorder()
     store, backend, service = await _service(tmp_path, redis_server.url, presenter)
     try:
-        jobs = [
-            await service.submit(guild_id=None, channel_id=1, author_id=10 + i, spec=_spec(f"job {i}", steps=30))
-            for i in range(2)
-        ]
+        jobs = [(await service.submit(Origin(None, 1, 10 + i), _spec(f"job {i}", steps=30))).job for i in range(2)]
         service.pump()
         await _until(lambda: presenter.steps.get(jobs[0].id), what="the first progress")
         redis_server.stop()
@@ -182,7 +179,7 @@ async def test_a_restarted_bot_reads_on_from_its_cursor(redis_server, start_work
     first = Recorder()
     store, backend, service = await _service(tmp_path, redis_server.url, first)
     spec = _spec("a slow one", steps=40, progress_every=1)
-    job = await service.submit(guild_id=None, channel_id=1, author_id=10, spec=spec)
+    job = (await service.submit(Origin(None, 1, 10), spec)).job
     service.pump()
     await _until(lambda: len(first.steps.get(job.id, [])) >= 5, what="5 steps")
     for task in service._tasks.values():  # the bot dies: no goodbye to anyone
@@ -217,8 +214,13 @@ async def test_two_workers_take_members_in_turn(redis_server, start_worker, tmp_
     presenter = Recorder()
     store, backend, service = await _service(tmp_path, redis_server.url, presenter)
     try:
-        alice = [await service.submit(guild_id=None, channel_id=1, author_id=1, spec=_spec(f"a{i}")) for i in range(2)]
-        bob = [await service.submit(guild_id=None, channel_id=1, author_id=2, spec=_spec(f"b{i}")) for i in range(2)]
+
+        async def wait(author, prompt):  # recorded and waiting, not yet started: all four wait together
+            service.enqueue(job := await service.admit(Origin(None, 1, author), _spec(prompt)))
+            return job
+
+        alice = [await wait(1, f"a{i}") for i in range(2)]
+        bob = [await wait(2, f"b{i}") for i in range(2)]
         service.pump()
         await _until(lambda: len(presenter.results) == 4, timeout=300, what="four results")
         await _finish(service)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.backends import EmbeddedBackend
-from bot.jobs import JobService
+from bot.jobs import JobService, Origin
 from engine.spec import JobSpec
 from storage import JobState, Store
 
@@ -19,7 +19,7 @@ class RecordingPresenter:
 
     async def job_started(self, job):
         self.log.append(("started", job.id))
-        return job
+        return None  # no status message
 
     async def job_progress(self, job, progress):
         assert progress.preview and progress.preview.startswith(b"\x89PNG")
@@ -27,7 +27,7 @@ class RecordingPresenter:
 
     async def job_finished(self, job, result, image_bytes):
         self.log.append(("finished", job.id, result.steps_done))
-        return job
+        return 9000 + job.id  # the result "message"
 
     async def job_timelapse(self, job, frames, final_png):
         self.log.append(("timelapse", job.id, len(frames)))
@@ -64,13 +64,13 @@ async def test_jobs_run_together_in_batched_steps(tmp_path, pool, monkeypatch):
     real_step = engine.step
     monkeypatch.setattr(engine, "step", lambda runs: (batch_sizes.append(len(runs)), real_step(runs))[1])
     try:
-        long_job = await service.submit(guild_id=None, channel_id=1, author_id=10, spec=_spec("a long one", 12))
+        long_job = (await service.submit(Origin(None, 1, 10), _spec("a long one", 12))).job
         service.pump()
         for _ in range(200):  # let the long job get going before the short one arrives
             await asyncio.sleep(0.05)
             if any(e[0] == "progress" for e in presenter.log):
                 break
-        short_job = await service.submit(guild_id=None, channel_id=1, author_id=11, spec=_spec("a short one", 4))
+        short_job = (await service.submit(Origin(None, 1, 11), _spec("a short one", 4))).job
         service.pump()
         await asyncio.wait_for(asyncio.gather(*list(service._tasks.values())), 120)
 
@@ -92,8 +92,8 @@ async def test_cancelling_one_job_leaves_the_other_running(tmp_path, pool):
     presenter = RecordingPresenter()
     service = JobService(store, backend, presenter, tmp_path, max_concurrent=2, snapshot_every=0)
     try:
-        first = await service.submit(guild_id=None, channel_id=1, author_id=10, spec=_spec("first", 30))
-        second = await service.submit(guild_id=None, channel_id=1, author_id=11, spec=_spec("second", 8))
+        first = (await service.submit(Origin(None, 1, 10), _spec("first", 30))).job
+        second = (await service.submit(Origin(None, 1, 11), _spec("second", 8))).job
         service.pump()
         for _ in range(400):
             await asyncio.sleep(0.05)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.jobs import JobService
+from bot.jobs import JobService, Origin
 from engine.spec import JobSpec
 from storage import Store
 from tests.bot.conftest import GatedBackend
@@ -17,7 +17,9 @@ async def test_etas_add_up_the_steps_ahead_without_reading_the_database(tmp_path
         jobs = []
         for i, n in enumerate(steps):
             spec = JobSpec(f"job {i}", steps=n, upscales=(5,) if i == 2 else ())
-            jobs.append(await service.submit(guild_id=None, channel_id=1, author_id=i, spec=spec))
+            job = await service.admit(Origin(None, 1, i), spec)  # recorded and waiting: nothing is started
+            service.enqueue(job)
+            jobs.append(job)
         service.seconds_per_step = 2.0
 
         async def no_reads(*args, **kwargs):

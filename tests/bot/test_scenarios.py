@@ -53,7 +53,7 @@ async def test_imagine_end_to_end_with_tiny_models(simcord_env):
     messages = thread.history()
     final = next(m for m in messages if m.attachments and m.embeds and m.embeds[0].title == "#1")
     assert final.attachments[0].filename == "imagine-1.png"
-    assert _buttons(final) == ["Reroll", "Continue", "Upscale", "Branch", "Recipe"]
+    assert _buttons(final) == ["Reroll", "Continue", "Upscale", "Branch", "Recipe", "Delete"]
     assert {str(r.emoji) for r in final.reactions} == {"👍", "👎"}
     status = next(m for m in messages if m.embeds and m.embeds[0].title.startswith("#1 ·"))
     assert status.embeds[0].title == "#1 · Done" and not status.components  # Cancel gone at the end

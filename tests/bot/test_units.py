@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import KEYS, Settings
-from bot.pacing import EditPacer, RateLimiter
+from bot.config import KEYS, ConfigError, Settings
 from bot.queue import Entry, FairQueue, QueueFull
+from cogs.imagine._pacing import EditPacer, RateLimiter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,7 +70,7 @@ def test_settings_from_env_and_hidden_token(caplog):
     with caplog.at_level(logging.INFO):
         logging.getLogger("t").info("starting with %r", s)
     assert "sekrit" not in caplog.text
-    with pytest.raises(ValueError, match="IMAGINE_MAX_STEPS must be a whole number"):
+    with pytest.raises(ConfigError, match="IMAGINE_MAX_STEPS must be a whole number"):
         Settings.from_env({"IMAGINE_MAX_STEPS": "many"})
     fast = Settings.from_env({"IMAGINE_PRECISION": "FP16", "IMAGINE_COMPILE": "yes", "IMAGINE_TIMELAPSE": "0"})
     assert (fast.speed.precision, fast.speed.compile, fast.speed.checkpoint, fast.timelapse) == (
@@ -79,9 +79,9 @@ def test_settings_from_env_and_hidden_token(caplog):
         False,
         False,
     )
-    with pytest.raises(ValueError, match="IMAGINE_COMPILE must be 1 or 0"):
+    with pytest.raises(ConfigError, match="IMAGINE_COMPILE must be 1 or 0"):
         Settings.from_env({"IMAGINE_COMPILE": "maybe"})
-    with pytest.raises(ValueError, match="IMAGINE_PRECISION"):
+    with pytest.raises(ConfigError, match="IMAGINE_PRECISION"):
         Settings.from_env({"IMAGINE_PRECISION": "fp8"})
 
 
