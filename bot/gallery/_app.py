@@ -41,6 +41,7 @@ IMAGE_CACHE = "public, max-age=3600"  # a deleted image leaves shared caches wit
 PAGE_CACHE = "no-cache"  # votes change; pages are cheap
 STATIC_CACHE = "public, max-age=86400"
 ALLOWED_METHODS = ("GET", "HEAD")
+STATIC_FILES = {"gallery.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Site:
     title: str
     clock: Callable[[], float]
     templates: jinja2.Environment
-    css: bytes
+    static: dict[str, tuple[bytes, str]]  # name: (content, content type)
 
     def server_name(self, guild_id: int) -> str:
         return self.guild_name(guild_id) or f"Server {guild_id}"
@@ -193,9 +194,13 @@ async def timelapse(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": f"image/{ext}", "Cache-Control": IMAGE_CACHE})
 
 
-async def stylesheet(request: web.Request) -> web.Response:
-    response = web.Response(body=request.app[_SITE].css, content_type="text/css", charset="utf-8")
-    response.headers["Cache-Control"] = STATIC_CACHE
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info.get("name", "favicon.svg")
+    found = request.app[_SITE].static.get(name)
+    if found is None:
+        raise web.HTTPNotFound()
+    body, content_type = found
+    response = web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": STATIC_CACHE})
     return response
 
 
@@ -216,9 +221,10 @@ async def guard(request: web.Request, handler) -> web.StreamResponse:
             raise web.HTTPMethodNotAllowed(request.method, ALLOWED_METHODS)
         response = await handler(request)
     except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = _error(site, exc.status, exc.reason)
+        if exc.status < 400:  # a redirect, say: a plain response that gets the headers too
+            response = web.Response(status=exc.status, reason=exc.reason, headers=exc.headers)
+        else:
+            response = _error(site, exc.status, exc.reason)
         if exc.status == 405:
             response.headers["Allow"] = ", ".join(ALLOWED_METHODS)
     except Exception:
@@ -253,8 +259,10 @@ def make_app(
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    css = (folder / "static" / "gallery.css").read_bytes()
-    site = Site(Path(data_dir), guild_name, title, clock, templates, css)
+    files = {name: (folder / "static" / name).read_bytes() for name in STATIC_FILES}
+    site = Site(
+        Path(data_dir), guild_name, title, clock, templates, {n: (files[n], t) for n, t in STATIC_FILES.items()}
+    )
     app = web.Application(middlewares=[guard])
     app[_STORE] = store
     app[_SITE] = site
@@ -263,5 +271,6 @@ def make_app(
     app.router.add_get(r"/i/{job_id:\d{1,20}}", image)
     app.router.add_get(r"/img/{job_id:\d{1,20}}.png", png)
     app.router.add_get(r"/timelapse/{job_id:\d{1,20}}.{ext:webp|gif}", timelapse)
-    app.router.add_get("/static/gallery.css", stylesheet)
+    app.router.add_get("/static/{name}", static)  # a fixed set of files, read once
+    app.router.add_get("/favicon.ico", static)  # browsers ask for it whatever the page says
     return app

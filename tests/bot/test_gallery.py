@@ -199,12 +199,24 @@ async def test_files_outside_the_data_folder_or_from_the_url_are_never_served(wo
 
 async def test_safe_headers_and_read_only(world, client):
     job = await world.job()
-    for path in ("/", "/g/111", f"/i/{job.id}", f"/img/{job.id}.png", "/static/gallery.css", "/nope", "/g/222"):
+    paths = (
+        "/",
+        "/g/111",
+        f"/i/{job.id}",
+        f"/img/{job.id}.png",
+        "/static/gallery.css",
+        "/favicon.ico",
+        "/nope",
+        "/g/222",
+    )
+    for path in paths:
         response = await client.get(path)
         for name, value in SAFE_HEADERS.items():
             assert response.headers.get(name) == value, (path, name)
     css = await client.get("/static/gallery.css")
     assert css.content_type == "text/css" and ".grid" in await css.text()
+    assert (await client.get("/favicon.ico")).content_type == "image/svg+xml"
+    assert (await client.get("/static/other.css")).status == 404
     assert (await client.head(f"/img/{job.id}.png")).status == 200
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         for path in ("/", f"/i/{job.id}", "/nope"):
