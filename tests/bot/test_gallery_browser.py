@@ -69,3 +69,12 @@ async def test_pages_render_with_their_images_and_recipe(chromium, gallery):
     assert DEMO_PROMPTS[0] in image.text and '"seed": 1000' in image.text and "Timelapse" in image.text
     assert image.background == BACKGROUND and image.errors == []
     _assert_drawn(image.screenshot, (1024, 768))
+
+
+def test_the_screenshot_command_writes_a_picture(chromium, tmp_path):
+    from bot.gallery.screenshot import main
+
+    assert main([]) == 2
+    out = tmp_path / "gallery.png"
+    assert main([str(out)]) == 0
+    _assert_drawn(out.read_bytes(), (1280, 900))
