@@ -254,6 +254,32 @@ INSERT INTO member_settings (user_id, dm_results) VALUES (?, ?)
 ON CONFLICT(user_id) DO UPDATE SET dm_results = excluded.dm_results
 """
 _DELETE_JOB = "UPDATE jobs SET deleted_at = ?, deleted_by = ? WHERE id = ? AND deleted_at IS NULL"
+# The web gallery shows a job only when it is public and meant to be seen: posted on a server that turned the
+# gallery on, not a tournament's candidate, not deleted, and not spoilered or withheld by the output check.
+_GALLERY_VISIBLE = """
+jobs.state = 'done' AND jobs.guild_id IS NOT NULL AND jobs.image_path IS NOT NULL
+  AND jobs.kind != 'candidate' AND jobs.deleted_at IS NULL
+  AND (jobs.moderation IS NULL OR jobs.moderation = 'post')
+  AND jobs.guild_id IN (SELECT guild_id FROM guild_settings WHERE gallery = 1)
+"""
+_SELECT_GALLERY_GUILDS = f"SELECT DISTINCT jobs.guild_id FROM jobs WHERE {_GALLERY_VISIBLE} ORDER BY jobs.guild_id"
+_SELECT_GALLERY_PAGE = f"""
+SELECT jobs.*, COALESCE(SUM(votes.value), 0) AS total
+FROM jobs LEFT JOIN votes ON votes.job_id = jobs.id
+WHERE {_GALLERY_VISIBLE} AND jobs.guild_id = :guild AND jobs.finished_at >= :since
+GROUP BY jobs.id
+ORDER BY total DESC, jobs.score DESC, jobs.id
+LIMIT :limit OFFSET :offset
+"""
+_COUNT_GALLERY = (
+    f"SELECT count(*) FROM jobs WHERE {_GALLERY_VISIBLE} AND jobs.guild_id = :guild AND jobs.finished_at >= :since"
+)
+_SELECT_GALLERY_IMAGE = f"""
+SELECT jobs.*, COALESCE(SUM(votes.value), 0) AS total
+FROM jobs LEFT JOIN votes ON votes.job_id = jobs.id
+WHERE {_GALLERY_VISIBLE} AND jobs.id = :id
+GROUP BY jobs.id
+"""
 
 _UPDATABLE = {
     "error",
@@ -757,6 +783,31 @@ class Store:
         """Record something that happened to a job without changing its state (a moderation verdict, ...)."""
         await self._db.execute(_INSERT_EVENT, (job_id, state, self._clock(), detail))
         await self._db.commit()
+
+    # -- gallery --------------------------------------------------------------------------------------------
+    async def gallery_guilds(self) -> list[int]:
+        """The servers that turned the web gallery on and have at least one image it may show."""
+        async with self._db.execute(_SELECT_GALLERY_GUILDS) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def gallery_page(
+        self, guild_id: int, *, since: float = 0.0, limit: int = 24, offset: int = 0
+    ) -> tuple[list[TopEntry], int]:
+        """One page of a server's public images finished since `since`, by votes, then CLIP score, then id; and
+        how many there are in all. Empty for a server without the gallery."""
+        params = dict(guild=guild_id, since=since, limit=limit, offset=offset)
+        async with self._db.execute(_SELECT_GALLERY_PAGE, params) as cur:
+            rows = await cur.fetchall()
+        async with self._db.execute(_COUNT_GALLERY, params) as cur:
+            total = (await cur.fetchone())[0]
+        return [TopEntry(_job(r), r["total"]) for r in rows], total
+
+    async def gallery_image(self, job_id: int) -> TopEntry | None:
+        """One image with its votes, if the gallery may show it (None otherwise, as for a job that does not
+        exist)."""
+        async with self._db.execute(_SELECT_GALLERY_IMAGE, dict(id=job_id)) as cur:
+            row = await cur.fetchone()
+        return TopEntry(_job(row), row["total"]) if row else None
 
 
 def _job(row: aiosqlite.Row) -> Job:
