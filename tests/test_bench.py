@@ -67,3 +67,15 @@ def test_bench_engine_runs_every_generator_on_tiny_models(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [r["generator"] for r in rows] == ["vqgan", "fourier", "siren", "biggan", "dalle"]
     assert all(r["ours_steps_per_s"] > 0 for r in rows)
+
+
+def test_bench_describe_runs_on_the_tiny_clip(tmp_path, capsys):
+    from bench.describe import main
+
+    out = tmp_path / "describe.json"
+    argv = ["--tiny", "--tiny-dir", str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c"), "--size", "64"]
+    assert main([*argv, "--repeats", "1", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())
+    assert row["terms"] == sum(row["terms_per_category"].values()) >= 3000
+    assert row["cache_bytes"] > 0 and row["describe_min_s"] > 0 and row["prompt"]
+    assert "second Describer, from the cache" in capsys.readouterr().out
