@@ -20,6 +20,7 @@ import io
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol
 
 from engine.spec import Event, Failed, Finished, JobSpec, Progress, Snapshotted
@@ -133,6 +134,20 @@ class EmbeddedBackend:
 
     def submit(self, job_id: int, spec: JobSpec, resume: bytes | None, snapshot_every: int = 0) -> EmbeddedHandle:
         return EmbeddedHandle(self, job_id, spec, resume, snapshot_every)
+
+    async def describe(self, image: bytes, clip_model: str, cache_dir: Path):
+        """What CLIP sees in `image` (an `engine.describe.Description`), on the engine's thread: the vocabulary's
+        embeddings are made once per CLIP model and kept in `cache_dir`."""
+
+        def run():
+            from engine.describe import Describer
+
+            describers = self.__dict__.setdefault("_describers", {})
+            if clip_model not in describers:
+                describers[clip_model] = Describer(self.pool.perceptor(clip_model), cache_dir)
+            return describers[clip_model].describe(image)
+
+        return await self.bridge.call(run)
 
     def concurrency(self) -> int:
         """How many jobs to run at once here: a default from the device's free memory (1 on CPU)."""

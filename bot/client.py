@@ -18,7 +18,7 @@ from storage import StorageError, Store
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.votes", "cogs.settings")
+EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.votes", "cogs.settings", "cogs.describe")
 STORAGE_CHECK_EVERY = 30.0  # seconds between checks that the database is still there and writable
 MAINTENANCE_EVERY = 86400.0  # retention (bot.prune) and posting what could not be posted: on start, then daily
 
@@ -85,6 +85,7 @@ class ImagineBot(commands.Bot):
         self.jobs: JobService | None = None
         self.tournaments: Tournaments | None = None
         self.community: Community | None = None
+        self.gallery = None  # bot.gallery.Gallery when IMAGINE_GALLERY_PORT is set
         self.presenter = None  # the Discord presenter, attached by cogs.imagine
         self.storage_error: StorageError | None = None
         self._background: list[asyncio.Task] = []
@@ -176,11 +177,27 @@ class ImagineBot(commands.Bot):
         if recovered:
             self.jobs.pump()
         self._background.append(asyncio.create_task(self._maintain(), name="imagine-maintenance"))
+        if self.settings.gallery_port:
+            await self._start_gallery()
+
+    async def _start_gallery(self) -> None:
+        """The read-only web gallery of the servers that turned it on (IMAGINE_GALLERY_PORT)."""
+        from bot.gallery import Gallery
+
+        def guild_name(guild_id: int) -> str | None:
+            guild = self.get_guild(guild_id)
+            return guild.name if guild is not None else None
+
+        self.gallery = Gallery(self.store, self.settings.data_dir, guild_name=guild_name)
+        await self.gallery.start(self.settings.gallery_host, self.settings.gallery_port)
+        log.info("the web gallery listens on %s", self.gallery.url)
 
     async def close(self) -> None:
         for task in self._background:
             if task is not asyncio.current_task():
                 task.cancel()
+        if self.gallery is not None:
+            await self.gallery.stop()
         if self.tournaments is not None:
             await self.tournaments.close()
         if self.jobs is not None:

@@ -1,0 +1,94 @@
+"""/describe and the "Describe image" message command: what CLIP sees in a picture, as a ready prompt with a
+button that imagines it."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.queue import QueueFull
+from cogs.errors import reply
+from engine.errors import InvalidSpec, OutOfMemory, public_message
+
+log = logging.getLogger(__name__)
+
+MAX_PICTURE = 10 * 1024 * 1024
+SHOWN = 3  # terms shown per category
+
+
+def description_embed(description) -> discord.Embed:
+    """The prompt, then the best terms of each category with their similarities."""
+    embed = discord.Embed(
+        title="What CLIP sees", description=f"```{description.prompt}```", color=discord.Color.from_rgb(114, 92, 255)
+    )
+    for category, ranked in description.ranked.items():
+        terms = " · ".join(f"{term} ({score:.2f})" for term, score in ranked[:SHOWN])
+        embed.add_field(name=category.capitalize(), value=terms[:1024] or "-", inline=False)
+    embed.set_footer(text=f"{description.model} · prompt similarity {description.prompt_similarity:.3f}")
+    return embed
+
+
+class ImagineThis(discord.ui.View):
+    """One button: queue the described prompt as an /imagine of the member who clicks (for ten minutes)."""
+
+    def __init__(self, cog: Describe, prompt: str) -> None:
+        super().__init__(timeout=600)
+        self.cog, self.prompt = cog, prompt
+
+    @discord.ui.button(label="Imagine this", style=discord.ButtonStyle.primary, emoji="🎨")
+    async def imagine(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        imagine = self.cog.bot.get_cog("Imagine")
+        try:
+            rules = await imagine._rules(interaction, None)
+            spec = imagine._spec(rules, self.prompt, seed=None, steps=None, size=None, style=None, model=None)
+            await imagine._submit(interaction, spec)
+        except (InvalidSpec, OutOfMemory, QueueFull) as exc:
+            await reply(interaction, public_message(exc))
+
+
+class Describe(commands.Cog):
+    """Describe pictures with the bot's CLIP model."""
+
+    def __init__(self, bot) -> None:
+        self.bot = bot
+        self.menu = app_commands.ContextMenu(name="Describe image", callback=self.describe_message)
+        bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    @app_commands.command(name="describe", description="What CLIP sees in a picture, as a prompt you can imagine")
+    @app_commands.describe(image="The picture to describe")
+    async def describe(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
+        await self._describe(interaction, image)
+
+    async def describe_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """The message command: the first picture of a message (the bot's own results included)."""
+        pictures = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+        if not pictures:
+            await reply(interaction, "That message has no picture to describe.")
+            return
+        await self._describe(interaction, pictures[0])
+
+    async def _describe(self, interaction: discord.Interaction, attachment: discord.Attachment) -> None:
+        if attachment.size > MAX_PICTURE:
+            raise InvalidSpec(f"The picture is {attachment.size / 1024 / 1024:.0f} MB; the limit is 10 MB.")
+        describe = getattr(self.bot.backend, "describe", None)
+        if describe is None:
+            raise InvalidSpec("/describe needs the engine in the bot's own process; this bot runs it on workers.")
+        await interaction.response.defer(thinking=True)
+        data = await attachment.read()
+        settings = self.bot.settings
+        description = await describe(data, settings.clip_model, settings.data_dir / "describe")
+        await interaction.followup.send(
+            embed=description_embed(description),
+            view=ImagineThis(self, description.prompt),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(Describe(bot))
