@@ -375,7 +375,15 @@ class LoopbackDiscord:
         if method == "PUT" and m(rf"/applications/{APP_ID}/commands", path):
             # Discord answers every command with a description and a type; a context menu's description is "".
             self.commands = [
-                {"description": "", "type": 1, **c, "id": str(next(self._ids)), "application_id": str(APP_ID), "version": "1"} for c in body
+                {
+                    "description": "",
+                    "type": 1,
+                    **c,
+                    "id": str(next(self._ids)),
+                    "application_id": str(APP_ID),
+                    "version": "1",
+                }
+                for c in body
             ]
             return (self.commands,)
         if method == "POST" and (g := m(r"/interactions/(\d+)/([^/]+)/callback", path)):
