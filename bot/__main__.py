@@ -42,6 +42,7 @@ def _say_problems(problems: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the bot, or `--check`, or `prune`; returns the exit status (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["prune"]:
         from bot.prune import main as prune

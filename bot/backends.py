@@ -31,9 +31,15 @@ __all__ = ["Backend", "EmbeddedBackend", "Event", "Failed", "Finished", "JobHand
 
 
 class JobHandle(Protocol):
-    def events(self) -> AsyncIterator[Event]: ...
+    """One submitted job: its events, and ways to cancel and steer it."""
 
-    def cancel(self) -> None: ...
+    def events(self) -> AsyncIterator[Event]:
+        """The job's events up to its Finished; a Failed run raises its error instead."""
+        ...
+
+    def cancel(self) -> None:
+        """Ask the job to stop between steps; it then finishes as cancelled."""
+        ...
 
     async def steer(self, text: str) -> str | None:
         """Aim the running job at `text` from its next step; the new spec (JSON), or None if it is not running."""
@@ -45,9 +51,14 @@ class Backend(Protocol):
 
     capacity: int  # jobs run at once
 
-    def submit(self, job_id: int, spec: JobSpec, resume: bytes | None, snapshot_every: int) -> JobHandle: ...
+    def submit(self, job_id: int, spec: JobSpec, resume: bytes | None, snapshot_every: int) -> JobHandle:
+        """A handle for a job starting from `resume` (snapshot bytes, or None) that snapshots every `snapshot_every`
+        steps; nothing runs until its events are read."""
+        ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release what the backend holds (threads, connections) as the bot stops."""
+        ...
 
 
 class EngineBridge:
@@ -61,10 +72,12 @@ class EngineBridge:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagine-engine")
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` on the engine thread and return its result."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
+        """Shut the engine thread down without waiting; calls still queued are cancelled."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -78,9 +91,12 @@ class EmbeddedHandle:
         self.queue: asyncio.Queue = asyncio.Queue()
 
     def cancel(self) -> None:
+        """Stop the run at its next step (it finishes as cancelled)."""
         self._cancelled = True
 
     async def steer(self, text: str) -> str | None:
+        """Aim the run at `text` from its next step, on the engine thread; the new spec as JSON, or None if it is not
+        running."""
         loop = self.backend._loop
         if loop is None:
             return None
@@ -88,6 +104,8 @@ class EmbeddedHandle:
         return None if spec is None else spec.to_json()
 
     async def events(self) -> AsyncIterator[Event]:
+        """Join the backend's loop, then yield the run's events up to Finished (a Failed raises its error); a consumer
+        that stops reading early cancels the run."""
         finished = False
         try:
             await self.backend.join(self)
@@ -130,9 +148,11 @@ class EmbeddedBackend:
 
     @property
     def capacity(self) -> int:
+        """Jobs run at once: `max_batch`."""
         return self.max_batch
 
     def submit(self, job_id: int, spec: JobSpec, resume: bytes | None, snapshot_every: int = 0) -> EmbeddedHandle:
+        """A handle for the job; the run joins the loop when its events are first read."""
         return EmbeddedHandle(self, job_id, spec, resume, snapshot_every)
 
     async def describe(self, image: bytes, clip_model: str, cache_dir: Path):
@@ -206,6 +226,7 @@ class EmbeddedBackend:
             self._driver = None
 
     async def close(self) -> None:
+        """Stop driving the loop and shut the engine and preview threads down without waiting."""
         if self._driver is not None:
             self._driver.cancel()
         self.bridge.close()

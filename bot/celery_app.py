@@ -16,10 +16,12 @@ VISIBILITY_TIMEOUT = 6 * 3600  # longer than the longest job: the broker never r
 
 
 def key(job_id: int, part: str) -> str:
+    """The Redis key of one part of a job: `imagine:job:<id>:<part>`."""
     return f"imagine:job:{job_id}:{part}"
 
 
 def worker_key(worker_id: str) -> str:
+    """The Redis key of a worker's heartbeat (a hash of its slots, expiring): `imagine:workers:<id>`."""
     return f"imagine:workers:{worker_id}"
 
 

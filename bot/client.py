@@ -25,18 +25,9 @@ MAINTENANCE_EVERY = 86400.0  # retention (bot.prune) and posting what could not 
 
 def engine_pool(settings: Settings):
     """The engine's models for these settings (loaded on first use)."""
-    from engine.loading import EnginePool, ModelSettings
+    from engine.loading import EnginePool
 
-    return EnginePool(
-        ModelSettings(
-            models_dir=settings.models_dir,
-            vqgan_config=settings.vqgan_config,
-            vqgan_checkpoint=settings.vqgan_checkpoint,
-            clip_checkpoint=settings.clip_checkpoint,
-            device=settings.device,
-            speed=settings.speed,
-        )
-    )
+    return EnginePool(settings.model_settings())
 
 
 def embedded_backend(settings: Settings, pool=None) -> Backend:
@@ -144,6 +135,8 @@ class ImagineBot(commands.Bot):
                 return
 
     async def setup_hook(self) -> None:
+        """Open the store, make the backend, job service, community and tournaments, load the cogs, sync the commands,
+        recover the jobs, and start the daily maintenance (and the gallery, if configured)."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await Store.open(self.settings.db_path)  # a StorageError escapes: the bot does not start
         self.backend = self._backend_factory(self.settings)
@@ -193,6 +186,8 @@ class ImagineBot(commands.Bot):
         log.info("the web gallery listens on %s", self.gallery.url)
 
     async def close(self) -> None:
+        """Cancel the background tasks, stop the gallery, tournaments, job service, backend and store in that order,
+        then close discord.py's side."""
         for task in self._background:
             if task is not asyncio.current_task():
                 task.cancel()

@@ -31,6 +31,7 @@ class Community:
 
     # -- settings -------------------------------------------------------------------------------------------
     async def settings(self, guild_id: int | None) -> GuildSettings:
+        """A server's settings (the defaults for DMs)."""
         return await self.store.guild_settings(guild_id)
 
     async def update(self, guild_id: int, **changes) -> GuildSettings:
@@ -63,6 +64,7 @@ class Community:
         return min(self.bot_settings.max_steps, settings.max_steps or self.bot_settings.max_steps)
 
     def default_steps(self, settings: GuildSettings) -> int:
+        """Steps a member gets without asking: the server's default, else the bot's, never above `max_steps`."""
         return min(settings.default_steps or self.bot_settings.default_steps, self.max_steps(settings))
 
     def moderation(self, settings: GuildSettings) -> str:
@@ -71,6 +73,7 @@ class Community:
 
     # -- blocked words --------------------------------------------------------------------------------------
     async def words(self, guild_id: int) -> list[str]:
+        """The server's own blocked words."""
         return await self.store.blocked_words(guild_id)
 
     async def block(self, guild_id: int, word: str, by: int) -> bool:
@@ -86,6 +89,7 @@ class Community:
         return await self.store.add_blocked_word(guild_id, word, by)
 
     async def unblock(self, guild_id: int, word: str) -> bool:
+        """Remove a word or phrase from the server's list; False if it was not there."""
         self._filters.pop(guild_id, None)
         return await self.store.remove_blocked_word(guild_id, " ".join(word.split()))
 
@@ -103,7 +107,9 @@ class Community:
 
     # -- members --------------------------------------------------------------------------------------------
     async def dm_results(self, user_id: int) -> bool:
+        """Whether the member wants their finished images by DM as well."""
         return await self.store.dm_results(user_id)
 
     async def set_dm_results(self, user_id: int, wanted: bool) -> None:
+        """Record whether the member wants their finished images by DM as well."""
         await self.store.set_dm_results(user_id, wanted)

@@ -1,4 +1,6 @@
-"""Settings: the only reader of the environment (and of `.env`). The token never appears in a repr or a log."""
+"""Settings: the bot's and the GPU worker's only reader of the environment (and of `.env`). The token never
+appears in a repr or a log. The engine's command lines have their own reader of the same keys,
+`engine.loading.ModelSettings.from_env`; `model_settings()` hands the engine its part of these."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "IMAGINE_VQGAN_CHECKPOINT": ("", "explicit VQGAN .ckpt (overrides the models directory)"),
     "IMAGINE_CLIP_CHECKPOINT": ("", "explicit CLIP checkpoint (overrides the models directory)"),
     "IMAGINE_CLIP_MODEL": (registry.DEFAULT_CLIP, "open_clip architecture used for guidance"),
+    "HF_ENDPOINT": ("", "a Hugging Face Hub mirror for the CLIP download (empty: huggingface.co)"),
     "IMAGINE_DEVICE": ("auto", "cpu, cuda, cuda:1 or auto"),
     "IMAGINE_MAX_CONCURRENT": ("auto", "jobs advanced together in one batched step (auto: from GPU memory, 1 on CPU)"),
     "IMAGINE_PRECISION": ("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16"),
@@ -83,10 +86,12 @@ class Settings:
     vqgan_checkpoint: Path | None = None
     clip_checkpoint: Path | None = None
     clip_model: str = registry.DEFAULT_CLIP
+    hf_endpoint: str | None = None
     device: str = "auto"
     max_concurrent: int | None = None  # None: ask the backend (from GPU memory, or the live workers' slots)
     backend: str = "embedded"
     redis_url: str = "redis://localhost:6379/0"
+    worker_slots: int = 1
     speed: Speed = Speed()
     max_steps: int = 500
     default_steps: int = 300
@@ -164,6 +169,7 @@ class Settings:
             vqgan_checkpoint=path("IMAGINE_VQGAN_CHECKPOINT"),
             clip_checkpoint=path("IMAGINE_CLIP_CHECKPOINT"),
             clip_model=get("IMAGINE_CLIP_MODEL"),
+            hf_endpoint=get("HF_ENDPOINT") or None,
             device=get("IMAGINE_DEVICE"),
             max_concurrent=None
             if get("IMAGINE_MAX_CONCURRENT").lower() == "auto"
@@ -171,6 +177,7 @@ class Settings:
             speed=speed,
             backend=backend(get("IMAGINE_BACKEND")),
             redis_url=get("IMAGINE_REDIS_URL"),
+            worker_slots=integer("IMAGINE_WORKER_SLOTS", 1),
             max_steps=integer("IMAGINE_MAX_STEPS", 1),
             default_steps=integer("IMAGINE_DEFAULT_STEPS", 1),
             max_queued_per_user=integer("IMAGINE_MAX_QUEUED_PER_USER", 1),
@@ -190,6 +197,21 @@ class Settings:
             gallery_host=get("IMAGINE_GALLERY_HOST"),
             gallery_url=get("IMAGINE_GALLERY_URL").rstrip("/"),
             log_level=get("IMAGINE_LOG_LEVEL").upper(),
+        )
+
+    def model_settings(self):
+        """The engine's `ModelSettings` for these settings: where the models are, the device and the speed."""
+        from engine.loading import ModelSettings  # torch-free, like this module
+
+        return ModelSettings(
+            models_dir=self.models_dir,
+            vqgan_config=self.vqgan_config,
+            vqgan_checkpoint=self.vqgan_checkpoint,
+            clip_checkpoint=self.clip_checkpoint,
+            clip_model=self.clip_model,
+            hf_endpoint=self.hf_endpoint,
+            device=self.device,
+            speed=self.speed,
         )
 
     def vqgan_installed(self) -> bool:

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.models.__main__ import download
 
     try:
-        download(vqgans, clips, settings.models_dir, os.environ.get("HF_ENDPOINT"))
+        download(vqgans, clips, settings.models_dir, settings.hf_endpoint)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -356,6 +356,7 @@ class JobService:
         return self.store.accepts(install)
 
     async def get(self, job_id: int) -> Job | None:
+        """The job with this id, or None."""
         return await self.store.get_job(job_id)
 
     async def history(self, guild_id: int | None, author_id: int, limit: int = 10) -> list[Job]:
@@ -367,6 +368,7 @@ class JobService:
         return await self.store.top(guild_id, since=since, limit=limit, by=by, author_id=author_id)
 
     async def settings(self, guild_id: int | None) -> GuildSettings:
+        """A server's settings (the defaults for DMs)."""
         return await self.store.guild_settings(guild_id)
 
     async def vote(self, message_id: int, user_id: int, value: int, present: bool) -> Job | None:
@@ -383,6 +385,7 @@ class JobService:
 
     # -- reports --------------------------------------------------------------------------------------------
     def running(self) -> list[RunningInfo]:
+        """The running jobs with their authors and steps, for /queue."""
         return [RunningInfo(j, a, s, n) for j, (a, s, n) in self._progress.items()]
 
     def etas(self) -> dict[int, float]:
@@ -405,6 +408,8 @@ class JobService:
         return steps * self.seconds_per_step / max(1, self.max_concurrent)
 
     async def close(self) -> None:
+        """Start nothing more, cancel the local runs (a remote backend's go on), and cancel and await the job and repost
+        tasks."""
         self._closing = True
         if not getattr(self.backend, "remote", False):  # remote jobs go on without us; a restart reads on
             for handle in self._handles.values():

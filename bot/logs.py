@@ -39,6 +39,7 @@ class RedactTokens(logging.Filter):
         self._formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the record's message, traceback and stack in place (once per record); always keeps it."""
         if getattr(record, "_redacted", False):  # several handlers share one record
             return True
         try:

@@ -13,6 +13,8 @@ from storage import Job
 
 
 class Presenter(Protocol):
+    """The chat side of the job service: it shows each step of a job's life and returns the ids of what it posts."""
+
     async def job_started(self, job: Job) -> int | None:
         """The job begins: make sure its status message exists; returns its id (None: no status message)."""
 

@@ -52,6 +52,7 @@ class Report:
     left: int = 0
 
     def line(self, policy: Policy) -> str:
+        """One line for the log: what was removed and freed, and what is left (with the budget, if any)."""
         budget = f" (budget {policy.budget_mb} MB)" if policy.budget_mb else ""
         return (
             f"pruned {len(self.removed)} item(s), freed {self.freed / MB:.1f} MB; "

@@ -11,6 +11,7 @@ class QueueFull(Exception):
 
 
 def member_full(cap: int) -> QueueFull:
+    """The refusal of a member who already has `cap` jobs waiting."""
     return QueueFull(
         f"You already have {cap} image{'s' if cap != 1 else ''} waiting; "
         "wait until one starts, or cancel one, then try again."
@@ -18,11 +19,14 @@ def member_full(cap: int) -> QueueFull:
 
 
 def queue_full(total: int) -> QueueFull:
+    """The refusal when the whole queue holds `total` jobs."""
     return QueueFull(f"The queue is full ({total} images waiting). Please try again in a few minutes.")
 
 
 @dataclass(frozen=True)
 class Entry:
+    """A waiting job and the member it belongs to."""
+
     job_id: int
     user_id: int
 
@@ -41,6 +45,7 @@ class FairQueue:
         return any(job_id in q for q in self._by_user.values())
 
     def waiting_for(self, user_id: int) -> int:
+        """How many jobs `user_id` has waiting."""
         return len(self._by_user.get(user_id, ()))
 
     def check(self, user_id: int, max_per_user: int | None = None) -> None:
@@ -68,6 +73,7 @@ class FairQueue:
         return None
 
     def remove(self, job_id: int) -> bool:
+        """Take a job out of the waiting line; False if it was not in it."""
         for user_id, jobs in list(self._by_user.items()):
             if job_id in jobs:
                 jobs.remove(job_id)

@@ -48,12 +48,15 @@ class CeleryHandle:
         return wire_keys.key(self.job_id, part)
 
     def cancel(self) -> None:
+        """Set the job's cancel key in Redis (in the background); its worker stops between steps."""
         self.backend._spawn(self._set_cancel())
 
     async def _set_cancel(self) -> None:
         await self.backend._retry(lambda r: r.set(self._key("cancel"), b"1", ex=wire_keys.KEEP))
 
     async def steer(self, text: str) -> str | None:
+        """Ask the job's worker to aim at `text`: the new spec (JSON) from its Steered event, or None if the job has
+        ended or no answer comes within `steer_timeout`."""
         if self._ended:
             return None
         nonce = uuid.uuid4().hex
@@ -95,6 +98,8 @@ class CeleryHandle:
         log.info("job %d sent to the workers (attempt %s%s)", self.job_id, attempt[:8], "" if fresh else ", again")
 
     async def events(self) -> AsyncIterator[Event]:
+        """Send the job (or, after a restart, read on from the kept cursor) and yield its events up to Finished; a
+        Failed raises its error, and a job whose worker is lost is sent again."""
         from engine.wire import Steered, decode
 
         backend = self.backend
@@ -227,6 +232,7 @@ class CeleryBackend:
             self._monitor = asyncio.get_running_loop().create_task(self._watch(still_needed), name="imagine-workers")
 
     def submit(self, job_id: int, spec: JobSpec, resume: bytes | None, snapshot_every: int = 0) -> CeleryHandle:
+        """A handle for the job; it is sent to the workers when its events are first read."""
         return CeleryHandle(self, job_id, spec, resume, snapshot_every)
 
     async def check(self) -> str | None:
@@ -297,6 +303,7 @@ class CeleryBackend:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        """Stop counting workers, cancel the pending background writes and close Redis (the jobs run on)."""
         if self._monitor is not None:
             self._monitor.cancel()
         for task in list(self._tasks):

@@ -35,11 +35,14 @@ def save_frame(directory: Path, step: int, png: bytes, side: int = FRAME_SIDE) -
 
 
 def frame_paths(directory: Path) -> list[Path]:
+    """A run's saved frames in step order (none if the directory does not exist)."""
     return sorted(directory.glob("*.webp")) if directory.is_dir() else []
 
 
 @dataclass(frozen=True)
 class Timelapse:
+    """An encoded animation: its bytes, format, frame count and size."""
+
     data: bytes
     ext: str  # "webp", "gif" or "mp4"
     frames: int

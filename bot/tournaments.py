@@ -26,6 +26,8 @@ MIN_CANDIDATES, MAX_CANDIDATES = 2, 9
 
 
 class TournamentPresenter(Protocol):
+    """What the tournaments need from the chat side."""
+
     async def tournament_ready(self, tournament: Tournament, candidates: list[Job]) -> int:
         """Post the numbered grid with its buttons; returns its message id."""
 
@@ -40,6 +42,8 @@ class TournamentPresenter(Protocol):
 
 
 class Tournaments:
+    """Seed tournaments: start them, show the candidates when they have all ended, continue the chosen one."""
+
     def __init__(self, store: Store, jobs: JobService, presenter: TournamentPresenter, *, wait: float) -> None:
         self.store, self.jobs, self.presenter, self.wait = store, jobs, presenter, wait
         self._timers: dict[int, asyncio.Task] = {}
@@ -90,6 +94,7 @@ class Tournaments:
         return (await self.store.get_tournament(tournament.id)) or tournament, ticket
 
     async def get(self, tournament_id: int) -> Tournament | None:
+        """The tournament with this id, or None."""
         return await self.store.get_tournament(tournament_id)
 
     async def candidates(self, tournament_id: int) -> list[Job]:
@@ -180,6 +185,7 @@ class Tournaments:
                 await self.job_ended(candidates[-1])
 
     async def close(self) -> None:
+        """Cancel the pending decision timers and wait for them."""
         for task in self._timers.values():
             task.cancel()
         await asyncio.gather(*self._timers.values(), return_exceptions=True)

@@ -89,16 +89,18 @@ class Runner:
     _instance: Runner | None = None
     _instance_lock = threading.Lock()
 
-    def __init__(self, redis_url: str, slots: int, worker_id: str | None = None) -> None:
+    def __init__(self, redis_url: str, slots: int, worker_id: str | None = None, models=None) -> None:
+        """Connect to `redis_url` and start the loop and heartbeat threads; `models` is the engine's
+        `ModelSettings` (default: from the worker's settings)."""
         import redis
 
-        from engine.loading import EnginePool, ModelSettings
+        from engine.loading import EnginePool
 
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.publisher = Publisher(self.redis)
         self.slots = slots
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.pool = EnginePool(ModelSettings.from_env())
+        self.pool = EnginePool(models or _settings().model_settings())
         self.jobs: dict[int, _Job] = {}
         self._commands: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
@@ -106,16 +108,20 @@ class Runner:
         threading.Thread(target=self._beat, name="imagine-heartbeat", daemon=True).start()
 
     @classmethod
-    def configure(cls, redis_url: str, slots: int) -> Runner:
+    def configure(cls, redis_url: str, slots: int, models=None) -> Runner:
+        """The process's one Runner, made on the first call; later calls return it unchanged."""
         with cls._instance_lock:
             if cls._instance is None:
-                cls._instance = cls(redis_url, slots)
+                cls._instance = cls(redis_url, slots, models=models)
             return cls._instance
 
     @classmethod
     def instance(cls) -> Runner:
+        """The process's Runner (made from the worker's settings when a task arrives before `main` made it, as
+        under `celery -A bot.worker:app worker`)."""
         if cls._instance is None:
-            return cls.configure(os.environ.get("IMAGINE_REDIS_URL", "redis://localhost:6379/0"), 1)
+            settings = _settings()
+            return cls.configure(settings.redis_url, settings.worker_slots, settings.model_settings())
         return cls._instance
 
     # -- a task ---------------------------------------------------------------------------------------------
@@ -291,24 +297,36 @@ def _is_engine_error(exc: BaseException) -> bool:
     return isinstance(exc, EngineError)
 
 
-app = make_app(os.environ.get("IMAGINE_REDIS_URL", "redis://localhost:6379/0"))
+def _settings():
+    """The worker's settings: the bot's reader (`bot.config`, `.env` included); no token needed here."""
+    from bot.config import Settings
+
+    return Settings.from_env()
+
+
+app = make_app(_settings().redis_url)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.worker", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--slots", type=int, default=int(os.environ.get("IMAGINE_WORKER_SLOTS") or 1))
-    parser.add_argument("--name", help="the Celery node name (default: imagine@<host>-<pid>)")
-    parser.add_argument("--loglevel", default=os.environ.get("IMAGINE_LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    from engine.env import load_env, quiet_libraries
+    """Load the models, announce this worker and take tasks until stopped."""
+    from bot.config import ConfigError
+    from engine.env import quiet_libraries
 
-    load_env()
+    try:
+        settings = _settings()
+    except ConfigError as exc:
+        print(f"error: {exc} (see .env.example)", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog="python -m bot.worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slots", type=int, default=settings.worker_slots, help="jobs at once (IMAGINE_WORKER_SLOTS)")
+    parser.add_argument("--name", help="the Celery node name (default: imagine@<host>-<pid>)")
+    parser.add_argument("--loglevel", default=settings.log_level, help="DEBUG, INFO, WARNING (IMAGINE_LOG_LEVEL)")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_libraries()
-    url = os.environ.get("IMAGINE_REDIS_URL", "redis://localhost:6379/0")
-    worker_app = make_app(url)
-    runner = Runner.configure(url, max(1, args.slots))
-    runner.pool.engine_for(_default_spec())  # load the models before taking any task
+    worker_app = make_app(settings.redis_url)
+    runner = Runner.configure(settings.redis_url, max(1, args.slots), settings.model_settings())
+    runner.pool.engine_for(_default_spec(settings))  # load the models before taking any task
     runner.announce()
     name = args.name or f"imagine@{runner.worker_id}"
     worker_app.worker_main(
@@ -318,12 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _default_spec():
-    from engine.models import registry
+def _default_spec(settings):
+    """The job whose models the worker loads before taking tasks: the default VQGAN and the settings' CLIP."""
     from engine.spec import JobSpec
 
-    model = registry.default_vqgan(registry.models_dir())
-    return JobSpec("warm up", model=model, clip_model=os.environ.get("IMAGINE_CLIP_MODEL") or registry.DEFAULT_CLIP)
+    return JobSpec("warm up", model=settings.default_model(), clip_model=settings.clip_model)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ class ImagineThis(discord.ui.View):
 
     @discord.ui.button(label="Imagine this", style=discord.ButtonStyle.primary, emoji="🎨")
     async def imagine(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        """Queue the prompt as the clicking member's /imagine under this server's rules; refusals go to them only."""
         imagine = self.cog.bot.get_cog("Imagine")
         try:
             rules = await imagine._rules(interaction, None)
@@ -58,11 +59,13 @@ class Describe(commands.Cog):
         bot.tree.add_command(self.menu)
 
     async def cog_unload(self) -> None:
+        """Take the Describe image message command off the command tree."""
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
     @app_commands.command(name="describe", description="What CLIP sees in a picture, as a prompt you can imagine")
     @app_commands.describe(image="The picture to describe")
     async def describe(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
+        """/describe: what CLIP sees in an attached picture."""
         await self._describe(interaction, image)
 
     async def describe_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
@@ -91,4 +94,5 @@ class Describe(commands.Cog):
 
 
 async def setup(bot) -> None:
+    """The extension's entry point: add the Describe cog."""
     await bot.add_cog(Describe(bot))

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def message_for(error: Exception) -> str:
+    """The sentence a member reads for `error` (the mapping is in the module docstring)."""
     original = getattr(error, "original", None) or error.__cause__ or error
     if isinstance(original, InvalidSpec | QueueFull | CheckpointError):
         return public_message(original)  # the sentence, without any folder of this machine
@@ -41,6 +42,7 @@ def message_for(error: Exception) -> str:
 
 
 async def reply(interaction: discord.Interaction, text: str) -> None:
+    """Tell the member `text` (to them only), as a follow-up if the interaction was answered; a failure is logged."""
     try:
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True)
@@ -51,11 +53,15 @@ async def reply(interaction: discord.Interaction, text: str) -> None:
 
 
 class Errors(commands.Cog):
+    """Installs itself as the command tree's error handler."""
+
     def __init__(self, bot) -> None:
         self.bot = bot
         bot.tree.on_error = self.on_app_command_error
 
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError):
+        """Reply with the member's sentence, log errors other than refusals and cooldowns, and stop the bot on a
+        StorageError."""
         text = message_for(error)
         original = getattr(error, "original", error)
         if isinstance(original, StorageError) and hasattr(self.bot, "storage_failed"):
@@ -66,4 +72,5 @@ class Errors(commands.Cog):
 
 
 async def setup(bot) -> None:
+    """The extension's entry point: add the Errors cog."""
     await bot.add_cog(Errors(bot))

@@ -66,6 +66,7 @@ class ServerSettings(commands.Cog):
 
     @property
     def community(self) -> Community:
+        """The bot's server settings and word lists."""
         return self.bot.community
 
     async def _staff(self, interaction: discord.Interaction) -> bool:
@@ -88,6 +89,7 @@ class ServerSettings(commands.Cog):
 
     @group.command(name="show", description="Show this server's settings")
     async def show(self, interaction: discord.Interaction) -> None:
+        """/settings show: the server's settings (staff only)."""
         if await self._staff(interaction):
             await self._show(interaction)
 
@@ -106,6 +108,7 @@ class ServerSettings(commands.Cog):
         per_member: app_commands.Range[int, 1, 100] | None = None,
         server_queue: app_commands.Range[int, 1, 1000] | None = None,
     ) -> None:
+        """/settings limits: change the steps and waiting-line caps given (staff only)."""
         if not await self._staff(interaction):
             return
         changes = {
@@ -125,6 +128,7 @@ class ServerSettings(commands.Cog):
         action: Literal["add", "remove", "everywhere"],
         channel: discord.TextChannel | None = None,
     ) -> None:
+        """/settings channels: add or remove a channel for /imagine, or allow every channel (staff only)."""
         if not await self._staff(interaction):
             return
         current = (await self.community.settings(interaction.guild_id)).channels
@@ -143,6 +147,7 @@ class ServerSettings(commands.Cog):
     @group.command(name="sizes", description="The sizes members may pick")
     @app_commands.describe(allowed=f"'all', or names separated by commas: {', '.join(SIZE_NAMES)}")
     async def sizes(self, interaction: discord.Interaction, allowed: app_commands.Range[str, 1, 200]) -> None:
+        """/settings sizes: the sizes members may pick, 'all' or a comma list (staff only)."""
         if not await self._staff(interaction):
             return
         try:
@@ -155,6 +160,7 @@ class ServerSettings(commands.Cog):
 
     @group.command(name="timelapse", description="Post a timelapse of each finished image")
     async def timelapse(self, interaction: discord.Interaction, on: bool) -> None:
+        """/settings timelapse: post timelapses of finished images, or not (staff only)."""
         if await self._staff(interaction):
             await self.community.update(interaction.guild_id, timelapse=on)
             await self._show(interaction, f"Timelapses are {'on' if on else 'off'}.")
@@ -171,6 +177,7 @@ class ServerSettings(commands.Cog):
         level: Literal["off", "spoiler", "withhold", "strict"] | None = None,
         builtin_words: bool | None = None,
     ) -> None:
+        """/settings moderation: the output check's level and the built-in word list (staff only)."""
         if not await self._staff(interaction):
             return
         changes = {"moderation": level, "builtin_words": builtin_words}
@@ -185,6 +192,7 @@ class ServerSettings(commands.Cog):
         action: Literal["add", "remove", "list"],
         word: app_commands.Range[str, 1, 60] | None = None,
     ) -> None:
+        """/settings words: add, remove or list (as spoilers) the server's blocked words (staff only)."""
         if not await self._staff(interaction):
             return
         if action == "list":
@@ -204,6 +212,7 @@ class ServerSettings(commands.Cog):
 
     @group.command(name="gallery", description="Show this server's best images in the bot's web gallery")
     async def gallery(self, interaction: discord.Interaction, on: bool) -> None:
+        """/settings gallery: show the server's images in the web gallery, or not (staff only)."""
         if not await self._staff(interaction):
             return
         await self.community.update(interaction.guild_id, gallery=on)
@@ -215,6 +224,7 @@ class ServerSettings(commands.Cog):
     @group.command(name="me", description="Your own preferences: get your finished images by DM as well")
     @app_commands.describe(dm="Send me my finished images by DM as well")
     async def me(self, interaction: discord.Interaction, dm: bool) -> None:
+        """/settings me: whether the member gets their finished images by DM as well (anyone, anywhere)."""
         await self.community.set_dm_results(interaction.user.id, dm)
         text = (
             "Your finished images will also come by DM (if your DMs are open to this server's members)."
@@ -225,4 +235,5 @@ class ServerSettings(commands.Cog):
 
 
 async def setup(bot) -> None:
+    """The extension's entry point: add the ServerSettings cog."""
     await bot.add_cog(ServerSettings(bot))

@@ -13,6 +13,8 @@ VOTES = {"👍": 1, "👎": -1}
 
 
 class Votes(commands.Cog):
+    """Records 👍 / 👎 reactions on result messages as votes."""
+
     def __init__(self, bot) -> None:
         self.bot = bot
 
@@ -28,12 +30,15 @@ class Votes(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        """Record a vote reaction a member added."""
         await self._record(payload, True)
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        """Withdraw a vote reaction a member removed."""
         await self._record(payload, False)
 
 
 async def setup(bot) -> None:
+    """The extension's entry point: add the Votes cog."""
     await bot.add_cog(Votes(bot))

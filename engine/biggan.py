@@ -50,6 +50,7 @@ class BigGANGenerator:
         self.factor = self.native
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """The model's native square size; any other size is refused (InvalidSpec)."""
         if (width, height) != (self.native, self.native):
             raise InvalidSpec(
                 f"This BigGAN makes {self.native}x{self.native} images only, not {width}x{height}: ask for "
@@ -58,6 +59,7 @@ class BigGANGenerator:
         return self.native, self.native
 
     def init_params(self, batch: int, width: int, height: int, gen: torch.Generator) -> torch.Tensor:
+        """Truncated-normal noise (within ±2·truncation) and small random class logits: (B, z_dim + num_classes)."""
         bound = 2 * self.truncation
         noise = torch.empty(batch, self.z_dim, device=gen.device)
         torch.nn.init.trunc_normal_(noise, 0.0, self.truncation, -bound, bound, generator=gen)
@@ -72,18 +74,22 @@ class BigGANGenerator:
         return params
 
     def decode(self, params: torch.Tensor) -> torch.Tensor:
+        """The model's image of the noise and softmax(logits), mapped from [-1, 1] to [0, 1]."""
         noise, logits = params[:, : self.z_dim], params[:, self.z_dim :]
         classes = torch.softmax(logits.float(), dim=1)  # (B, num_classes)
         out = self.model(noise, classes, self.truncation)  # (B, 3, S, S) in [-1, 1]
         return clamp_with_grad(out.float().add(1).div(2), 0.0, 1.0)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Refuses (InvalidSpec): BigGAN has no encoder, so no init image."""
         raise InvalidSpec("BigGAN has no encoder, so it cannot start from an image; use an image prompt instead.")
 
     @torch.no_grad()
     def project_(self, params: torch.Tensor) -> None:
+        """Clamp the noise to ±2·truncation, in place (the class logits stay free)."""
         bound = 2 * self.truncation
         params[:, : self.z_dim].clamp_(-bound, bound)
 
     def upscale(self, params: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """Refuses (InvalidSpec): BigGAN makes its native size only."""
         raise InvalidSpec("BigGAN makes only its model's native size, so its images cannot be upscaled.")

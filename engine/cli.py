@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -89,7 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--clip",
-        default=os.environ.get("IMAGINE_CLIP_MODEL") or registry.DEFAULT_CLIP,
         help="open_clip architecture (default $IMAGINE_CLIP_MODEL or ViT-B-32)",
     )
     p.add_argument("--init-image", help="start from this image instead of noise")
@@ -119,7 +117,9 @@ def parse_schedule(items: list[str]) -> tuple[tuple[int, str], ...]:
     return tuple(sorted(schedule))
 
 
-def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
+def spec_from_args(args: argparse.Namespace, argv: list[str], default_clip: str = registry.DEFAULT_CLIP) -> JobSpec:
+    """The job the flags (and a --recipe, whose fields the flags given override) describe. `default_clip` is the
+    CLIP of a run that names none (IMAGINE_CLIP_MODEL, read by the caller)."""
     base: dict = {}
     if args.recipe:
         from engine.images import read_recipe
@@ -154,7 +154,7 @@ def spec_from_args(args: argparse.Namespace, argv: list[str]) -> JobSpec:
         "siren_layers": args.siren_layers if flag("--siren-layers") else base.get("siren_layers", 8),
         "siren_hidden": args.siren_hidden if flag("--siren-hidden") else base.get("siren_hidden", 256),
         "upscales": tuple(base.get("upscales", ())) + tuple(args.upscale),
-        "clip_model": args.clip if flag("--clip") else base["clip_model"],
+        "clip_model": (args.clip or default_clip) if flag("--clip") else base["clip_model"],
         # A recipe is shared: it names models (JobSpec checks they are plain names, looked up in the models
         # directory) and never points this machine at files: its pictures are only looked for, by file name, in
         # the folder of the recipe's PNG (see _images_beside); the command line can name any.
@@ -236,7 +236,6 @@ def _check_before_loading(spec: JobSpec, pool, speed) -> None:
 
 
 def _generate(args: argparse.Namespace, argv: list[str]) -> int:
-    spec = spec_from_args(args, argv)
     from tqdm import tqdm
 
     from engine.images import to_pil
@@ -244,7 +243,8 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
     from engine.loop import Callbacks, run_to_end
     from engine.run import load_snapshot, save_snapshot
 
-    env = ModelSettings.from_env()  # IMAGINE_* keys, speed settings included; flags win
+    env = ModelSettings.from_env()  # the CLI's one reader of IMAGINE_* keys, speed settings included; flags win
+    spec = spec_from_args(args, argv, env.clip_model)
     settings = dataclasses.replace(
         env,
         models_dir=registry.models_dir(args.models_dir) if args.models_dir else env.models_dir,

@@ -69,6 +69,8 @@ class PackedSelfAttention(nn.Module):
         self.out_proj = mha.out_proj
 
     def forward(self, query, key=None, value=None, need_weights=False, attn_mask=None):
+        """Self-attention of `query` (N, L, E) with one packed projection and `scaled_dot_product_attention`; returns
+        (out, None)."""
         if attn_mask is not None or (key is not None and key is not query):
             raise ValueError("PackedSelfAttention handles unmasked self-attention only")
         n, length, width = query.shape
@@ -89,6 +91,7 @@ class ClassTokenBlock(nn.Module):
         self.block, self.attn = block, attn
 
     def forward(self, x: torch.Tensor, attn_mask=None) -> torch.Tensor:
+        """The block's output at the class token only: (N, 1, E)."""
         if attn_mask is not None:
             raise ValueError("ClassTokenBlock handles unmasked self-attention only")
         block, attn = self.block, self.attn
@@ -115,6 +118,7 @@ class PatchEmbed(nn.Module):
         self.patch = conv.kernel_size[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of (N, C, H, W) as one matmul over unfolded patches: (N, width, H/p, W/p)."""
         n, c, h, w = x.shape
         p = self.patch
         gh, gw = h // p, w // p
@@ -162,6 +166,7 @@ class Checkpointed(nn.Module):
         self.inner = inner
 
     def forward(self, *args):
+        """`inner(*args)`, checkpointed when gradients are enabled."""
         if not torch.is_grad_enabled():
             return self.inner(*args)
         return checkpoint(self.inner, *args, use_reentrant=False)
@@ -229,13 +234,16 @@ class FastModels:
                 self._decoder_call = CompileOrEager(self._decoder, "the VQGAN decoder")
 
     def autocast(self):
+        """An autocast context at the chosen dtype (disabled for fp32)."""
         return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        """The VQGAN's post-quant convolution and (fast) decoder: image in about [-1, 1], in float32."""
         h = self._post_quant(z_q)
         if self.channels_last:
             h = h.contiguous(memory_format=torch.channels_last)
         return self._decoder_call(h).float()
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """CLIP's raw image features of `x` from the (fast) image tower, in float32."""
         return self._visual_call(x).float()

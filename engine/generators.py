@@ -72,6 +72,7 @@ class _ClampWithGrad(torch.autograd.Function):
 
 
 def clamp_with_grad(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """`x` clamped to [low, high], with a gradient that can still move a clamped value back in range."""
     return _ClampWithGrad.apply(x, low, high)
 
 
@@ -105,9 +106,11 @@ class VQGANGenerator:
         self.z_max = codebook.max(0).values.view(1, -1, 1, 1)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size rounded down to multiples of the VQGAN's factor (InvalidSpec below one token)."""
         return _check_size(width, height, self.factor, self.name)
 
     def init_params(self, batch: int, width: int, height: int, gen: torch.Generator) -> torch.Tensor:
+        """A random codebook vector per latent token: (B, D, H/f, W/f)."""
         codebook = self.vqgan.codebook
         toks_x, toks_y = width // self.factor, height // self.factor
         idx = torch.randint(codebook.shape[0], (batch, toks_y, toks_x), generator=gen, device=gen.device)
@@ -115,18 +118,22 @@ class VQGANGenerator:
 
     @torch.no_grad()
     def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """The VQGAN's quantised latent of an image in [0, 1]."""
         return self.vqgan.encode(image * 2 - 1)
 
     def decode(self, params: torch.Tensor) -> torch.Tensor:
+        """Quantise (straight-through), decode, and map to [0, 1] with a clamp that keeps gradients."""
         z_q = quantize_straight_through(params, self.vqgan.codebook)
         out = self._decode(z_q)  # (B, 3, H, W) in about [-1, 1]
         return clamp_with_grad(out.add(1).div(2), 0.0, 1.0)
 
     @torch.no_grad()
     def project_(self, params: torch.Tensor) -> None:
+        """Clamp each latent channel to the codebook's range, in place."""
         params.copy_(torch.maximum(torch.minimum(params, self.z_max), self.z_min))
 
     def upscale(self, params: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """Decode, resize to twice the size, encode again."""
         return reencode_upscaled(self, params, width, height)
 
 
@@ -144,6 +151,7 @@ class FourierGenerator:
         self.decay, self.gain, self.std = decay, gain, std
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size rounded down to even numbers (InvalidSpec below 2x2)."""
         return _check_size(width, height, self.factor, self.name)
 
     def _scale(self, height: int, width: int, device: torch.device) -> torch.Tensor:
@@ -153,6 +161,7 @@ class FourierGenerator:
         return 1.0 / freq.clamp(min=1.0 / max(width, height)) ** self.decay  # (H, W//2+1)
 
     def init_params(self, batch: int, width: int, height: int, gen: torch.Generator) -> torch.Tensor:
+        """Small random spectra with no DC term (a mid-grey start): (B, 3, H, W/2+1, 2)."""
         shape = (batch, 3, height, width // 2 + 1, 2)
         params = torch.randn(shape, generator=gen, device=gen.device) * self.std
         params[..., 0, 0, :] = 0  # start from mid grey: no DC offset
@@ -165,16 +174,19 @@ class FourierGenerator:
         return torch.fft.irfft2(spectrum, s=(h, width), norm="ortho")
 
     def decode(self, params: torch.Tensor) -> torch.Tensor:
+        """The image, sigmoid(irfft2(params * scale) * gain): (B, 3, H, W) in [0, 1]."""
         return torch.sigmoid(self._spatial(params) * self.gain)
 
     @torch.no_grad()
     def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """decode's exact inverse: the spectrum of the image's logits over the 1/f scale (pixels kept off 0 and 1)."""
         b, c, h, w = image.shape
         logits = torch.logit(image.clamp(1e-3, 1 - 1e-3)) / self.gain
         spectrum = torch.fft.rfft2(logits, norm="ortho") / self._scale(h, w, image.device)
         return torch.view_as_real(spectrum).contiguous()
 
     def project_(self, params: torch.Tensor) -> None:
+        """Nothing to do: every spectrum is valid."""
         pass
 
     @torch.no_grad()

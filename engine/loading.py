@@ -24,19 +24,28 @@ class ModelSettings:
     vqgan_config: Path | None = None
     vqgan_checkpoint: Path | None = None
     clip_checkpoint: Path | None = None
+    clip_model: str = registry.DEFAULT_CLIP  # the CLIP a spec gets when it names none (the CLI's --clip default)
+    hf_endpoint: str | None = None  # a Hugging Face Hub mirror for downloads
     device: str = "auto"
     speed: Speed = Speed()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ModelSettings:
+        """The engine's command lines' one reader of the environment (call `engine.env.load_env` first for `.env`):
+        IMAGINE_MODELS_DIR, IMAGINE_VQGAN_CONFIG, IMAGINE_VQGAN_CHECKPOINT, IMAGINE_CLIP_CHECKPOINT,
+        IMAGINE_CLIP_MODEL, IMAGINE_DEVICE, HF_ENDPOINT and the speed keys (`Speed.from_env`). The bot reads the
+        same keys in `bot.config`."""
         env = os.environ if environ is None else environ
-        opt = lambda key: Path(env[key]) if env.get(key) else None  # noqa: E731
+        value = lambda key: (env.get(key) or "").strip()  # noqa: E731
+        opt = lambda key: Path(value(key)) if value(key) else None  # noqa: E731
         return cls(
-            models_dir=registry.models_dir(env.get("IMAGINE_MODELS_DIR")),
+            models_dir=registry.models_dir(value("IMAGINE_MODELS_DIR") or None),
             vqgan_config=opt("IMAGINE_VQGAN_CONFIG"),
             vqgan_checkpoint=opt("IMAGINE_VQGAN_CHECKPOINT"),
             clip_checkpoint=opt("IMAGINE_CLIP_CHECKPOINT"),
-            device=env.get("IMAGINE_DEVICE") or "auto",
+            clip_model=value("IMAGINE_CLIP_MODEL") or registry.DEFAULT_CLIP,
+            hf_endpoint=value("HF_ENDPOINT") or None,
+            device=value("IMAGINE_DEVICE") or "auto",
             speed=Speed.from_env(env),
         )
 

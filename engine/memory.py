@@ -37,6 +37,7 @@ def job_bytes(width: int, height: int, cutn: int, half: bool) -> int:
 
 
 def gigabytes(n: int) -> str:
+    """Bytes as decimal gigabytes, e.g. `1.2 GB`."""
     return f"{n / 1e9:.1f} GB"
 
 

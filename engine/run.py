@@ -146,6 +146,7 @@ class Run:
 
     @property
     def done(self) -> bool:
+        """Whether every step of every stage has run."""
         return self.step_index >= self.spec.total_steps
 
     def group_key(self) -> tuple:
@@ -284,6 +285,8 @@ class Engine:
             )
 
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """CLIP embeddings of `texts`, stacked; only texts not seen before are encoded (the cache lasts as long as the
+        engine)."""
         missing = [t for t in texts if t not in self._text_cache]
         if missing:
             for text, emb in zip(missing, self.perceptor.encode_text(missing), strict=True):
@@ -413,6 +416,8 @@ class Engine:
 
     # -- reports --------------------------------------------------------------------------------------------
     def progress(self, run: Run, elapsed: float, preview: bool = True) -> Progress:
+        """The run's Progress: losses, similarities, a preview PNG (unless `preview` is False) and, at levels that check
+        previews, its unsafe score."""
         losses = run.last_losses.tolist() if run.last_losses is not None else []
         png = encode_png(self.preview(run), compress_level=1) if preview else None
         similarities = run.last_similarity.tolist() if run.last_similarity is not None else []
@@ -438,6 +443,8 @@ class Engine:
         return to_pil(run.last_image if run.last_image is not None else run.image())
 
     def result(self, run: Run, elapsed: float, cancelled: bool = False) -> Result:
+        """The run's Result: the PNG with its recipe, CLIP scores per text, and the unsafe score and label at levels
+        that check images."""
         image = run.image()
         scores = self.scores(image, run.texts)
         unsafe, label = self.safety.score(image) if checks_images(run.spec.moderation) else (None, None)

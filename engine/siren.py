@@ -35,12 +35,14 @@ class SirenGenerator:
         self.size = sum(o * i + o for o, i in self.shapes)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """Any size as asked: the network is sampled where the pixels are."""
         return width, height  # any size: the network is sampled where the pixels are
 
     def _bounds(self) -> list[float]:
         return [1 / i if k == 0 else math.sqrt(6 / i) / W0 for k, (_, i) in enumerate(self.shapes)]
 
     def init_params(self, batch: int, width: int, height: int, gen: torch.Generator) -> torch.Tensor:
+        """Each layer's weights and biases uniform within its SIREN bound, flattened: (B, P)."""
         parts = []
         for (o, i), bound in zip(self.shapes, self._bounds(), strict=True):
             u = torch.rand((batch, o * i + o), generator=gen, device=gen.device)
@@ -75,6 +77,7 @@ class SirenGenerator:
         return clamp_with_grad(image.add(1).div(2), 0.0, 1.0)
 
     def decode(self, params: torch.Tensor) -> torch.Tensor:
+        """The network rendered at this generator's size."""
         return self.render(params, self.width, self.height)
 
     @torch.enable_grad()
@@ -92,6 +95,7 @@ class SirenGenerator:
         return params.detach()
 
     def project_(self, params: torch.Tensor) -> None:
+        """Nothing to do: any weights are valid."""
         pass
 
     def upscale(self, params: torch.Tensor, width: int, height: int) -> torch.Tensor:

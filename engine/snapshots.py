@@ -29,12 +29,15 @@ class SnapshotHistory:
         return sorted(int(p.stem) for p in self.directory.glob("*.pt") if p.stem.isdigit())
 
     def path(self, step: int) -> Path:
+        """The snapshot file of `step` (whether or not it exists)."""
         return self.directory / f"{step:06d}.pt"
 
     def thumbnail(self, step: int) -> Path:
+        """The thumbnail file of `step` (whether or not it exists)."""
         return self.directory / f"{step:06d}.webp"
 
     def newest(self) -> Path | None:
+        """The newest snapshot's file, or None if there is none."""
         steps = self.steps()
         return self.path(steps[-1]) if steps else None
 
@@ -71,9 +74,11 @@ class SnapshotHistory:
         return dropped
 
     def load(self, step: int) -> bytes:
+        """The state bytes saved at `step`."""
         return self.path(step).read_bytes()
 
     def disk_bytes(self) -> int:
+        """Bytes of every file in the directory (0 if it does not exist)."""
         return sum(p.stat().st_size for p in self.directory.iterdir()) if self.directory.is_dir() else 0
 
 

@@ -407,6 +407,7 @@ class JobSpec:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (tuples as lists)."""
         d = dataclasses.asdict(self)
         d["image_prompts"] = list(self.image_prompts)
         d["prompt_schedule"] = [list(entry) for entry in self.prompt_schedule]
@@ -433,10 +434,13 @@ class JobSpec:
         return d
 
     def to_json(self) -> str:
+        """The spec as JSON with sorted keys (`from_json` reads it back)."""
         return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        """A spec from a dict such as `to_dict` makes (lists back to tuples); InvalidSpec for unknown fields, no prompt
+        or a bad value."""
         if not isinstance(data, dict):
             raise InvalidSpec("The spec must be a JSON object.")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -458,6 +462,7 @@ class JobSpec:
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:
+        """A spec from JSON text; InvalidSpec for text that is not a JSON object of a valid spec."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -56,9 +56,11 @@ class Site:
     static: dict[str, tuple[bytes, str]]  # name: (content, content type)
 
     def server_name(self, guild_id: int) -> str:
+        """The server's name as the bot knows it, else `Server <id>`."""
         return self.guild_name(guild_id) or f"Server {guild_id}"
 
     def render(self, template: str, status: int = 200, **context) -> web.Response:
+        """`template` rendered with the site's title, as an HTML response that caches must revalidate."""
         html = self.templates.get_template(template).render(title=self.title, **context)
         response = web.Response(text=html, content_type="text/html", charset="utf-8", status=status)
         response.headers["Cache-Control"] = PAGE_CACHE
@@ -121,12 +123,14 @@ def _timelapse(site: Site, job_id: int) -> tuple[Path, str] | None:
 
 # -- pages ---------------------------------------------------------------------------------------------------
 async def index(request: web.Request) -> web.Response:
+    """The front page: the servers whose gallery has something to show."""
     site, store = request.app[_SITE], request.app[_STORE]
     servers = [(guild_id, site.server_name(guild_id)) for guild_id in await store.gallery_guilds()]
     return site.render("index.html", servers=servers)
 
 
 async def server(request: web.Request) -> web.Response:
+    """A server's page of public images, this week or all time; 404 if its gallery is off or past the last page."""
     site, store = request.app[_SITE], request.app[_STORE]
     guild_id = _id(request, "guild_id")
     if not (await store.guild_settings(guild_id)).gallery:
@@ -159,6 +163,7 @@ async def server(request: web.Request) -> web.Response:
 
 
 async def image(request: web.Request) -> web.Response:
+    """One image's page: its card, recipe and (if kept) timelapse; 404 unless the gallery may show it."""
     site, store = request.app[_SITE], request.app[_STORE]
     entry = await store.gallery_image(_id(request, "job_id"))
     if entry is None:
@@ -175,6 +180,8 @@ async def image(request: web.Request) -> web.Response:
 
 # -- files ---------------------------------------------------------------------------------------------------
 async def png(request: web.Request) -> web.StreamResponse:
+    """An image's PNG, found from its job's row; 404 unless the gallery may show it and the file is in the data
+    directory."""
     site, store = request.app[_SITE], request.app[_STORE]
     job_id = _id(request, "job_id")
     entry = await store.gallery_image(job_id)
@@ -185,6 +192,7 @@ async def png(request: web.Request) -> web.StreamResponse:
 
 
 async def timelapse(request: web.Request) -> web.StreamResponse:
+    """An image's timelapse (WebP or GIF) if the gallery may show the image and the extension is the one kept."""
     site, store = request.app[_SITE], request.app[_STORE]
     job_id = _id(request, "job_id")
     found = _timelapse(site, job_id) if await store.gallery_image(job_id) else None
@@ -195,6 +203,7 @@ async def timelapse(request: web.Request) -> web.StreamResponse:
 
 
 async def static(request: web.Request) -> web.Response:
+    """One of the fixed static files read at start (/favicon.ico serves favicon.svg)."""
     name = request.match_info.get("name", "favicon.svg")
     found = request.app[_SITE].static.get(name)
     if found is None:

@@ -338,6 +338,8 @@ async def screenshot(out: Path, page: str = "server") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m bot.gallery.screenshot OUT.png [server|image]`: write the demo screenshot; 0, or 1 when the browser
+    fails, 2 for bad arguments."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-") or len(argv) > 2 or argv[1:] not in ([], ["server"], ["image"]):
         print("usage: python -m bot.gallery.screenshot OUT.png [server|image]", file=sys.stderr)

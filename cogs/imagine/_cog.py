@@ -88,6 +88,7 @@ class Imagine(commands.Cog):
 
     @property
     def settings(self):
+        """The bot's settings."""
         return self.bot.settings
 
     # -- /imagine -------------------------------------------------------------------------------------------
@@ -124,6 +125,7 @@ class Imagine(commands.Cog):
         focus: app_commands.Range[float, -2.0, 2.0] | None = None,
         candidates: app_commands.Range[int, 2, 9] | None = None,
     ) -> None:
+        """/imagine: check the cooldown, the server's rules and the pictures, then queue a job or a tournament."""
         self._check_cooldown(interaction.user.id)
         rules = await self._rules(interaction, size)
         for picture in (init_image, image_prompt):
@@ -172,6 +174,7 @@ class Imagine(commands.Cog):
         symmetry: app_commands.Range[float, 0.0, 10.0] | None = None,
         semantic: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
+        """/juxtapose: queue a mirror layout of `left / right` (one prompt per side)."""
         self._check_cooldown(interaction.user.id)
         if len(split_regions(left)) > 1 or len(split_regions(right)) > 1:
             raise InvalidSpec("Each side is one prompt; leave out ' / ' (use | to add ideas to a side).")
@@ -291,6 +294,7 @@ class Imagine(commands.Cog):
         return {**models, "fourier": "fourier", "siren": "siren"}
 
     def default_model(self) -> str:
+        """The VQGAN a member gets without choosing (see `Settings.default_model`)."""
         return self.settings.default_model()
 
     async def _save_attachment(self, attachment: discord.Attachment, what: str) -> str:
@@ -437,6 +441,7 @@ class Imagine(commands.Cog):
     # -- /queue /history /top -------------------------------------------------------------------------------
     @app_commands.command(name="queue", description="What is being painted now and what is waiting")
     async def queue(self, interaction: discord.Interaction) -> None:
+        """/queue: the running jobs with their steps, then the waiting line with ETAs, to the member only."""
         jobs = self.bot.jobs
         lines = []
         for info in jobs.running():
@@ -450,6 +455,7 @@ class Imagine(commands.Cog):
 
     @app_commands.command(name="history", description="Your recent images")
     async def history(self, interaction: discord.Interaction) -> None:
+        """/history: the member's ten latest jobs here, with state and link, to the member only."""
         jobs = await self.bot.jobs.history(interaction.guild_id, interaction.user.id, limit=10)
         if not jobs:
             await interaction.response.send_message("You have not made any images here yet.", ephemeral=True)
@@ -470,6 +476,7 @@ class Imagine(commands.Cog):
         period: Literal["week", "all time"] = "week",
         by: Literal["votes", "score"] = "votes",
     ) -> None:
+        """/top: the ten best images of the week or of all time, by votes or by CLIP score."""
         since = time.time() - 7 * 86400 if period == "week" else 0.0
         # in DMs, only the member's own images: other members' DM prompts are theirs alone
         entries = await self.bot.jobs.top(

@@ -14,11 +14,13 @@ MAX_PROMPT_SHOWN = 200
 
 
 def short(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
+    """`text` on one line (whitespace collapsed), cut to `limit` characters with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def duration(seconds: float) -> str:
+    """Seconds as `42s`, `3m 05s` or `1h 02m`."""
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
@@ -30,6 +32,7 @@ def duration(seconds: float) -> str:
 
 
 def queued_line(job: Job, spec: JobSpec, eta: float, position: int | None) -> str:
+    """The "Queued #N" line: prompt and ETA, and the position when the job is not next."""
     where = f" · position {position}" if position and position > 1 else ""
     return f"Queued #{job.id} · {short(spec.prompt)} · ETA ~{duration(eta)}{where}"
 
@@ -67,6 +70,8 @@ def status_embed(
     state: str = "running",
     history: list[tuple[float, ...]] | None = None,
 ) -> discord.Embed:
+    """The status card titled by `state`: with `progress`, a step bar, loss, time, CLIP sparklines and the preview;
+    without, the steps done."""
     title = {"running": "Painting…", "starting": "Starting…", "done": "Done", "cancelled": "Cancelled"}.get(
         state, state
     )
@@ -111,6 +116,7 @@ def result_embed(job: Job, spec: JobSpec, result: Result, filename: str | None) 
 
 
 def recipe_text(job: Job, spec: JobSpec) -> str:
+    """The Recipe button's reply: CLIP scores and the public spec as JSON (cut to 1500 characters)."""
     scores = ", ".join(f"{t!r}: {s:.3f}" for t, s in job.scores.items()) or "n/a"
     body = json.dumps(spec.to_public_dict(), indent=1, ensure_ascii=False)  # images by name, no folders
     return (
@@ -120,12 +126,14 @@ def recipe_text(job: Job, spec: JobSpec) -> str:
 
 
 def jump_url(guild_id: int | None, channel_id: int, message_id: int | None) -> str:
+    """A link to a message (`@me` for DMs); empty when there is no message."""
     if message_id is None:
         return ""
     return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
 
 
 def top_embed(entries, period: str, by: str = "votes") -> discord.Embed:
+    """The /top board: per image its votes and CLIP score (the one ranked by first), prompt with a link, and author."""
     embed = discord.Embed(title=f"Top images · {period}" + (" · by CLIP score" if by == "score" else ""), color=COLOR)
     if not entries:
         embed.description = "No finished images yet. Be the first: `/imagine`."

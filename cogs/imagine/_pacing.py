@@ -28,6 +28,8 @@ class EditPacer:
         return last is None or now - last >= self.interval
 
     def allow(self, channel_id: int, message_id: int, now: float) -> bool:
+        """Whether status `message_id` may be edited at `now` (recorded as edited if so): its interval has passed, the
+        channel has budget left, and no other status asking recently has waited longer."""
         asking = self._asking[channel_id]
         asking[message_id] = now
         if not self._due(message_id, now):
@@ -46,6 +48,7 @@ class EditPacer:
         return True
 
     def forget(self, message_id: int) -> None:
+        """Drop what is kept about a status message (its job has ended)."""
         self._last_edit.pop(message_id, None)
         for asking in self._asking.values():
             asking.pop(message_id, None)
@@ -59,6 +62,8 @@ class RateLimiter:
         self._hits: defaultdict[int, deque[float]] = defaultdict(deque)
 
     def hit(self, key: int, now: float) -> float:
+        """Count an action of `key` at `now` and return 0; over the rate, return the seconds to wait instead (a refused
+        action is not counted)."""
         hits = self._hits[key]
         while hits and now - hits[0] >= self.per:
             hits.popleft()

@@ -72,6 +72,8 @@ class DiscordPresenter:
         return channel
 
     async def job_started(self, job: Job) -> int | None:
+        """Edit the job's status message to Starting, or post one if it has none (or it is gone); returns its id. None
+        for a tournament candidate."""
         if job.kind == JobKind.CANDIDATE:  # a tournament shows its candidates together, in one grid at the end
             return None
         spec = job.spec
@@ -95,6 +97,8 @@ class DiscordPresenter:
         return message.id
 
     async def job_progress(self, job: Job, progress: Progress) -> None:
+        """Keep the report's CLIP similarities for the sparklines, then edit the status with the preview if the pacer
+        allows. A flagged preview, or one that comes while an edit is in flight, is dropped."""
         if progress.similarities:
             history = self._similarity.setdefault(job.id, [])
             if (
@@ -157,6 +161,8 @@ class DiscordPresenter:
         self._prompt.pop(job.id, None)
 
     async def job_finished(self, job: Job, result: Result, image_bytes: bytes) -> int | None:
+        """Close the status and post the result with its buttons (spoilered, or withheld with a note, as the output
+        check decided); returns the message id. None for a tournament candidate."""
         if job.kind == JobKind.CANDIDATE:
             return None
         await self._settle_status(job, "done")
@@ -189,6 +195,8 @@ class DiscordPresenter:
         return message.id
 
     async def find_result(self, job: Job) -> int | None:
+        """Look among the recent messages of the job's channel for a result already posted (by its Reroll button's
+        custom_id); if found, complete it as a new post would and return its id."""
         if job.kind == JobKind.CANDIDATE:
             return None
         wanted = custom_id("reroll", job.id, self.bot.jobs.install)
@@ -216,6 +224,8 @@ class DiscordPresenter:
         )
 
     async def job_timelapse(self, job: Job, frames: list[Path], final_png: bytes) -> tuple[int, Timelapse] | None:
+        """Post the run's timelapse (WebP or GIF, plus an MP4 where ffmpeg is installed and it fits); returns the
+        message id and the animation. None for a candidate or when nothing fits."""
         if job.kind == JobKind.CANDIDATE:
             return None
         channel = await self._channel(job.post_channel_id)
@@ -231,6 +241,7 @@ class DiscordPresenter:
         return message.id, made
 
     async def job_by_dm(self, job: Job, image_bytes: bytes) -> None:
+        """Send the image to its author by DM; if their DMs are closed, say so in the job's channel."""
         user = self.bot.get_user(job.author_id) or await self.bot.fetch_user(job.author_id)
         data, ext = fit_upload(image_bytes, DEFAULT_UPLOAD_LIMIT)
         try:
@@ -248,6 +259,7 @@ class DiscordPresenter:
             )
 
     async def job_deleted(self, job: Job) -> None:
+        """Delete the job's result and timelapse messages and say so in its queued message."""
         channel = await self._channel(job.post_channel_id)
         for message_id in (job.result_message_id, job.timelapse_message_id):
             if message_id is not None:
@@ -258,6 +270,8 @@ class DiscordPresenter:
         await self._link_from_channel(job, f"Deleted #{job.id}")
 
     async def job_failed(self, job: Job, message: str) -> None:
+        """Close the status and say in the channel that the job failed and why (a candidate's failure is only
+        logged)."""
         if job.kind == JobKind.CANDIDATE:
             log.warning("candidate job %d failed: %s", job.id, message)
             return
@@ -268,6 +282,8 @@ class DiscordPresenter:
         await self._link_from_channel(job, f"Failed #{job.id} · {short(spec.prompt)}")
 
     async def job_cancelled(self, job: Job, result: Result | None) -> None:
+        """Close the status and say the job was cancelled, with the image it reached unless the output check flagged it.
+        Nothing for a candidate."""
         if job.kind == JobKind.CANDIDATE:
             return
         await self._settle_status(job, "cancelled")
@@ -298,6 +314,8 @@ class DiscordPresenter:
 
     # -- tournaments ----------------------------------------------------------------------------------------
     async def tournament_ready(self, tournament: Tournament, candidates: list[Job]) -> int:
+        """Post the finished candidates' contact sheet with the pick buttons and seed the number reactions; returns the
+        message id."""
         channel = await self._channel(tournament.thread_id or tournament.channel_id)
         finished = [c for c in candidates if c.state == JobState.DONE and c.image_path]
         items = [(f"{c.candidate} · CLIP {c.score or 0:.3f}", Path(c.image_path)) for c in finished]
@@ -323,6 +341,7 @@ class DiscordPresenter:
         return message.id
 
     async def tournament_votes(self, tournament: Tournament) -> dict[int, int]:
+        """Members' number reactions on the grid, per candidate ({} if the grid is gone)."""
         if tournament.grid_message_id is None:
             return {}
         channel = await self._channel(tournament.thread_id or tournament.channel_id)
@@ -338,6 +357,7 @@ class DiscordPresenter:
         return votes
 
     async def tournament_decided(self, tournament: Tournament, winner: Job, job: Job) -> None:
+        """Take the buttons off the grid and say which candidate goes on, why, and as which job."""
         channel = await self._channel(tournament.thread_id or tournament.channel_id)
         why = {"author": "picked by the author", "votes": "most votes", "score": "best CLIP score"}.get(
             tournament.decided_by or "", tournament.decided_by
@@ -350,5 +370,6 @@ class DiscordPresenter:
         await channel.send(f"Candidate {tournament.chosen} goes on ({why}) → #{job.id}.")
 
     async def tournament_failed(self, tournament: Tournament) -> None:
+        """Say that no candidate finished."""
         channel = await self._channel(tournament.thread_id or tournament.channel_id)
         await channel.send("No candidate of this tournament finished (cancelled or failed): nothing to pick from.")

@@ -54,6 +54,7 @@ async def _active_job(interaction: discord.Interaction, job_id: int):
 
 
 def custom_id(action: str, item_id: int, install: str | None) -> str:
+    """A button's custom_id, `imagine:<action>:<id>`, ending in `:<install>` when there is a token."""
     return f"imagine:{action}:{item_id}" + (f":{install}" if install else "")
 
 
@@ -64,11 +65,14 @@ def _button(action: str, job_id: int, label: str, style, emoji: str | None = Non
 class CancelButton(
     _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:cancel:(?P<job>\d+){_INSTALL}"
 ):
+    """Cancel a waiting or running job (its author or a moderator)."""
+
     def __init__(self, job_id: int, install: str | None = None) -> None:
         super().__init__(_button("cancel", job_id, "Cancel", discord.ButtonStyle.danger, install=install))
         self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        """Cancel the job if it is still active and the member is its author or a moderator."""
         bot = interaction.client
         job = await _active_job(interaction, self.job_id)
         if job is None:
@@ -98,6 +102,8 @@ class SteerModal(discord.ui.Modal, title="Steer this picture"):
         self.prompt.default = current
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
+        """Check the text as the job's next prompt, then steer the running job to it; the change is announced in the
+        channel, refusals go to the member only."""
         bot = interaction.client
         text = self.prompt.value.strip()
         if await bot.get_cog("Imagine").button_throttled(interaction):
@@ -130,11 +136,14 @@ class SteerModal(discord.ui.Modal, title="Steer this picture"):
 class SteerButton(
     _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:steer:(?P<job>\d+){_INSTALL}"
 ):
+    """Change the prompt of a running job from its next step (its author only)."""
+
     def __init__(self, job_id: int, install: str | None = None) -> None:
         super().__init__(_button("steer", job_id, "Steer", discord.ButtonStyle.secondary, "🧭", install=install))
         self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        """Open the Steer modal, filled with the current prompt, for the author of a job still active."""
         job = await _active_job(interaction, self.job_id)
         if job is None:
             return
@@ -150,22 +159,28 @@ class SteerButton(
 class RerollButton(
     _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:reroll:(?P<job>\d+){_INSTALL}"
 ):
+    """A new job with the same settings and a new seed."""
+
     def __init__(self, job_id: int, install: str | None = None) -> None:
         super().__init__(_button("reroll", job_id, "Reroll", discord.ButtonStyle.primary, "🎲", install=install))
         self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        """Queue a Reroll of the job through the Imagine cog."""
         await interaction.client.get_cog("Imagine").follow_up(interaction, self.job_id, "reroll")
 
 
 class ContinueButton(
     _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:continue:(?P<job>\d+){_INSTALL}"
 ):
+    """A new job that goes on from the final state for more steps."""
+
     def __init__(self, job_id: int, install: str | None = None) -> None:
         super().__init__(_button("continue", job_id, "Continue", discord.ButtonStyle.secondary, "⏩", install=install))
         self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        """Queue a Continue of the job through the Imagine cog."""
         await interaction.client.get_cog("Imagine").follow_up(interaction, self.job_id, "continue")
 
 
@@ -179,17 +194,21 @@ class UpscaleButton(
         self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        """Queue an Upscale of the job through the Imagine cog."""
         await interaction.client.get_cog("Imagine").follow_up(interaction, self.job_id, "upscale")
 
 
 class BranchButton(
     _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:branch:(?P<job>\d+){_INSTALL}"
 ):
+    """Start a new job from one of a job's saved states."""
+
     def __init__(self, job_id: int, install: str | None = None) -> None:
         super().__init__(_button("branch", job_id, "Branch", discord.ButtonStyle.secondary, "🌿", install=install))
         self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        """Show the job's saved states and the menu to branch from one (the Imagine cog's `branch_menu`)."""
         await interaction.client.get_cog("Imagine").branch_menu(interaction, self.job_id)
 
 
@@ -206,10 +225,13 @@ class BranchModal(discord.ui.Modal, title="Branch from here"):
         self.prompt.default = current
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
+        """Queue the branch from the chosen step with the prompt entered, through the Imagine cog."""
         await interaction.client.get_cog("Imagine").branch(interaction, self.job_id, self.step, self.prompt.value)
 
 
 class BranchSelect(discord.ui.Select):
+    """The menu of a job's saved steps to branch from (the newest 25, a menu's limit)."""
+
     def __init__(self, job_id: int, steps: list[int]) -> None:
         options = [discord.SelectOption(label=f"Step {s}", value=str(s)) for s in steps[-25:]]
         super().__init__(
@@ -218,6 +240,7 @@ class BranchSelect(discord.ui.Select):
         self.job_id = job_id
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        """Open the Branch modal for the chosen step, filled with the prompt the job had at that step."""
         step = int(self.values[0])
         job = await interaction.client.jobs.get(self.job_id)
         if job is None:
@@ -228,6 +251,7 @@ class BranchSelect(discord.ui.Select):
 
 
 def branch_view(job_id: int, steps: list[int]) -> discord.ui.View:
+    """A view with the branch menu of `job_id`'s saved steps (not persistent: it times out in ten minutes)."""
     view = discord.ui.View(timeout=600)
     view.add_item(BranchSelect(job_id, steps))
     return view
@@ -254,9 +278,11 @@ class PickButton(
 
     @classmethod
     async def from_custom_id(cls, interaction, item, match: re.Match[str]):
+        """Rebuild the button from its custom_id: tournament, candidate number and token."""
         return cls(int(match["tournament"]), int(match["number"]), install=match["install"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        """Continue this candidate, for the tournament's author while the tournament is voting."""
         bot = interaction.client
         tournament = await bot.tournaments.get(self.tournament_id)
         if tournament is None or tournament.state != "voting":
@@ -282,9 +308,11 @@ class CancelTournamentButton(
 
     @classmethod
     async def from_custom_id(cls, interaction, item, match: re.Match[str]):
+        """Rebuild the button from its custom_id: tournament and token."""
         return cls(int(match["tournament"]), install=match["install"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        """Cancel every candidate still active, while the first stage runs (its author or a moderator)."""
         bot = interaction.client
         tournament = await bot.tournaments.get(self.tournament_id)
         if tournament is None or tournament.state != "running":
@@ -302,12 +330,14 @@ class CancelTournamentButton(
 
 
 def tournament_view(tournament_id: int, *, install: str) -> discord.ui.View:
+    """The persistent view of a tournament's announcement: its Cancel button."""
     view = discord.ui.View(timeout=None)
     view.add_item(CancelTournamentButton(tournament_id, install))
     return view
 
 
 def pick_view(tournament_id: int, numbers: list[int], *, install: str) -> discord.ui.View:
+    """The persistent view of a tournament's grid: one pick button per candidate number."""
     view = discord.ui.View(timeout=None)
     for number in numbers:
         view.add_item(PickButton(tournament_id, number, install))
@@ -317,11 +347,14 @@ def pick_view(tournament_id: int, numbers: list[int], *, install: str) -> discor
 class RecipeButton(
     _FromJobId, discord.ui.DynamicItem[discord.ui.Button], template=rf"imagine:recipe:(?P<job>\d+){_INSTALL}"
 ):
+    """Show a job's recipe to the member who clicks."""
+
     def __init__(self, job_id: int, install: str | None = None) -> None:
         super().__init__(_button("recipe", job_id, "Recipe", discord.ButtonStyle.secondary, "📜", install=install))
         self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        """Reply (to the member only) with the job's recipe, and its gallery link where the gallery shows it."""
         job = await interaction.client.jobs.get(self.job_id)
         if job is None:
             await interaction.response.send_message("That job no longer exists.", ephemeral=True)
@@ -344,6 +377,7 @@ class DeleteButton(
         self.job_id, self.install = job_id, install
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        """Ask the job service to delete the image and reply with its sentence, to the member only."""
         text = await interaction.client.jobs.delete(self.job_id, interaction.user.id, _may_moderate(interaction))
         await interaction.response.send_message(text, ephemeral=True)
 
@@ -372,6 +406,7 @@ def running_view(job_id: int, steer: bool = False, *, install: str) -> discord.u
 
 
 def result_view(job_id: int, *, install: str) -> discord.ui.View:
+    """The persistent buttons under a result: Reroll, Continue, Upscale, Branch, Recipe and Delete."""
     view = discord.ui.View(timeout=None)
     for kind in (RerollButton, ContinueButton, UpscaleButton, BranchButton, RecipeButton, DeleteButton):
         view.add_item(kind(job_id, install))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -118,16 +117,28 @@ def download(names: list[str], clips: list[str], directory: Path, hub_endpoint: 
     return done
 
 
+def _settings():
+    """The IMAGINE_* keys and HF_ENDPOINT, read in the engine's one place."""
+    from engine.loading import ModelSettings
+
+    return ModelSettings.from_env()
+
+
+def _directory(args: argparse.Namespace) -> Path:
+    """--dir, else IMAGINE_MODELS_DIR, else ./models."""
+    return Path(args.dir) if args.dir else _settings().models_dir
+
+
 def _download(args: argparse.Namespace) -> int:
-    directory = registry.models_dir(args.dir)
+    directory = _directory(args)
     names = args.names or ([] if args.clip else [registry.DEFAULT_VQGAN])
-    for path in download(names, args.clip or [], directory, os.environ.get("HF_ENDPOINT")):
+    for path in download(names, args.clip or [], directory, _settings().hf_endpoint):
         print(f"ok: {path}")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    directory = registry.models_dir(args.dir)
+    directory = _directory(args)
     installed = set(registry.installed_vqgans(directory))
     print(f"Models directory: {directory}")
     for name, entry in registry.VQGANS.items():
@@ -153,7 +164,7 @@ def _list(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from engine.models.download import verify
 
-    directory = registry.models_dir(args.dir)
+    directory = _directory(args)
     bad = 0
     for path in sorted(directory.rglob("*")):
         if path.suffix in (".ckpt", ".pt", ".yaml", ".safetensors", ".bin", ".pkl"):

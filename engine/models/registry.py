@@ -6,7 +6,6 @@ Standard library only: the bot reads it to offer model choices without loading t
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,8 +153,9 @@ def biggan_native_size(directory: str | Path, name: str) -> int | None:
 
 
 def models_dir(explicit: str | Path | None = None) -> Path:
-    """The models directory: the flag, else IMAGINE_MODELS_DIR, else ./models."""
-    return Path(explicit or os.environ.get("IMAGINE_MODELS_DIR") or DEFAULT_MODELS_DIR)
+    """The models directory: `explicit` (a flag or a setting), else ./models. The environment is read by
+    `engine.loading.ModelSettings.from_env` and `bot.config`, not here."""
+    return Path(explicit or DEFAULT_MODELS_DIR)
 
 
 def vqgan_paths(name: str, directory: str | Path) -> tuple[Path, Path]:

@@ -136,6 +136,7 @@ class VQGAN(nn.Module):
 
     @property
     def factor(self) -> int:
+        """How many pixels one latent token covers along a side (the config's)."""
         return self.config.factor
 
     @property

@@ -102,6 +102,29 @@ def test_env_example_documents_every_key():
     assert read <= set(KEYS), read - set(KEYS)
 
 
+def test_the_environment_is_read_in_one_place_per_side():
+    """bot/config.py reads the environment for the bot and its workers; engine.loading.ModelSettings.from_env (and
+    engine.speed, which it calls) for the engine's command lines. Nothing else looks at os.environ for settings."""
+    readers = {"bot/config.py", "engine/loading.py", "engine/speed.py", "engine/env.py", "bot/firstrun.py"}
+    found = set()
+    for package in ("bot", "cogs", "engine", "storage"):
+        for path in (ROOT / package).rglob("*.py"):
+            if re.search(r"os\.environ|os\.getenv", path.read_text()):
+                found.add(path.relative_to(ROOT).as_posix())
+    assert found <= readers, found - readers
+    # and the engine's reader knows every engine key the bot knows
+    from engine.loading import ModelSettings
+
+    env = {
+        "IMAGINE_MODELS_DIR": "m",
+        "IMAGINE_CLIP_MODEL": "RN50",
+        "HF_ENDPOINT": "http://mirror",
+        "IMAGINE_DEVICE": "cpu",
+    }
+    engine_side, bot_side = ModelSettings.from_env(env), Settings.from_env(env).model_settings()
+    assert engine_side == bot_side and engine_side.clip_model == "RN50" and engine_side.hf_endpoint == "http://mirror"
+
+
 def test_bot_refuses_to_start_without_token(tmp_path):
     import os
     import subprocess
