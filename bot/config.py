@@ -119,6 +119,7 @@ class Settings:
 
     @property
     def db_path(self) -> Path:
+        """The SQLite database, in the data directory."""
         return self.data_dir / "imagine.sqlite"
 
     @classmethod

@@ -54,6 +54,7 @@ def missing_models(settings) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m bot.firstrun` (`make run` calls it): a `.env` with a token, and the default models downloaded."""
     from bot.config import ConfigError, Settings
 
     code = ensure_env(Path(".env"), Path(".env.example"), sys.stdin.isatty())

@@ -46,11 +46,13 @@ class Publisher:
         self._lock = threading.Lock()
 
     def publish(self, job_id: int, fields: dict, snapshot: bytes | None = None) -> None:
+        """Queue one event (and the snapshot that goes with it) and send everything waiting, in order."""
         with self._lock:
             self._pending.append((job_id, fields, snapshot))
             self._flush_locked()
 
     def flush(self) -> None:
+        """Send whatever waits (called by the heartbeat, so events reach Redis once it is back)."""
         with self._lock:
             self._flush_locked()
 

@@ -21,6 +21,7 @@ log = logging.getLogger("engine.cli")
 
 
 def parse_size(text: str) -> tuple[int, int]:
+    """`512x288` or `256` (a square) as (width, height)."""
     try:
         w, _, h = text.lower().partition("x")
         return int(w), int(h or w)
@@ -29,6 +30,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `imagine` command line's flags."""
     p = argparse.ArgumentParser(prog="imagine", description="CLIP-guided image generation (VQGAN+CLIP and friends).")
     p.add_argument(
         "prompt",
@@ -205,6 +207,7 @@ def _images_beside(base: dict, folder: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`imagine` / `python -m engine`: make one image; 0 when written, 2 with one sentence on stderr when not."""
     argv = sys.argv[1:] if argv is None else argv
     load_env()  # the same .env as the bot: models, device and speed settings
     args = build_parser().parse_args(argv)

@@ -50,6 +50,7 @@ class ModelSettings:
         )
 
     def vqgan_files(self, name: str) -> tuple[Path, Path]:
+        """The .yaml and .ckpt of the VQGAN `name` (explicit paths win over the models directory)."""
         config, checkpoint = registry.vqgan_paths(name, self.models_dir)
         return self.vqgan_config or config, self.vqgan_checkpoint or checkpoint
 
@@ -69,6 +70,7 @@ class EnginePool:
 
     @property
     def device(self):
+        """The torch device of every model here (the settings' choice, `auto` resolved once)."""
         if self._device is None:
             from engine.run import pick_device
 

@@ -30,6 +30,8 @@ class StorageError(Exception):
 
 
 class JobState(StrEnum):
+    """Where a job is: waiting, running, or ended in one of three ways (`active` tells the first two apart)."""
+
     QUEUED = "queued"
     RUNNING = "running"
     POSTING = "posting"  # finished and saved; its result message is not known to exist yet
@@ -133,6 +135,7 @@ class Job:
 
     @property
     def scores(self) -> dict[str, float]:
+        """The final CLIP score of each prompt, by prompt text (empty before the job finished)."""
         return json.loads(self.scores_json) if self.scores_json else {}
 
     @property
@@ -170,6 +173,8 @@ _TOURNAMENT_UPDATABLE = {"state", "thread_id", "grid_message_id", "chosen", "dec
 
 @dataclass(frozen=True)
 class TopEntry:
+    """One line of a leaderboard: the job and the sum of its votes."""
+
     job: Job
     votes: int
 
@@ -280,6 +285,18 @@ FROM jobs LEFT JOIN votes ON votes.job_id = jobs.id
 WHERE {_GALLERY_VISIBLE} AND jobs.id = :id
 GROUP BY jobs.id
 """
+
+_SELECT_META = "SELECT key, value FROM meta"
+_SCHEMA_VERSION = "PRAGMA user_version"
+_UPDATE_ROW = "UPDATE {table} SET {columns} WHERE id = ?"  # table and columns only from the allow-lists below
+_INSERT_TOURNAMENT = """
+INSERT INTO tournaments (guild_id, channel_id, author_id, spec_json, candidates, created_at)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+_SELECT_TOURNAMENT = "SELECT * FROM tournaments WHERE id = ?"
+_SELECT_TOURNAMENTS_IN_STATE = "SELECT * FROM tournaments WHERE state = ? ORDER BY id"
+_DELETE_TOURNAMENT = "DELETE FROM tournaments WHERE id = ?"
+_SELECT_CANDIDATES = "SELECT * FROM jobs WHERE tournament_id = ? AND kind = 'candidate' ORDER BY candidate"
 
 _UPDATABLE = {
     "error",
@@ -406,6 +423,7 @@ class Store:
         return store
 
     async def close(self) -> None:
+        """Close the connection (its worker thread ends with it)."""
         await self._db.close()
 
     async def check(self) -> None:
@@ -420,13 +438,14 @@ class Store:
         return install == self.install if install else self.legacy_buttons
 
     async def _load_meta(self) -> None:
-        async with self._db.execute("SELECT key, value FROM meta") as cur:
+        async with self._db.execute(_SELECT_META) as cur:
             meta = {r[0]: r[1] for r in await cur.fetchall()}
         self.install = meta["install"]
         self.legacy_buttons = meta.get("legacy_buttons") == "1"
 
     async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cur:
+        """The number of the last migration applied."""
+        async with self._db.execute(_SCHEMA_VERSION) as cur:
             return (await cur.fetchone())[0]
 
     async def migrate(self) -> int:
@@ -453,6 +472,8 @@ class Store:
         tournament_id: int | None = None,
         candidate: int | None = None,
     ) -> Job:
+        """Record a new queued job without any cap (tests and internal use; members' jobs go through
+        `create_job_capped`)."""
         now = self._clock()
         async with self._db.execute(
             _INSERT_JOB, (guild_id, channel_id, author_id, spec_json, kind, parent_id, now, tournament_id, candidate)
@@ -537,7 +558,7 @@ class Store:
         async with self._db.execute(_INSERT_CANDIDATES_CAPPED, params) as cur:
             ids = [row[0] for row in await cur.fetchall()]
         if not ids:
-            await self._db.execute("DELETE FROM tournaments WHERE id = ?", (tournament.id,))
+            await self._db.execute(_DELETE_TOURNAMENT, (tournament.id,))
             await self._db.commit()
             return None
         await self._db.executemany(_INSERT_EVENT, [(job_id, JobState.QUEUED, now, None) for job_id in ids])
@@ -556,6 +577,7 @@ class Store:
             return (await cur.fetchone())[0]
 
     async def get_job(self, job_id: int) -> Job | None:
+        """The job `job_id`, or None."""
         async with self._db.execute(_SELECT_JOB, (job_id,)) as cur:
             row = await cur.fetchone()
         return _job(row) if row else None
@@ -567,10 +589,11 @@ class Store:
             raise ValueError(f"not updatable: {sorted(bad)}")
         if fields:
             columns = ", ".join(f"{k} = ?" for k in fields)
-            await self._db.execute(f"UPDATE {table} SET {columns} WHERE id = ?", (*fields.values(), row_id))
+            await self._db.execute(_UPDATE_ROW.format(table=table, columns=columns), (*fields.values(), row_id))
             await self._db.commit()
 
     async def update_job(self, job_id: int, **fields: Any) -> Job:
+        """Set some of a job's columns (only those in `_UPDATABLE`) and return the job as it is now."""
         await self._update_row("jobs", _UPDATABLE, job_id, fields)
         return await self.get_job(job_id)
 
@@ -585,25 +608,29 @@ class Store:
         if bad:
             raise ValueError(f"not updatable: {sorted(bad)}")
         columns = ", ".join(["state = ?", *(f"{k} = ?" for k in fields)])
-        await self._db.execute(f"UPDATE jobs SET {columns} WHERE id = ?", (state, *fields.values(), job_id))
+        await self._db.execute(_UPDATE_ROW.format(table="jobs", columns=columns), (state, *fields.values(), job_id))
         await self._db.execute(_INSERT_EVENT, (job_id, state, now, detail))
         await self._db.commit()
         return await self.get_job(job_id)
 
     async def jobs_in_state(self, state: JobState) -> list[Job]:
+        """Every job in `state`, oldest first."""
         async with self._db.execute(_SELECT_BY_STATE, (state,)) as cur:
             return [_job(r) for r in await cur.fetchall()]
 
     async def job_for_result_message(self, message_id: int) -> Job | None:
+        """The job whose final image is the message `message_id` (votes arrive as reactions on it)."""
         async with self._db.execute(_SELECT_BY_RESULT_MESSAGE, (message_id,)) as cur:
             row = await cur.fetchone()
         return _job(row) if row else None
 
     async def history(self, guild_id: int | None, author_id: int, limit: int = 10) -> list[Job]:
+        """A member's latest jobs in a server (or in DMs with `guild_id` None), newest first."""
         async with self._db.execute(_SELECT_HISTORY, (guild_id, author_id, limit)) as cur:
             return [_job(r) for r in await cur.fetchall()]
 
     async def events(self, job_id: int) -> list[tuple[str, float, str | None]]:
+        """A job's recorded events in order: (what, when, detail): its states, moderation, deletion."""
         async with self._db.execute(_SELECT_EVENTS, (job_id,)) as cur:
             return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
 
@@ -648,6 +675,7 @@ class Store:
         return await self.vote_total(job_id)
 
     async def vote_total(self, job_id: int) -> int:
+        """The sum of a job's votes."""
         async with self._db.execute(_SUM_VOTES, (job_id,)) as cur:
             return (await cur.fetchone())[0]
 
@@ -672,32 +700,33 @@ class Store:
     async def create_tournament(
         self, *, guild_id: int | None, channel_id: int, author_id: int, spec_json: str, candidates: int
     ) -> Tournament:
+        """Record a new seed tournament (its candidates are added by `create_candidates_capped`)."""
         async with self._db.execute(
-            "INSERT INTO tournaments (guild_id, channel_id, author_id, spec_json, candidates, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (guild_id, channel_id, author_id, spec_json, candidates, self._clock()),
+            _INSERT_TOURNAMENT, (guild_id, channel_id, author_id, spec_json, candidates, self._clock())
         ) as cur:
             tournament_id = cur.lastrowid
         await self._db.commit()
         return await self.get_tournament(tournament_id)
 
     async def get_tournament(self, tournament_id: int) -> Tournament | None:
-        async with self._db.execute("SELECT * FROM tournaments WHERE id = ?", (tournament_id,)) as cur:
+        """The tournament `tournament_id`, or None."""
+        async with self._db.execute(_SELECT_TOURNAMENT, (tournament_id,)) as cur:
             row = await cur.fetchone()
         return None if row is None else _tournament(row)
 
     async def update_tournament(self, tournament_id: int, **fields: Any) -> Tournament:
+        """Set some of a tournament's columns (only those in `_TOURNAMENT_UPDATABLE`) and return it as it is now."""
         await self._update_row("tournaments", _TOURNAMENT_UPDATABLE, tournament_id, fields)
         return await self.get_tournament(tournament_id)
 
     async def tournaments_in_state(self, state: str) -> list[Tournament]:
-        async with self._db.execute("SELECT * FROM tournaments WHERE state = ? ORDER BY id", (state,)) as cur:
+        """Every tournament in `state`, oldest first."""
+        async with self._db.execute(_SELECT_TOURNAMENTS_IN_STATE, (state,)) as cur:
             return [_tournament(r) for r in await cur.fetchall()]
 
     async def tournament_jobs(self, tournament_id: int) -> list[Job]:
         """The candidates of a tournament, by number."""
-        query = "SELECT * FROM jobs WHERE tournament_id = ? AND kind = 'candidate' ORDER BY candidate"
-        async with self._db.execute(query, (tournament_id,)) as cur:
+        async with self._db.execute(_SELECT_CANDIDATES, (tournament_id,)) as cur:
             return [_job(r) for r in await cur.fetchall()]
 
     # -- guild settings -------------------------------------------------------------------------------------

@@ -140,3 +140,25 @@ def test_the_arrows_between_bot_cogs_and_storage():
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
     for path in _files("bot"):
         assert "cogs" not in _imports(path), f"{path.relative_to(ROOT)} imports cogs"
+
+
+def _undocumented(path: Path) -> list[str]:
+    found = []
+
+    def walk(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            public = not child.name.startswith("_") if hasattr(child, "name") else False
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and public:
+                if ast.get_docstring(child) is None:
+                    found.append(f"{path.relative_to(ROOT)}:{child.lineno} {prefix}{child.name}")
+                if isinstance(child, ast.ClassDef):
+                    walk(child, f"{prefix}{child.name}.")
+
+    walk(ast.parse(path.read_text()), "")
+    return found
+
+
+@pytest.mark.parametrize("package", ["engine", "bot", "cogs", "storage"])
+def test_public_classes_and_functions_say_what_they_do(package):
+    missing = [item for path in _files(package) for item in _undocumented(path)]
+    assert not missing, "no docstring: " + ", ".join(missing)

@@ -197,6 +197,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m engine.models download|list|verify|tiny|convert`; 1 with one sentence on stderr on failure."""
     parser = argparse.ArgumentParser(prog="python -m engine.models", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(

@@ -35,6 +35,7 @@ class Perceptor(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device the model's weights are on."""
         return self.mean.device
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ OFFLINE_HELP = (
 
 
 def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, as hex, read in chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):

@@ -81,6 +81,7 @@ def generated() -> list[str]:
 
 
 def main() -> None:
+    """Rewrite flavors.txt: the hand-written lines above the marker, then the generated ones."""
     path = Path(__file__).with_name("flavors.txt")
     lines = path.read_text(encoding="utf-8").splitlines()
     hand = lines[: lines.index(MARKER)] if MARKER in lines else lines
