@@ -9,9 +9,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.queue import QueueFull
-from cogs.errors import reply
-from engine.errors import InvalidSpec, OutOfMemory, public_message
+from cogs.errors import View, reply
+from engine.errors import InvalidSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ def description_embed(description) -> discord.Embed:
     return embed
 
 
-class ImagineThis(discord.ui.View):
+class ImagineThis(View):
     """One button: queue the described prompt as an /imagine of the member who clicks (for ten minutes)."""
 
     def __init__(self, cog: Describe, prompt: str) -> None:
@@ -40,14 +39,9 @@ class ImagineThis(discord.ui.View):
 
     @discord.ui.button(label="Imagine this", style=discord.ButtonStyle.primary, emoji="🎨")
     async def imagine(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        """Queue the prompt as the clicking member's /imagine under this server's rules; refusals go to them only."""
-        imagine = self.cog.bot.get_cog("Imagine")
-        try:
-            rules = await imagine._rules(interaction, None)
-            spec = imagine._spec(rules, self.prompt, seed=None, steps=None, size=None, style=None, model=None)
-            await imagine._submit(interaction, spec)
-        except (InvalidSpec, OutOfMemory, QueueFull) as exc:
-            await reply(interaction, public_message(exc))
+        """Queue the prompt as the clicking member's /imagine under this server's rules and cooldown; refusals reach
+        the error handler (`View.on_error`), which answers the member only."""
+        await self.cog.bot.get_cog("Imagine").imagine_prompt(interaction, self.prompt)
 
 
 class Describe(commands.Cog):

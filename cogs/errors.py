@@ -1,7 +1,10 @@
-"""One error handler for the command tree and the views: a sentence for the member, the traceback for the log.
+"""One error handler for the command tree, the buttons, the menus and the forms: a sentence for the member, the
+traceback for the log. Commands reach it as the tree's `on_error`; views and modals by deriving from `View` and
+`Modal` here; the persistent buttons (`discord.ui.DynamicItem`, whose errors discord.py only logs) through
+`handle`, which their base class calls.
 
 Order of the mapping (first match wins):
-    InvalidSpec, QueueFull        -> their own message (written for members)
+    InvalidSpec, QueueFull, OutOfMemory -> their own message (written for members)
     CheckpointError               -> "this model is not installed" (details in the log)
     StorageError                  -> "the bot's storage failed; it is stopping" (and the bot stops)
     CommandOnCooldown             -> "slow down, try again in N s"
@@ -20,15 +23,20 @@ from discord.ext import commands
 
 from bot.jobs import StorageError
 from bot.queue import QueueFull
-from engine.errors import CheckpointError, InvalidSpec, public_message
+from engine.errors import CheckpointError, InvalidSpec, OutOfMemory, public_message
 
 log = logging.getLogger(__name__)
 
 
+def _original(error: Exception) -> BaseException:
+    """The error behind discord.py's wrappers (CommandInvokeError and the like)."""
+    return getattr(error, "original", None) or error.__cause__ or error
+
+
 def message_for(error: Exception) -> str:
     """The sentence a member reads for `error` (the mapping is in the module docstring)."""
-    original = getattr(error, "original", None) or error.__cause__ or error
-    if isinstance(original, InvalidSpec | QueueFull | CheckpointError):
+    original = _original(error)
+    if isinstance(original, InvalidSpec | QueueFull | OutOfMemory | CheckpointError):
         return public_message(original)  # the sentence, without any folder of this machine
     if isinstance(original, StorageError):
         return "The bot's storage has failed, so it is stopping; the operator has been told."
@@ -52,6 +60,35 @@ async def reply(interaction: discord.Interaction, text: str) -> None:
         log.warning("could not tell the member about an error: %s", text)
 
 
+async def handle(interaction: discord.Interaction, error: Exception, what: str) -> None:
+    """Answer `error` raised while serving `interaction` (by `what`: a command, button or form): reply with the
+    member's sentence, log errors other than refusals and cooldowns, and stop the bot on a StorageError."""
+    original = _original(error)
+    if isinstance(original, StorageError) and hasattr(interaction.client, "storage_failed"):
+        interaction.client.storage_failed(original)
+    if not isinstance(original, InvalidSpec | QueueFull | OutOfMemory) and not isinstance(
+        error, app_commands.CommandOnCooldown
+    ):
+        log.error("%s failed", what, exc_info=original)
+    await reply(interaction, message_for(error))
+
+
+class View(discord.ui.View):
+    """A view whose callbacks' errors reach `handle` (discord.py's default only logs them)."""
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
+        """Hand the error to `handle`, naming the item."""
+        await handle(interaction, error, f"{type(item).__name__} of {type(self).__name__}")
+
+
+class Modal(discord.ui.Modal):
+    """A form whose submit errors reach `handle` (discord.py's default only logs them)."""
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        """Hand the error to `handle`, naming the form."""
+        await handle(interaction, error, type(self).__name__)
+
+
 class Errors(commands.Cog):
     """Installs itself as the command tree's error handler."""
 
@@ -60,15 +97,8 @@ class Errors(commands.Cog):
         bot.tree.on_error = self.on_app_command_error
 
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError):
-        """Reply with the member's sentence, log errors other than refusals and cooldowns, and stop the bot on a
-        StorageError."""
-        text = message_for(error)
-        original = getattr(error, "original", error)
-        if isinstance(original, StorageError) and hasattr(self.bot, "storage_failed"):
-            self.bot.storage_failed(original)
-        if not isinstance(original, InvalidSpec | QueueFull) and not isinstance(error, app_commands.CommandOnCooldown):
-            log.error("command %s failed", getattr(interaction.command, "name", "?"), exc_info=original)
-        await reply(interaction, text)
+        """Hand the error to `handle`, naming the command."""
+        await handle(interaction, error, f"command {getattr(interaction.command, 'name', '?')}")
 
 
 async def setup(bot) -> None:

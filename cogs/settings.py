@@ -56,6 +56,15 @@ def _sizes(text: str) -> tuple[str, ...]:
     return names
 
 
+# Each level explained in its own choice (a name may be 100 characters; one description could not hold all four).
+MODERATION_CHOICES = [
+    app_commands.Choice(name="off: no check of finished images", value="off"),
+    app_commands.Choice(name="spoiler: flagged images are posted behind a spoiler", value="spoiler"),
+    app_commands.Choice(name="withhold: flagged images are not posted; the author is told", value="withhold"),
+    app_commands.Choice(name="strict: withhold at a lower threshold, and previews are checked too", value="strict"),
+]
+
+
 class ServerSettings(commands.Cog):
     """/settings for staff, /settings me for everyone."""
 
@@ -167,20 +176,20 @@ class ServerSettings(commands.Cog):
 
     @group.command(name="moderation", description="How finished images are checked, and the built-in word list")
     @app_commands.describe(
-        level="off: no check · spoiler: flagged images are spoilered · withhold: flagged images are not posted · "
-        "strict: withhold, a lower threshold, and previews checked too",
+        level="How strictly finished images (and, at strict, previews) are checked",
         builtin_words="Use the built-in list of blocked words as well as this server's own",
     )
+    @app_commands.choices(level=MODERATION_CHOICES)
     async def moderation(
         self,
         interaction: discord.Interaction,
-        level: Literal["off", "spoiler", "withhold", "strict"] | None = None,
+        level: app_commands.Choice[str] | None = None,
         builtin_words: bool | None = None,
     ) -> None:
         """/settings moderation: the output check's level and the built-in word list (staff only)."""
         if not await self._staff(interaction):
             return
-        changes = {"moderation": level, "builtin_words": builtin_words}
+        changes = {"moderation": level.value if level else None, "builtin_words": builtin_words}
         await self.community.update(interaction.guild_id, **{k: v for k, v in changes.items() if v is not None})
         await self._show(interaction, "Moderation changed.")
 

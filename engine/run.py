@@ -10,6 +10,7 @@ keeps its own latent, optimiser and random generator, so a run's result does not
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import io
 import logging
@@ -41,6 +42,7 @@ from engine.speed import Speed
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
+TEXT_CACHE = 4096  # text embeddings kept per engine (512 floats each for ViT-B-32: about 8 MB)
 
 
 class Run:
@@ -239,7 +241,7 @@ class Engine:
         self.speed = speed
         self.fast = FastModels(speed, self.device, perceptor, vqgan)
         self._generators: dict[tuple, Generator] = {}
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_cache: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
         # The moderation check; engines that share a perceptor can share one, so its descriptions are encoded once.
         self.safety = safety if safety is not None else SafetyCheck(perceptor)
 
@@ -285,13 +287,19 @@ class Engine:
             )
 
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
-        """CLIP embeddings of `texts`, stacked; only texts not seen before are encoded (the cache lasts as long as the
-        engine)."""
-        missing = [t for t in texts if t not in self._text_cache]
+        """CLIP embeddings of `texts`, stacked; only texts not among the TEXT_CACHE most recently used are encoded
+        (a long-running bot sees every prompt and Steer text of its members: the cache must not grow with them)."""
+        cache = self._text_cache
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
         if missing:
             for text, emb in zip(missing, self.perceptor.encode_text(missing), strict=True):
-                self._text_cache[text] = emb
-        return torch.stack([self._text_cache[t] for t in texts])
+                cache[text] = emb
+        stacked = torch.stack([cache[t] for t in texts])
+        for text in texts:
+            cache.move_to_end(text)
+        while len(cache) > TEXT_CACHE:
+            cache.popitem(last=False)
+        return stacked
 
     @torch.no_grad()
     def image_embedding(self, picture) -> torch.Tensor:

@@ -260,6 +260,14 @@ class Imagine(commands.Cog):
             **fields,
         )
 
+    async def imagine_prompt(self, interaction: discord.Interaction, prompt: str) -> None:
+        """/imagine `prompt` with the server's defaults, for a member who clicked a button proposing it (/describe's
+        Imagine this): the same cooldown, rules and queue as the command; refusals raise to the error handler."""
+        self._check_cooldown(interaction.user.id)
+        rules = await self._rules(interaction, None)
+        spec = self._spec(rules, prompt, seed=None, steps=None, size=None, style=None, model=None)
+        await self._submit(interaction, spec)
+
     async def _submit(self, interaction: discord.Interaction, spec: JobSpec) -> None:
         """Queue the job; it is announced with its place and ETA, in a thread of its own."""
 

@@ -7,10 +7,12 @@ database they came from (one upgraded in place, see storage migration 003)."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 import discord
 
+from cogs.errors import Modal, View, handle
 from cogs.imagine._embeds import recipe_text, short
 from engine.errors import InvalidSpec
 
@@ -25,9 +27,24 @@ _INSTALL = r"(?::(?P<install>[0-9a-f]+))?"
 
 
 class _Guarded:
-    """Refuses a button whose install token is not the current database's (see the module docstring)."""
+    """Refuses a button whose install token is not the current database's (see the module docstring), and sends its
+    callback's errors to the one error handler (discord.py only logs a persistent button's errors)."""
 
     install: str | None = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        callback = cls.__dict__.get("callback")
+        if callback is not None:
+
+            @functools.wraps(callback)
+            async def answered(self, interaction: discord.Interaction) -> None:
+                try:
+                    await callback(self, interaction)
+                except Exception as exc:  # noqa: BLE001 - every error gets the member a sentence
+                    await handle(interaction, exc, f"button {cls.__name__}")
+
+            cls.callback = answered
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if interaction.client.jobs.accepts(self.install):
@@ -86,7 +103,7 @@ class CancelButton(
         await bot.jobs.cancel(job.id)
 
 
-class SteerModal(discord.ui.Modal, title="Steer this picture"):
+class SteerModal(Modal, title="Steer this picture"):
     """A new prompt for a running job; it takes effect at the next step."""
 
     prompt = discord.ui.TextInput(
@@ -212,7 +229,7 @@ class BranchButton(
         await interaction.client.get_cog("Imagine").branch_menu(interaction, self.job_id)
 
 
-class BranchModal(discord.ui.Modal, title="Branch from here"):
+class BranchModal(Modal, title="Branch from here"):
     """The prompt for the new branch (as it was at that step: change it to take the run elsewhere)."""
 
     prompt = discord.ui.TextInput(
@@ -252,7 +269,7 @@ class BranchSelect(discord.ui.Select):
 
 def branch_view(job_id: int, steps: list[int]) -> discord.ui.View:
     """A view with the branch menu of `job_id`'s saved steps (not persistent: it times out in ten minutes)."""
-    view = discord.ui.View(timeout=600)
+    view = View(timeout=600)
     view.add_item(BranchSelect(job_id, steps))
     return view
 
@@ -331,14 +348,14 @@ class CancelTournamentButton(
 
 def tournament_view(tournament_id: int, *, install: str) -> discord.ui.View:
     """The persistent view of a tournament's announcement: its Cancel button."""
-    view = discord.ui.View(timeout=None)
+    view = View(timeout=None)
     view.add_item(CancelTournamentButton(tournament_id, install))
     return view
 
 
 def pick_view(tournament_id: int, numbers: list[int], *, install: str) -> discord.ui.View:
     """The persistent view of a tournament's grid: one pick button per candidate number."""
-    view = discord.ui.View(timeout=None)
+    view = View(timeout=None)
     for number in numbers:
         view.add_item(PickButton(tournament_id, number, install))
     return view
@@ -398,7 +415,7 @@ DYNAMIC_ITEMS = (
 
 def running_view(job_id: int, steer: bool = False, *, install: str) -> discord.ui.View:
     """Cancel (and Steer, on the status message of a running job)."""
-    view = discord.ui.View(timeout=None)
+    view = View(timeout=None)
     view.add_item(CancelButton(job_id, install))
     if steer:
         view.add_item(SteerButton(job_id, install))
@@ -407,7 +424,7 @@ def running_view(job_id: int, steer: bool = False, *, install: str) -> discord.u
 
 def result_view(job_id: int, *, install: str) -> discord.ui.View:
     """The persistent buttons under a result: Reroll, Continue, Upscale, Branch, Recipe and Delete."""
-    view = discord.ui.View(timeout=None)
+    view = View(timeout=None)
     for kind in (RerollButton, ContinueButton, UpscaleButton, BranchButton, RecipeButton, DeleteButton):
         view.add_item(kind(job_id, install))
     return view

@@ -210,3 +210,11 @@ async def test_closed_dms_are_said_in_the_thread(simcord_env, world, gated, monk
     [thread] = channel.threads
     assert any("could not send #1 by DM" in m.content for m in thread.history())
     assert not _dms(simcord_env, u["alice"])
+
+
+def test_every_moderation_level_is_a_choice_that_explains_itself():
+    from cogs.settings import MODERATION_CHOICES
+    from engine.moderation import LEVELS
+
+    assert [c.value for c in MODERATION_CHOICES] == list(LEVELS)
+    assert all(c.name.startswith(f"{c.value}: ") and len(c.name) <= 100 for c in MODERATION_CHOICES)

@@ -267,3 +267,24 @@ async def test_cancel_a_tournament(simcord_env, world, gated):
     assert any("No candidate of this tournament finished" in m.content for m in thread.history())
     late = await u["alice"].click(started, label="Cancel")
     assert late.ephemeral and "first stage is over" in late.response.content
+
+
+async def test_a_button_that_fails_answers_with_a_sentence(simcord_env, world, gated, monkeypatch, caplog):
+    guild, channel, u = world
+    gated.hold = True
+    await u["alice"].slash(channel, "imagine", prompt="a castle")
+    [thread] = channel.threads
+    status = _status(thread, 1)
+
+    async def broken(job_id):
+        raise RuntimeError("the disk at /srv/imagine is on fire")
+
+    monkeypatch.setattr(simcord_env.bot.jobs, "get", broken)
+    clicked = await u["alice"].click(status, label="Cancel")
+    assert clicked.ephemeral and "Something went wrong" in clicked.response.content
+    assert "/srv" not in clicked.response.content
+    assert any("button CancelButton failed" in r.getMessage() for r in caplog.records)
+    monkeypatch.undo()
+    gated.release(1)
+    await simcord_env.settle()
+    assert (await simcord_env.bot.store.get_job(1)).state == JobState.DONE

@@ -180,3 +180,26 @@ def test_gumbel_model_generates(pool, tiny_spec):
     spec = tiny_spec(model="tiny_gumbel_f8", width=40, height=24, steps=2)
     result = pool.engine_for(spec).generate(spec)
     assert (result.width, result.height) == (40, 24)
+
+
+def test_text_embeddings_are_cached_within_a_bound(engine, monkeypatch):
+    import engine.run as run_module
+
+    monkeypatch.setattr(run_module, "TEXT_CACHE", 3)
+    engine._text_cache.clear()
+    encoded = []
+    original = engine.perceptor.encode_text
+
+    def counting(texts):
+        encoded.extend(texts)
+        return original(texts)
+
+    monkeypatch.setattr(engine.perceptor, "encode_text", counting)
+    first = engine.text_embeddings(["a", "b", "a"])
+    assert encoded == ["a", "b"] and first.shape[0] == 3 and torch.equal(first[0], first[2])
+    engine.text_embeddings(["a"])  # seen: not encoded again, and now the most recent
+    assert encoded == ["a", "b"]
+    engine.text_embeddings(["c", "d"])  # four texts, room for three: the least recently used ("b") goes
+    assert list(engine._text_cache) == ["a", "c", "d"]
+    again = engine.text_embeddings(["b"])
+    assert encoded == ["a", "b", "c", "d", "b"] and torch.allclose(again[0], first[1])
