@@ -26,7 +26,8 @@ from tests.bot.cluster import RedisServer, Worker, wait_for_workers
 
 
 class Timings:
-    """A presenter that records when each job's first step and result arrive."""
+    """A presenter (`bot.presenter.Presenter`) that posts nothing and records when each job's steps and result
+    arrive."""
 
     def __init__(self) -> None:
         self.first: dict[int, tuple[float, float]] = {}  # job -> (received at, the worker's elapsed at that step)
@@ -34,7 +35,7 @@ class Timings:
         self.done: dict[int, float] = {}
 
     async def job_started(self, job):
-        return job
+        return None  # no status message
 
     async def job_progress(self, job, progress):
         now = time.monotonic()
@@ -43,9 +44,18 @@ class Timings:
 
     async def job_finished(self, job, result, image_bytes):
         self.done[job.id] = time.monotonic()
-        return job
+        return None  # nothing posted
+
+    async def find_result(self, job):
+        return None
 
     async def job_timelapse(self, job, frames, final_png):
+        return None
+
+    async def job_by_dm(self, job, image_bytes):
+        pass
+
+    async def job_deleted(self, job):
         pass
 
     async def job_failed(self, job, message):
@@ -60,6 +70,15 @@ def _spec(i: int, steps: int) -> JobSpec:
         f"job {i}", width=64, height=48, steps=steps, seed=i, cutn=8, model="tiny_f16", clip_model="tiny-clip",
         progress_every=1,
     )  # fmt: skip
+
+
+async def _until(done, what: str, timeout: float = 600.0) -> None:
+    """Wait until `done()`; a benchmark that stops making progress ends with a sentence, not a hang."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen within {timeout:.0f} s (see the worker logs)")
+        await asyncio.sleep(0.005)
 
 
 def _p95(values: list[float]) -> float:
@@ -79,8 +98,7 @@ async def _throughput(url: str, work: Path, jobs: int, steps: int, samples: int)
             submitted = time.monotonic()
             job = (await service.submit(Origin(None, 1, 1000 + i), _spec(i, 1))).job
             service.pump()
-            while job.id not in timings.done:
-                await asyncio.sleep(0.005)
+            await _until(lambda done=job.id: done in timings.done, f"job {job.id}")
             received, elapsed = timings.first[job.id]
             step_time = elapsed  # the worker's time from the run's start to its first report
             latencies.append(received - submitted - step_time)
@@ -91,8 +109,7 @@ async def _throughput(url: str, work: Path, jobs: int, steps: int, samples: int)
             job = (await service.submit(Origin(None, 1, i), _spec(100 + i, steps))).job
             ids.append(job.id)
         service.pump()
-        while not all(i in timings.done for i in ids):
-            await asyncio.sleep(0.05)
+        await _until(lambda: all(i in timings.done for i in ids), f"{jobs} jobs")
         took = time.monotonic() - started
         return {"jobs": jobs, "seconds": took, "jobs_per_hour": jobs * 3600 / took, "latency_s": latencies}
     finally:
@@ -109,17 +126,14 @@ async def _resume_after_kill(url: str, work: Path, workers: list[Worker], client
     try:
         job = (await service.submit(Origin(None, 1, 1), _spec(7, steps))).job
         service.pump()
-        while len(timings.steps.get(job.id, [])) < 12:
-            await asyncio.sleep(0.01)
+        await _until(lambda: len(timings.steps.get(job.id, [])) >= 12, "12 steps")
         owner = client.get(f"imagine:job:{job.id}:worker").decode()
         victim = next(w for w in workers if f"-{w.process.pid}-" in owner)
         victim.kill()
         killed, seen = time.monotonic(), len(timings.steps[job.id])
-        while len(timings.steps[job.id]) <= seen:
-            await asyncio.sleep(0.01)
+        await _until(lambda: len(timings.steps[job.id]) > seen, "the resumed job's next step")
         step, at = timings.steps[job.id][seen]
-        while job.id not in timings.done:
-            await asyncio.sleep(0.05)
+        await _until(lambda: job.id in timings.done, "the resumed job's end")
         return {"resumed_after_s": at - killed, "killed_after_step": seen, "resumed_at_step": step}
     finally:
         await service.close()

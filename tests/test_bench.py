@@ -79,3 +79,20 @@ def test_bench_describe_runs_on_the_tiny_clip(tmp_path, capsys):
     assert row["terms"] == sum(row["terms_per_category"].values()) >= 3000
     assert row["cache_bytes"] > 0 and row["describe_min_s"] > 0 and row["prompt"]
     assert "second Describer, from the cache" in capsys.readouterr().out
+
+
+def test_bench_cluster_runs_with_one_worker(tmp_path, capsys):
+    import shutil
+
+    import pytest
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+    from bench.cluster import main
+
+    out = tmp_path / "cluster.json"
+    argv = ["--workers", "1", "--jobs", "2", "--steps", "2", "--samples", "2", "--no-kill", "--json", str(out)]
+    assert main(argv) == 0
+    [row] = json.loads(out.read_text())
+    assert row["workers"] == 1 and row["jobs"] == 2 and len(row["latency_s"]) == 2 and row["jobs_per_hour"] > 0
+    assert "jobs/hour" in capsys.readouterr().out
