@@ -102,6 +102,8 @@ class JobService:
         self._max_concurrent = max_concurrent  # None: as many as the backend has room for, asked each time
         if hasattr(backend, "on_capacity"):
             backend.on_capacity = self.pump  # a worker joined: start what waits
+        if hasattr(backend, "owner"):
+            backend.owner = store.install  # a job's keys in Redis are this database's
         self.timelapse = timelapse
         self.snapshot_every, self.snapshot_budget = snapshot_every, snapshot_budget
         self.ended_hooks: list = []  # async callables(job), run after each job reaches a final state

@@ -82,6 +82,8 @@ class CeleryHandle:
             for name, data in self.files.items():
                 pipe.set(keys[name], data, ex=wire_keys.KEEP)
             pipe.set(self._key("attempt"), attempt, ex=wire_keys.KEEP)
+            if self.backend.owner:
+                pipe.set(self._key("owner"), self.backend.owner, ex=wire_keys.KEEP)
             pipe.delete(self._key("cancel"))
             if fresh:
                 pipe.delete(self._key("snapshot"), self._key("events"), self._key("cursor"), self._key("steer"))
@@ -106,6 +108,12 @@ class CeleryHandle:
         try:
             alive = await backend._retry(lambda r: r.exists(self._key("worker"), self._key("attempt")))
             started = await backend._retry(lambda r: r.exists(self._key("events")))
+            owner = await backend._retry(lambda r: r.get(self._key("owner")))
+            if backend.owner and owner is not None and owner.decode() != backend.owner:
+                # another database's job of the same number (this one was replaced and its ids began again):
+                # its events and snapshot are not this job's, and whoever still runs it is stopped by the new token
+                log.warning("job %d: Redis holds another database's job %d; starting afresh", self.job_id, self.job_id)
+                alive, started = 0, 0
             if alive < 2:  # nobody runs it now: send it (again, after a restart, keeping its snapshot)
                 await self._dispatch(fresh=not started)
             else:  # a restart of the bot while a worker runs the job: read on from the cursor
@@ -174,7 +182,7 @@ class CeleryHandle:
             pipe = r.pipeline()
             pipe.delete(self._key("attempt"), self._key("cancel"), self._key("steer"), self._key("resume"))
             pipe.delete(self._key("claimed"))
-            for part in ("events", "snapshot", "cursor"):
+            for part in ("events", "snapshot", "cursor", "owner"):
                 pipe.expire(self._key(part), self.backend.keep_after_end)
             await pipe.execute()
 
@@ -212,6 +220,9 @@ class CeleryBackend:
         self.app = wire_keys.make_app(redis_url)
         self.lost_after, self.steer_timeout, self.keep_after_end = lost_after, steer_timeout, keep_after_end
         self.on_capacity: Callable[[], None] | None = None  # the job service's pump
+        # The database's install token (set by the job service): job ids begin again with a new database, and a
+        # job's Redis keys carry the token of the database that made them, so none is taken for another's.
+        self.owner: str | None = None
         self._capacity = 0
         self._monitor: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()

@@ -271,3 +271,31 @@ async def test_pictures_and_snapshots_travel_as_bytes(redis_server, start_worker
         assert np.array_equal(_pixels(resumed.image), _pixels(result.image))
     finally:
         await backend.close()
+
+
+async def test_a_new_database_never_takes_an_old_databases_keys(redis_server, start_worker, tmp_path, pool):
+    """A database deleted or replaced starts its ids at 1 again, while Redis keeps the old job 1's events and
+    snapshot for an hour: the new job 1 runs from nothing, with its own prompt."""
+    start_worker()
+    wait_for_workers(redis_server.client(), 1)
+    ids, recorders = [], []
+    for folder, prompt in (("old", "a boat"), ("new", "a lighthouse")):
+        (tmp_path / folder).mkdir()
+        presenter = Recorder()
+        store, backend, service = await _service(tmp_path / folder, redis_server.url, presenter)
+        try:
+            job = (await service.submit(Origin(None, 1, 10), _spec(prompt, steps=8))).job
+            service.pump()
+            await _until(lambda p=presenter, j=job.id: j in p.results, what=f"the result of {prompt!r}")
+            await _finish(service)
+        finally:
+            await service.close()
+            await backend.close()
+            await store.close()
+        ids.append(job.id)
+        recorders.append(presenter)
+    assert ids == [1, 1]
+    new = recorders[1]
+    assert new.steps[1] == [2, 4, 6, 8]  # from the first step, not from the old job's last snapshot
+    alone = pool.engine_for(_spec("a lighthouse", steps=8)).generate(_spec("a lighthouse", steps=8))
+    assert np.array_equal(_pixels(new.results[1].image), _pixels(alone.image))
