@@ -11,7 +11,9 @@ so "class" never matches "ass"; a plural ("-s", "-es") of a blocked word matches
 matches written as one word ("blow job", "blowjob"). Everything runs in one pass over the text (no backtracking
 regular expressions), so a 100 kB message costs milliseconds.
 
-Look-alike letters of other scripts (a Cyrillic "а" for a Latin "a") are not folded.
+Look-alike letters of Cyrillic and Greek (a Cyrillic "а" for a Latin "a") are read as the Latin letter in a
+word that mixes them with Latin letters, or that is made of look-alikes only; a word in those scripts that has
+other letters too (most of them) stays as it is, so Russian or Greek prompts are not rewritten.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ _MAX_GAP = 3
 # Single-letter words that may stand next to a spelled-out word ("draw a b a d cat"): tried with and without.
 _SMALL_WORDS = "ai"
 _PLURALS = ("s", "es")
+# Cyrillic and Greek lower-case letters (the text is case-folded first) that look like a Latin one.
+_LOOKALIKES = {
+    **dict(zip("авеёкмнорстухѕіјԁԛԝһӏ", "abeekmhopctyxsijdqwhl", strict=True)),
+    **dict(zip("αβεηικνορτυχω", "abeniknoptuxw", strict=True)),
+}
+_LATIN_LOOK = str.maketrans(_LOOKALIKES)
 
 
 def _fold(text: str) -> str:
@@ -42,8 +50,20 @@ def _fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c) and unicodedata.category(c) != "Cf")
 
 
+def _unmask(token: str) -> str:
+    """Look-alike letters read as Latin, in a token that mixes them with Latin letters or has no other letters."""
+    if not any(c in _LOOKALIKES for c in token):
+        return token
+    letters = [c for c in token if c.isalpha()]
+    latin = any(c.isascii() for c in letters)
+    if latin or all(c in _LOOKALIKES for c in letters):
+        return token.translate(_LATIN_LOOK)
+    return token
+
+
 def _deleet(token: str) -> str:
     """One token with leetspeak read as letters, when it holds a letter at all ("2024" stays a number)."""
+    token = _unmask(token)
     if not any(c.isalpha() for c in token):
         return "".join(c for c in token if c.isalnum())
     return token.strip(_EDGE_SYMBOLS).translate(_LEET)

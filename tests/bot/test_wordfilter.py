@@ -187,3 +187,16 @@ def test_a_listed_word_inside_a_longer_word_does_not_match(entry, prefix, suffix
 def test_accents_are_combining_marks():
     assert all(unicodedata.combining(a) for a in ACCENTS)
     assert all(unicodedata.category(z) == "Cf" for z in ZERO_WIDTH)
+
+
+def test_look_alike_letters_of_other_scripts_are_read_as_latin():
+    words = WordFilter(["ogre", "bad"])
+    for disguised in ("an \u043egr\u0435", "\u0431ad", "b\u0430d", "\u0432\u0430d", "\u03bfgre", "OGR\u0415"):
+        # Cyrillic o and e; a Cyrillic "б" is no look-alike; Cyrillic а; в (a capital В looks like B) + а; Greek
+        # omicron; a capital Cyrillic E
+        found = words.find(disguised)
+        assert (found is None) == (disguised == "\u0431ad"), disguised
+    # words of those scripts with letters of their own stay in their script (accents are folded as everywhere)
+    assert normalise("красивый закат над") == "красивыи закат над"
+    assert normalise("καλημέρα") == "καλημερα"
+    assert normalise("асе морем") == "ace mopem"  # look-alikes only: read as Latin (a real word too, harmlessly)
