@@ -616,6 +616,18 @@ class JobService:
         chosen = (await self.store.guild_settings(job.guild_id)).timelapse
         return self.timelapse if chosen is None else chosen
 
+    @property
+    def can_describe(self) -> bool:
+        """Whether /describe can run here: it needs the engine in this process (the embedded backend)."""
+        return hasattr(self.backend, "describe")
+
+    async def describe(self, image: bytes, clip_model: str):
+        """What CLIP sees in `image` (an `engine.describe.Description`), on the backend's engine; the vocabulary's
+        embeddings are kept under the data directory. InvalidSpec where the engine runs on workers."""
+        if not self.can_describe:
+            raise InvalidSpec("/describe needs the engine in the bot's own process; this bot runs it on workers.")
+        return await self.backend.describe(image, clip_model, self.data_dir / "describe")
+
     def timelapse_file(self, job_id: int) -> Path | None:
         """The kept animation of a job's run (the gallery shows it), if one was made."""
         for ext in ("webp", "gif"):

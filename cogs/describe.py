@@ -73,13 +73,11 @@ class Describe(commands.Cog):
     async def _describe(self, interaction: discord.Interaction, attachment: discord.Attachment) -> None:
         if attachment.size > MAX_PICTURE:
             raise InvalidSpec(f"The picture is {attachment.size / 1024 / 1024:.0f} MB; the limit is 10 MB.")
-        describe = getattr(self.bot.backend, "describe", None)
-        if describe is None:
+        jobs = self.bot.jobs
+        if not jobs.can_describe:  # before the member waits for a download
             raise InvalidSpec("/describe needs the engine in the bot's own process; this bot runs it on workers.")
         await interaction.response.defer(thinking=True)
-        data = await attachment.read()
-        settings = self.bot.settings
-        description = await describe(data, settings.clip_model, settings.data_dir / "describe")
+        description = await jobs.describe(await attachment.read(), self.bot.settings.clip_model)
         await interaction.followup.send(
             embed=description_embed(description),
             view=ImagineThis(self, description.prompt),

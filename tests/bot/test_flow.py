@@ -288,3 +288,10 @@ async def test_a_button_that_fails_answers_with_a_sentence(simcord_env, world, g
     gated.release(1)
     await simcord_env.settle()
     assert (await simcord_env.bot.store.get_job(1)).state == JobState.DONE
+
+
+async def test_describe_says_so_where_the_engine_is_not_in_the_bot(simcord_env, world, gated):
+    """The gated backend, like the celery one, has no engine in this process: a sentence, not a failure."""
+    guild, channel, u = world
+    answer = await u["alice"].slash(channel, "describe", image=("holiday.png", b"\x89PNG not really"))
+    assert answer.ephemeral and "needs the engine in the bot's own process" in answer.response.content
