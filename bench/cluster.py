@@ -22,7 +22,7 @@ from bot.remote import CeleryBackend
 from engine.models.tiny import write_tiny_models
 from engine.spec import JobSpec
 from storage import Store
-from tests.bot.cluster import RedisServer, Worker, wait_for_workers
+from tests.bot.cluster import RedisServer, Worker, until, wait_for_workers
 
 
 class Timings:
@@ -72,13 +72,7 @@ def _spec(i: int, steps: int) -> JobSpec:
     )  # fmt: skip
 
 
-async def _until(done, what: str, timeout: float = 600.0) -> None:
-    """Wait until `done()`; a benchmark that stops making progress ends with a sentence, not a hang."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not happen within {timeout:.0f} s (see the worker logs)")
-        await asyncio.sleep(0.005)
+WAIT, POLL = 600.0, 0.005  # a benchmark that stops making progress ends with a sentence, not a hang
 
 
 def _p95(values: list[float]) -> float:
@@ -98,7 +92,7 @@ async def _throughput(url: str, work: Path, jobs: int, steps: int, samples: int)
             submitted = time.monotonic()
             job = (await service.submit(Origin(None, 1, 1000 + i), _spec(i, 1))).job
             service.pump()
-            await _until(lambda done=job.id: done in timings.done, f"job {job.id}")
+            await until(lambda done=job.id: done in timings.done, WAIT, f"job {job.id}", POLL)
             received, elapsed = timings.first[job.id]
             step_time = elapsed  # the worker's time from the run's start to its first report
             latencies.append(received - submitted - step_time)
@@ -109,7 +103,7 @@ async def _throughput(url: str, work: Path, jobs: int, steps: int, samples: int)
             job = (await service.submit(Origin(None, 1, i), _spec(100 + i, steps))).job
             ids.append(job.id)
         service.pump()
-        await _until(lambda: all(i in timings.done for i in ids), f"{jobs} jobs")
+        await until(lambda: all(i in timings.done for i in ids), WAIT, f"{jobs} jobs", POLL)
         took = time.monotonic() - started
         return {"jobs": jobs, "seconds": took, "jobs_per_hour": jobs * 3600 / took, "latency_s": latencies}
     finally:
@@ -126,14 +120,14 @@ async def _resume_after_kill(url: str, work: Path, workers: list[Worker], client
     try:
         job = (await service.submit(Origin(None, 1, 1), _spec(7, steps))).job
         service.pump()
-        await _until(lambda: len(timings.steps.get(job.id, [])) >= 12, "12 steps")
+        await until(lambda: len(timings.steps.get(job.id, [])) >= 12, WAIT, "12 steps", POLL)
         owner = client.get(f"imagine:job:{job.id}:worker").decode()
         victim = next(w for w in workers if f"-{w.process.pid}-" in owner)
         victim.kill()
         killed, seen = time.monotonic(), len(timings.steps[job.id])
-        await _until(lambda: len(timings.steps[job.id]) > seen, "the resumed job's next step")
+        await until(lambda: len(timings.steps[job.id]) > seen, WAIT, "the resumed job's next step", POLL)
         step, at = timings.steps[job.id][seen]
-        await _until(lambda: job.id in timings.done, "the resumed job's end")
+        await until(lambda: job.id in timings.done, WAIT, "the resumed job's end", POLL)
         return {"resumed_after_s": at - killed, "killed_after_step": seen, "resumed_at_step": step}
     finally:
         await service.close()

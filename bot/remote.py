@@ -112,7 +112,7 @@ class CeleryHandle:
             if backend.owner and owner is not None and owner.decode() != backend.owner:
                 # another database's job of the same number (this one was replaced and its ids began again):
                 # its events and snapshot are not this job's, and whoever still runs it is stopped by the new token
-                log.warning("job %d: Redis holds another database's job %d; starting afresh", self.job_id, self.job_id)
+                log.warning("job %d: Redis holds another database's job of that number; starting afresh", self.job_id)
                 alive, started = 0, 0
             if alive < 2:  # nobody runs it now: send it (again, after a restart, keeping its snapshot)
                 await self._dispatch(fresh=not started)

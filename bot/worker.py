@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 
 from bot.celery_app import ALIVE_TTL, HEARTBEAT, KEEP, QUEUE, key, make_app, worker_key
+from bot.config import KEYS
 
 log = logging.getLogger(__name__)
 
@@ -299,14 +300,28 @@ def _is_engine_error(exc: BaseException) -> bool:
     return isinstance(exc, EngineError)
 
 
+def _read_settings():
+    """The worker's settings by the bot's reader (`bot.config`, `.env` included; no token needed here), or the
+    ConfigError of a setting that cannot be used (`main` says it in a sentence)."""
+    from bot.config import ConfigError, Settings
+
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        return exc
+
+
+_SETTINGS = _read_settings()  # once per process: `app` below needs the Redis address at import
+
+
 def _settings():
-    """The worker's settings: the bot's reader (`bot.config`, `.env` included); no token needed here."""
-    from bot.config import Settings
+    """The worker's settings; raises the ConfigError of a setting that cannot be used."""
+    if isinstance(_SETTINGS, Exception):
+        raise _SETTINGS
+    return _SETTINGS
 
-    return Settings.from_env()
 
-
-app = make_app(_settings().redis_url)
+app = make_app(getattr(_SETTINGS, "redis_url", KEYS["IMAGINE_REDIS_URL"][0]))
 
 
 def main(argv: list[str] | None = None) -> int:

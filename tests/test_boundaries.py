@@ -147,12 +147,14 @@ def _undocumented(path: Path) -> list[str]:
 
     def walk(node: ast.AST, prefix: str) -> None:
         for child in ast.iter_child_nodes(node):
-            public = not child.name.startswith("_") if hasattr(child, "name") else False
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and public:
-                if ast.get_docstring(child) is None:
-                    found.append(f"{path.relative_to(ROOT)}:{child.lineno} {prefix}{child.name}")
-                if isinstance(child, ast.ClassDef):
-                    walk(child, f"{prefix}{child.name}.")
+            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            if child.name.startswith("_"):
+                continue
+            if ast.get_docstring(child) is None:
+                found.append(f"{path.relative_to(ROOT)}:{child.lineno} {prefix}{child.name}")
+            if isinstance(child, ast.ClassDef):
+                walk(child, f"{prefix}{child.name}.")
 
     walk(ast.parse(path.read_text()), "")
     return found

@@ -41,7 +41,7 @@ class _Guarded:
             async def answered(self, interaction: discord.Interaction) -> None:
                 try:
                     await callback(self, interaction)
-                except Exception as exc:  # noqa: BLE001 - every error gets the member a sentence
+                except Exception as exc:  # every error gets the member a sentence
                     await handle(interaction, exc, f"button {cls.__name__}")
 
             cls.callback = answered

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from engine.env import load_env, quiet_libraries
-from engine.errors import CheckpointError
+from engine.errors import CheckpointError, EngineError
 from engine.models import registry
 
 
@@ -124,15 +124,16 @@ def _settings():
     return ModelSettings.from_env()
 
 
-def _directory(args: argparse.Namespace) -> Path:
-    """--dir, else IMAGINE_MODELS_DIR, else ./models."""
-    return Path(args.dir) if args.dir else _settings().models_dir
+def _directory(args: argparse.Namespace, settings=None) -> Path:
+    """--dir, else IMAGINE_MODELS_DIR (from `settings` when read already), else ./models."""
+    return Path(args.dir) if args.dir else (settings or _settings()).models_dir
 
 
 def _download(args: argparse.Namespace) -> int:
-    directory = _directory(args)
+    settings = _settings()
+    directory = _directory(args, settings)
     names = args.names or ([] if args.clip else [registry.DEFAULT_VQGAN])
-    for path in download(names, args.clip or [], directory, _settings().hf_endpoint):
+    for path in download(names, args.clip or [], directory, settings.hf_endpoint):
         print(f"ok: {path}")
     return 0
 
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     try:
         return args.func(args)
-    except CheckpointError as exc:
+    except EngineError as exc:  # a download or file that failed, or a setting in .env that cannot be used
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -6,6 +6,7 @@ not installed (`apt-get install redis-server`; `.ci/run` installs it).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -101,6 +102,15 @@ class Worker:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+async def until(predicate, timeout: float = 180.0, what: str = "the condition", poll: float = 0.1) -> None:
+    """Wait (without blocking the event loop) until `predicate()` holds; past `timeout` seconds, fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} ({timeout:.0f} s)")
+        await asyncio.sleep(poll)
 
 
 def wait_for_workers(redis_client, count: int, timeout: float = 120.0) -> list[str]:

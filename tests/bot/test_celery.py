@@ -14,6 +14,7 @@ from bot.jobs import JobService, Origin
 from bot.remote import CeleryBackend
 from engine.spec import JobSpec
 from storage import JobState, Store
+from tests.bot.cluster import until as _until
 from tests.bot.cluster import wait_for_workers
 from tests.bot.test_concurrency import RecordingPresenter
 
@@ -52,14 +53,6 @@ async def _service(tmp_path, url, presenter, **kw):
     store = await Store.open(tmp_path / "db.sqlite")
     backend = CeleryBackend(url, **kw)
     return store, backend, JobService(store, backend, presenter, tmp_path / "data", snapshot_every=4)
-
-
-async def _until(predicate, timeout=180.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def _finish(service, timeout=240.0):

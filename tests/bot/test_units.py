@@ -226,3 +226,22 @@ def test_continue_grows_the_last_stage_and_upscale_adds_one():
         upscale_spec(JobSpec("a fox", generator="biggan", steps=10), 10, 10)
     with pytest.raises(InvalidSpec, match="largest side allowed"):
         upscale_spec(JobSpec("a fox", width=4096, height=256), 300, 10)
+
+
+@pytest.mark.parametrize(
+    ("argv", "key", "code"),
+    [
+        (["-m", "bot.worker"], "IMAGINE_WORKER_SLOTS", 2),  # read while importing (Celery's app needs Redis's address)
+        (["-m", "engine.models", "list"], "IMAGINE_PRECISION", 1),  # the engine's reader checks the speed keys too
+    ],
+)
+def test_a_bad_setting_is_one_sentence_from_the_worker_and_the_models_command(tmp_path, argv, key, code):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "DISCORD_"))}
+    env.update({key: "many", "PYTHONPATH": str(ROOT)})
+    done = subprocess.run([sys.executable, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == code, done.stderr
+    assert done.stderr.startswith("error: ") and key in done.stderr and "Traceback" not in done.stderr
