@@ -22,8 +22,12 @@ STDLIB_ONLY = {
     "engine/models/__init__.py",
     "engine/memory.py",
     "engine/moderation.py",
+    "engine/wire.py",
 }
 PIL_ONLY = {"engine/uploads.py"}  # usable from the bot at module level: no torch, no numpy
+# CLIP's text cleaning and BPE for the word filter: the standard library and ftfy (which open_clip's tokenizer uses
+# and which imports no torch, no numpy); the merges file is found without importing open_clip.
+FTFY_ONLY = {"engine/cliptext.py"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -77,7 +81,7 @@ def test_bot_side_never_imports_torch(package):
 def test_bot_side_loads_torch_side_engine_modules_only_lazily(package):
     """Module-level imports from engine/ are limited to the standard-library modules (spec, errors, registry).
     The embedded backend reaches the rest inside functions, when it runs its first job."""
-    light = {rel[:-3].replace("/", ".") for rel in STDLIB_ONLY | PIL_ONLY}
+    light = {rel[:-3].replace("/", ".") for rel in STDLIB_ONLY | PIL_ONLY | FTFY_ONLY}
     light |= {"engine", "engine.models", "engine.__version__"}
     light.add("engine.env")  # standard library and python-dotenv: reads .env for the bot and the command lines
     for path in _files(package):
@@ -111,6 +115,13 @@ def test_pil_only_modules():
         light = {r[:-3].replace("/", ".") for r in STDLIB_ONLY | PIL_ONLY} | {"engine"}
         engine_side = {m for m in _module_level_imports(ROOT / rel) if m.split(".")[0] == "engine"}
         assert engine_side <= light, f"{rel} imports {sorted(engine_side - light)}"
+
+
+def test_ftfy_only_modules():
+    stdlib = set(sys.stdlib_module_names) | {"engine", "__future__", "ftfy"}
+    for rel in FTFY_ONLY:
+        bad = _imports(ROOT / rel) - stdlib
+        assert not bad, f"{rel} imports {sorted(bad)}"
 
 
 def test_only_storage_speaks_sql():

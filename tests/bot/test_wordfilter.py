@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import re
+import statistics
 import time
 import unicodedata
 
@@ -36,6 +39,11 @@ ACCENTS = ["\u0301", "\u0300", "\u0308", "\u0327", "\u030c"]
         ("wow!!! really?!", "wow really"),
         ("the year 2024, 16:9", "the year 2024 16 9"),
         ("one\n\ntwo", "one two"),
+        ("\u0274\u1d1c\u1d05\u1d07 \ua731\u1d0d\u1d00\u029f\u029f", "nude small"),
+        ("\U0001f1f3\U0001f1fa\U0001f1e9\U0001f1ea", "nude"),
+        ("n\nu\nd\ne", "nude"),
+        ("8ad", "bad"),
+        ("s\u00f8ster \u0142\u00f3d\u017a", "soster lodz"),
     ],
 )
 def test_normalise(text, expected):
@@ -169,19 +177,36 @@ def test_any_disguise_of_a_listed_word_matches(data):
     assert DEFAULT.find(text) is not None, ascii(text)
 
 
-@settings(max_examples=300)
+@functools.cache
+def _clip_tokenizer():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer()
+
+
+def _clip_pieces_spell_an_entry(word: str) -> bool:
+    """Whether a run of the pieces that open_clip's own tokenizer cuts `word` into spells a listed word (or its
+    plural): the one way a listed word inside a longer word is judged."""
+    pieces = [p.removesuffix("</w>") for p in _clip_tokenizer().bpe(word).split()]
+    listed = {normalise(e).replace(" ", "") for e in DEFAULT_BLOCKED_WORDS}
+    runs = {"".join(pieces[i:j]) for i in range(len(pieces)) for j in range(i + 1, len(pieces) + 1)}
+    plurals = {run.removesuffix(suffix) for run in runs for suffix in ("s", "es") if run.endswith(suffix)}
+    return bool((runs | plurals) & listed)
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(DEFAULT_BLOCKED_WORDS),
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz", max_size=4),
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz", max_size=4),
 )
-def test_a_listed_word_inside_a_longer_word_does_not_match(entry, prefix, suffix):
-    assume(prefix or suffix not in ("", "s", "es"))
+def test_a_listed_word_inside_a_longer_word_matches_only_as_clips_own_pieces(entry, prefix, suffix):
+    pytest.importorskip("open_clip")
     word = prefix + entry.replace(" ", "") + suffix
-    listed = {normalise(e).replace(" ", "") + s for e in DEFAULT_BLOCKED_WORDS for s in ("", "s", "es")}
-    assume(word not in listed)  # another entry, or a plural
+    assume(not re.search(r"(.)\1\1", word))  # three letters alike are read as one ("nuuude")
     text = f"a picture of {word} please"
-    assert DEFAULT.find(text) is None, text
+    if not _clip_pieces_spell_an_entry(word):
+        assert DEFAULT.find(text) is None, text
 
 
 def test_accents_are_combining_marks():
@@ -200,3 +225,211 @@ def test_look_alike_letters_of_other_scripts_are_read_as_latin():
     assert normalise("красивый закат над") == "красивыи закат над"
     assert normalise("καλημέρα") == "καλημερα"
     assert normalise("асе морем") == "ace mopem"  # look-alikes only: read as Latin (a real word too, harmlessly)
+
+
+# Ways around the filter: each gives CLIP a word of the built-in list, or shows one to a reader, and is refused.
+# The ids name the trick; those named "before-..." were refused already and stay so.
+BYPASSES = [
+    pytest.param("&#110;ude", id="numeric-entity"),
+    pytest.param("&amp;#110;ude", id="double-escaped-entity"),
+    pytest.param("&amp;amp;#110;ude", id="triple-escaped-entity"),
+    pytest.param("&#x6E;ude", id="hex-entity"),
+    pytest.param("&#110ude", id="entity-without-semicolon"),
+    pytest.param("nud&eacute;", id="named-entity"),
+    pytest.param("n&nbsp;u&nbsp;d&nbsp;e", id="nbsp-entities-between-letters"),
+    pytest.param("nu&ZeroWidthSpace;de", id="named-invisible-entity"),
+    pytest.param("nu&shy;de", id="soft-hyphen-entity"),
+    pytest.param("n&#8203;ude", id="zero-width-space-entity"),
+    pytest.param("\u0274\u1d1c\u1d05\u1d07", id="small-capitals"),
+    pytest.param("n\u1d1cde", id="a-small-capital-among-letters"),
+    pytest.param("p\u00f8rn", id="letter-with-a-stroke"),
+    pytest.param("n\u0131pple", id="dotless-i"),
+    pytest.param("nu\u034fde", id="combining-grapheme-joiner"),
+    pytest.param("nu\ufe0fde", id="variation-selector"),
+    pytest.param("nu\U000e0100de", id="variation-selector-supplement"),
+    pytest.param("nu\u3164de", id="hangul-filler"),
+    pytest.param("nu\uffa0de", id="halfwidth-hangul-filler"),
+    pytest.param("nu\u115fde", id="hangul-choseong-filler"),
+    pytest.param("nu\u180bde", id="mongolian-variation-selector"),
+    pytest.param("nu\u17b4de", id="khmer-inherent-vowel"),
+    pytest.param("n    u    d    e", id="wide-gaps"),
+    pytest.param("n\nu\nd\ne", id="a-letter-a-line"),
+    pytest.param("nudestatue", id="compound"),
+    pytest.param("a bignudestatue", id="compound-in-the-middle"),
+    pytest.param("NudeStatue", id="camel-case-compound"),
+    pytest.param("sextoy", id="compound-with-sex"),
+    pytest.param("pornhub", id="compound-with-porn"),
+    pytest.param("xxxmix", id="compound-of-roman-numeral-letters"),
+    pytest.param("nudeee", id="letters-added"),
+    pytest.param("nude\u30fcstatue", id="compound-joined-by-a-katakana-mark"),
+    pytest.param("nu\u00b7de", id="middle-dot-between-fragments"),
+    pytest.param("nu**de**", id="markdown-between-fragments"),
+    pytest.param("n||ude||", id="spoiler-bars-between-fragments"),
+    pytest.param("nud3statue", id="leetspeak-compound"),
+    pytest.param("nude3statue", id="digit-glued-to-a-word"),
+    pytest.param("8dsm", id="eight-for-b"),
+    pytest.param("ni99er", id="nine-for-g"),
+    pytest.param("nu|de", id="bar-inside-a-word"),
+    pytest.param("nu | de", id="bar-between-prompt-parts"),
+    pytest.param("nu-de", id="hyphen-between-fragments"),
+    pytest.param("nu/de", id="slash-between-fragments"),
+    pytest.param("nu_de", id="underscore-between-fragments"),
+    pytest.param("nud\u00c3\u00a9", id="mojibake"),
+    pytest.param("\U0001f17d\U0001f184\U0001f173\U0001f174", id="negative-squared-letters"),
+    pytest.param("\U0001f15d\U0001f164\U0001f153\U0001f154", id="negative-circled-letters"),
+    pytest.param("\U0001f1f3\U0001f1fa\U0001f1e9\U0001f1ea", id="regional-indicators"),
+    pytest.param("\u202eedun", id="right-to-left-override"),
+    pytest.param("nuuude", id="repeated-letters"),
+    pytest.param("pornnnn", id="repeated-last-letter"),
+    pytest.param("\u0578\u057dde", id="armenian-look-alikes"),
+    pytest.param("\uff4e\uff55\uff44\uff45", id="before-full-width"),
+    pytest.param("\U0001d427\U0001d42e\U0001d41d\U0001d41e", id="before-mathematical-bold"),
+    pytest.param("\u24dd\u24e4\u24d3\u24d4", id="before-circled-letters"),
+    pytest.param("\u207f\u1d58\u1d48\u1d49", id="before-superscript-letters"),
+    pytest.param("n\u0336u\u0336d\u0336e\u0336", id="before-strikethrough"),
+    pytest.param("nu\u200dde", id="before-zero-width-joiner"),
+    pytest.param("n\u0334\u0321\u031bu\u0335\u0354d\u0336e\u0337", id="before-stacked-combining-marks"),
+    pytest.param("n.u.d.e", id="before-dotted"),
+    pytest.param("N\u00daD\u00c9", id="before-accented-capitals"),
+    pytest.param("nudes", id="before-plural"),
+    pytest.param("nud\u0435", id="before-cyrillic-e"),
+]
+
+
+@pytest.mark.parametrize("text", BYPASSES)
+def test_bypasses_are_refused(text):
+    assert DEFAULT.find(text) is not None, ascii(text)
+    assert DEFAULT.find(f"a photo of {text} at dusk") is not None, ascii(text)
+
+
+# Art prompts that hold a listed word's letters by accident, or that CLIP cuts near one: never refused.
+ORDINARY_PROMPTS = [
+    "a lighthouse on a cliff at sunset, oil painting by Ivan Aivazovsky",
+    "the Sussex countryside in spring, watercolour",
+    "Essex marshes at dawn",
+    "Middlesex hospital, a photograph from the 1890s",
+    "the hills of Wessex under snow",
+    "Scunthorpe steelworks at night",
+    "a class photo of schoolchildren in 1950",
+    "a cocktail party on a rooftop",
+    "a therapist's office full of plants",
+    "Assassin's Creed concept art",
+    "a bunch of grapes on a table, still life",
+    "grapefruit and spices in a bowl",
+    "Charles Dickens writing by candlelight",
+    "data analysis dashboard, isometric",
+    "pen island tourist poster",
+    "a raccoon in a trash can",
+    "a butterfly leaving its cocoon",
+    "a tycoon's mansion by the sea",
+    "a brass sextant on a ship's deck",
+    "the sexton ringing the church bells",
+    "a jazz sextet in a smoky bar",
+    "a conspicuous red door",
+    "the Laocoon group, marble sculpture",
+    "a coonhound in the woods",
+    "a pussycat on a windowsill",
+    "a man scraping paint off a wall",
+    "a field of rapeseed in bloom",
+    "a tin of talcum powder, vintage advert",
+    "a titan rising from the sea",
+    "the Titanic at night",
+    "a Hitchcock style thriller poster",
+    "a peacock showing its feathers",
+    "the cockpit of a jumbo jet",
+    "mountains of Pakistan, K2 at dawn",
+    "an analog synthesizer on a desk",
+    "a canal in Venice",
+    "Cumbria, the lake district fells",
+    "cucumber sandwiches at tea time",
+    "a documentary still",
+    "Emily Dickinson's garden",
+    "a bass guitar on a stand",
+    "spicy ramen, food photography",
+    "Van Gogh, starry night over the Rhone",
+    "portrait of a man, 85mm, f/1.8",
+    "a cute kitten | studio lighting | 4k",
+    "a hummingbird sipping nectar",
+    "the Parthenon in Athens",
+    "a movie poster from MCMLXXX",
+    "an XXL t-shirt mockup",
+    "analysis paralysis, surreal art",
+    "a vineyard in Bordeaux at grape harvest",
+    "a perspicacious old owl",
+    "a nudibranch on a coral reef",
+    "a sea urchin spicule under a microscope",
+    "a shiitake mushroom forest",
+    "a grasshopper on a leaf",
+    "an embassy in the rain",
+    "a cucumber-green t-shirt",
+    "spices/herbs market in Marrakesh",
+    "e.g. a U.S.A. road trip, sci-fi",
+]
+
+
+@pytest.mark.parametrize("prompt", ORDINARY_PROMPTS)
+def test_ordinary_prompts_pass(prompt):
+    assert DEFAULT.find(prompt) is None, prompt
+
+
+def test_short_listed_words_do_not_catch_ordinary_words():
+    words = WordFilter(["ass", "ogre", "cunt", "cock", "dick", "rape", "anal", "tit", "sex"])
+    for innocent in [
+        "class",
+        "programmer",
+        "Scunthorpe",
+        "assassin",
+        "cocktail",
+        "therapist",
+        "grape",
+        "Sussex",
+        "Dickens",
+        "analysis",
+        "peacock",
+        "Hitchcock",
+        "titmouse",
+        "scrape",
+        "Essex",
+        "passage",
+        "embassy",
+        "grasshopper",
+        "Dickinson",
+        "cockpit",
+        "sextant",
+        "cockatoo",
+        "stalactites",
+        "titration",
+        "trespass",
+        "coarse",
+    ]:
+        assert words.find(f"a picture of {innocent}") is None, innocent
+    for compound in ["sexdoll", "bigasses", "rapescene", "sextantsex"]:
+        assert words.find(compound) is not None, compound
+
+
+def test_find_is_fast_on_a_long_prompt():
+    prompt = (", ".join(ORDINARY_PROMPTS) + ", ")[:1000]
+    DEFAULT.find(prompt)  # warm-up: the merges are read once
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        DEFAULT.find(prompt)
+        times.append(time.perf_counter() - start)
+    assert statistics.median(times) < 0.010, times
+
+
+def test_every_default_ignorable_code_point_is_invisible():
+    regex = pytest.importorskip("regex")
+    ignorable = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+    words = WordFilter(["nude"])
+    for cp in range(0x110000):
+        if ignorable.match(chr(cp)):
+            assert words.find(f"nu{chr(cp)}de") == "nude", hex(cp)
+
+
+def test_other_scripts_keep_whole_words():
+    # CLIP cuts Cyrillic into little more than bytes: its pieces say nothing of where a word begins
+    words = WordFilter(["\u0431\u043b\u044f", "cr\u00e8me"])
+    assert words.find("\u043a\u043e\u0440\u0430\u0431\u043b\u044f") is None  # a word ending in the entry
+    assert words.find("\u0431\u043b\u044f") is not None
+    assert words.find("cr\u00e8mestatue") == "cr\u00e8me"  # accents folded in CLIP's pieces too
