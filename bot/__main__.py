@@ -22,12 +22,12 @@ log = logging.getLogger("bot")
 NETWORK_ERRORS = (OSError, discord.GatewayNotFound, discord.HTTPException, discord.ConnectionClosed)
 
 
-def _configure_logging(level: str, token: str) -> None:
+def _configure_logging(level: str, secrets: tuple[str, ...]) -> None:
     from bot.logs import install
     from engine.env import quiet_libraries
 
     discord.utils.setup_logging(level=getattr(logging, level, logging.INFO))
-    install(token)  # tokens never reach a log line, at any level
+    install(*secrets)  # the token and the Redis password never reach a log line, at any level
     quiet_libraries()
     # Voice is not used: no warnings about its optional libraries.
     discord.VoiceClient.warn_nacl = False
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc} (see .env.example)", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level, settings.token)
+    _configure_logging(settings.log_level, settings.secrets())
 
     from bot.preflight import check
 

@@ -5,7 +5,11 @@ No torch here: the bot imports it to send tasks; `bot.worker` runs them.
 
 from __future__ import annotations
 
+import re
+
 from celery import Celery
+
+from bot.config import MAX_WORKER_SLOTS as MAX_SLOTS  # a heartbeat that claims more is not counted
 
 TASK = "imagine.run"
 QUEUE = "imagine"
@@ -13,6 +17,8 @@ HEARTBEAT = 2.0  # seconds between a worker's heartbeats
 ALIVE_TTL = 10  # a worker (and its jobs) count as gone this many seconds after the last heartbeat
 KEEP = 24 * 3600  # job keys live this long after their last write
 VISIBILITY_TIMEOUT = 6 * 3600  # longer than the longest job: the broker never redelivers a running task itself
+
+_SLOTS = re.compile(rb"[0-9]{1,3}")
 
 
 def key(job_id: int, part: str) -> str:
@@ -23,6 +29,37 @@ def key(job_id: int, part: str) -> str:
 def worker_key(worker_id: str) -> str:
     """The Redis key of a worker's heartbeat (a hash of its slots, expiring): `imagine:workers:<id>`."""
     return f"imagine:workers:{worker_id}"
+
+
+def file_key(job_id: int, digest: str) -> str:
+    """The Redis key of one picture of a job, by the SHA-256 of its bytes: `imagine:job:<id>:file:<sha256>`."""
+    return key(job_id, f"file:{digest}")
+
+
+def is_file_key(job_id: int, name: object) -> bool:
+    """Whether `name` is a key `file_key` makes for this job (a task names no other key to read pictures from)."""
+    return isinstance(name, str) and re.fullmatch(re.escape(key(job_id, "file:")) + "[0-9a-f]{64}", name) is not None
+
+
+def parse_slots(raw: object) -> int | None:
+    """A heartbeat's slots (bytes from Redis) as a number from 1 to MAX_SLOTS, or None for anything else."""
+    if not isinstance(raw, bytes) or not _SLOTS.fullmatch(raw):
+        return None
+    slots = int(raw)
+    return slots if 1 <= slots <= MAX_SLOTS else None
+
+
+def unreachable(where: str, exc: BaseException) -> str:
+    """The sentence for a Redis that does not answer at `where` (a URL with its password redacted), or that
+    refuses the password; the caller redacts the exception's text too."""
+    from redis import AuthenticationError
+
+    if isinstance(exc, AuthenticationError):
+        return (
+            f"Redis at {where} refused the password ({exc}): put the one Redis asks for (its requirepass, or an ACL "
+            "user's) in IMAGINE_REDIS_URL, percent-encoded (see .env.example)."
+        )
+    return f"Redis at {where} cannot be reached ({exc}): start it, or set IMAGINE_REDIS_URL."
 
 
 def make_app(redis_url: str) -> Celery:
@@ -45,7 +82,9 @@ def make_app(redis_url: str) -> Celery:
     return app
 
 
-def _run_task(task, job_id: int, attempt: str, spec_json: str, snapshot_every: int, files: dict | None = None) -> None:
+def _run_task(task, *args, **kwargs) -> None:
+    """One job: (job_id, attempt, spec_json, snapshot_every, files), as `CeleryHandle` sends it. The arguments come
+    from Redis, so the worker checks each before using it (`Runner.take`)."""
     from bot.worker import Runner  # the worker process's engine (the bot only sends tasks)
 
-    Runner.instance().run(job_id, attempt, spec_json, snapshot_every, files or {})
+    Runner.instance().take(args, kwargs)

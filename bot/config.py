@@ -1,12 +1,15 @@
-"""Settings: the bot's and the GPU worker's only reader of the environment (and of `.env`). The token never
-appears in a repr or a log. The engine's command lines have their own reader of the same keys,
-`engine.loading.ModelSettings.from_env`; `model_settings()` hands the engine its part of these."""
+"""Settings: the bot's and the GPU worker's only reader of the environment (and of `.env`). The token and the Redis
+URL's password never appear in a repr or a log (`secrets()` lists them for `bot.logs`). The engine's command lines
+have their own reader of the same keys, `engine.loading.ModelSettings.from_env`; `model_settings()` hands the engine
+its part of these."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+from bot.logs import redact, url_secrets
 from engine.env import load_env
 from engine.models import registry
 from engine.moderation import LEVELS
@@ -34,7 +37,10 @@ KEYS: dict[str, tuple[str, str]] = {
         "embedded",
         "embedded (the engine in the bot's process) or celery (GPU workers on other hosts)",
     ),
-    "IMAGINE_REDIS_URL": ("redis://localhost:6379/0", "the Redis of the celery backend (broker, events, snapshots)"),
+    "IMAGINE_REDIS_URL": (
+        "redis://localhost:6379/0",
+        "the Redis of the celery backend (broker, events, snapshots): redis://, or rediss:// for TLS",
+    ),
     "IMAGINE_WORKER_SLOTS": ("1", "jobs one GPU worker (python -m bot.worker) runs at once, batched"),
     "IMAGINE_MAX_STEPS": ("500", "the most steps a member may ask for"),
     "IMAGINE_DEFAULT_STEPS": ("300", "steps when a member does not say"),
@@ -64,6 +70,9 @@ KEYS: dict[str, tuple[str, str]] = {
 class ConfigError(ValueError):
     """A setting that cannot be used, named with its key and what it should be (one sentence)."""
 
+
+REDIS_SCHEMES = ("redis", "rediss")  # what Celery's Redis broker speaks
+MAX_WORKER_SLOTS = 64  # jobs one GPU worker runs at once; the bot counts no heartbeat that claims more
 
 SPEED_KEYS = (
     "IMAGINE_PRECISION",
@@ -115,7 +124,12 @@ class Settings:
 
     def __repr__(self) -> str:  # the dataclass repr already hides the token; say so explicitly
         shown = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if k != "token")
-        return f"Settings(token=<hidden>, {shown})"
+        return redact(f"Settings(token=<hidden>, {shown})", self.secrets())
+
+    def secrets(self) -> tuple[str, ...]:
+        """What no log line or message may show: the token, and the Redis password as written in the URL and
+        percent-decoded (`bot.logs.install` takes them)."""
+        return tuple(s for s in (self.token, *url_secrets(self.redis_url)) if s)
 
     @property
     def db_path(self) -> Path:
@@ -130,13 +144,15 @@ class Settings:
             environ = load_env(dotenv)
         get = lambda key: (environ.get(key) or KEYS[key][0]).strip()  # noqa: E731
 
-        def integer(key: str, low: int = 0) -> int:
+        def integer(key: str, low: int = 0, high: int | None = None) -> int:
             try:
                 value = int(get(key))
             except ValueError:
                 raise ConfigError(f"{key} must be a whole number, not {get(key)!r}") from None
             if value < low:
                 raise ConfigError(f"{key} must be at least {low}")
+            if high is not None and value > high:
+                raise ConfigError(f"{key} must be at most {high}")
             return value
 
         def path(key: str) -> Path | None:
@@ -156,6 +172,23 @@ class Settings:
             if value.lower() not in LEVELS:
                 raise ConfigError(f"IMAGINE_MODERATION must be one of {', '.join(LEVELS)}, not {value!r}")
             return value.lower()
+
+        def redis_url(value: str) -> str:
+            try:
+                parts = urlsplit(value)
+                parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+            except ValueError as exc:
+                raise ConfigError(f"IMAGINE_REDIS_URL is not a URL that can be used ({exc})") from None
+            if parts.scheme.lower() not in REDIS_SCHEMES:
+                raise ConfigError(
+                    f"IMAGINE_REDIS_URL must begin with redis:// or rediss:// (TLS), not {redact(value)!r:.80}"
+                )
+            if "password" in parse_qs(parts.query):  # redis-py reads it there, Celery's broker does not
+                raise ConfigError(
+                    "IMAGINE_REDIS_URL must carry the password before the host (rediss://user:password@host), "
+                    "not in ?password="
+                )
+            return value
 
         try:
             edit_interval = float(get("IMAGINE_EDIT_INTERVAL"))
@@ -177,8 +210,8 @@ class Settings:
             else integer("IMAGINE_MAX_CONCURRENT", 1),
             speed=speed,
             backend=backend(get("IMAGINE_BACKEND")),
-            redis_url=get("IMAGINE_REDIS_URL"),
-            worker_slots=integer("IMAGINE_WORKER_SLOTS", 1),
+            redis_url=redis_url(get("IMAGINE_REDIS_URL")),
+            worker_slots=integer("IMAGINE_WORKER_SLOTS", 1, MAX_WORKER_SLOTS),
             max_steps=integer("IMAGINE_MAX_STEPS", 1),
             default_steps=integer("IMAGINE_DEFAULT_STEPS", 1),
             max_queued_per_user=integer("IMAGINE_MAX_QUEUED_PER_USER", 1),

@@ -1,14 +1,18 @@
-"""Keep secrets out of the logs: the bot token, interaction tokens and webhook tokens are redacted at every level.
+"""Keep secrets out of the logs and messages: the bot token, interaction and webhook tokens, and every password in a
+URL (the Redis of the celery backend: `redis://:pw@host`, `rediss://user:pw@host`) are redacted at every level.
 
-discord.py's DEBUG logs carry whole gateway payloads (an INTERACTION_CREATE holds the interaction's token, good
-for 15 minutes of replies as the bot) and request URLs (`.../webhooks/<application id>/<token>/...`). The filter
-formats each record once, redacts the text and its traceback, and hands the handlers the clean version.
+`redact` is the one redactor; `RedactTokens` applies it to every log record, and the start-up check, the settings'
+repr and the worker's own sentences pass their text through it too. discord.py's DEBUG logs carry whole gateway
+payloads (an INTERACTION_CREATE holds the interaction's token, good for 15 minutes of replies as the bot) and
+request URLs (`.../webhooks/<application id>/<token>/...`). The filter formats each record once, redacts the text
+and its traceback, and hands the handlers the clean version.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import parse_qs, unquote, urlsplit
 
 REDACTED = "[redacted]"
 
@@ -18,16 +22,34 @@ _PAYLOAD_TOKEN = re.compile(r"""(['"]token['"]\s*:\s*)(['"])[^'"]+\2""")
 _URL_TOKEN = re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/\s?'\"]+")
 # Anything shaped like a bot token (base64 id . timestamp . hmac), even one that is not ours.
 _BOT_TOKEN = re.compile(r"\b[\w-]{23,28}\.[\w-]{6}\.[\w-]{27,}")
+# scheme://user:password@host: the password runs to the authority's last '@' (one left unencoded included).
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s'\"<>]*:)[^/?#\s'\"<>]*(@)")
+# ?password=... or &password=... in a URL's query (redis-py reads the password from there too).
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pass|auth|token)=)[^&#\s'\"<>]+", re.IGNORECASE)
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """`text` with the given secrets and every token-shaped value replaced by REDACTED."""
-    for secret in secrets:
+    """`text` with the given secrets, every password in a URL and every token-shaped value replaced by REDACTED."""
+    for secret in sorted(secrets, key=len, reverse=True):  # the longest first: one secret may contain another
         if secret:
             text = text.replace(secret, REDACTED)
+    text = _URL_PASSWORD.sub(rf"\1{REDACTED}\2", text)
+    text = _QUERY_PASSWORD.sub(rf"\1{REDACTED}", text)
     text = _PAYLOAD_TOKEN.sub(rf"\1\2{REDACTED}\2", text)
     text = _URL_TOKEN.sub(rf"\1{REDACTED}", text)
     return _BOT_TOKEN.sub(REDACTED, text)
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The password a URL carries (in its user part or its query), as written and as the server receives it
+    (percent-decoded): a library may show either."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password or ""] + parse_qs(parts.query).get("password", [])
+    except ValueError:  # not a URL one can split (an unclosed [ of an IPv6 host): nothing to take from it
+        return ()
+    found = [s for s in found if s]
+    return tuple(dict.fromkeys(found + [unquote(s) for s in found]))
 
 
 class RedactTokens(logging.Filter):
@@ -57,11 +79,16 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def install(token: str | None = None, handlers: list[logging.Handler] | None = None) -> RedactTokens:
-    """Add the filter to `handlers` (default: every handler of the root logger, so call it after logging is set
-    up, e.g. after `discord.utils.setup_logging`). Returns the filter."""
-    redactor = RedactTokens(*([token] if token else []))
+def install(*secrets: str | None, handlers: list[logging.Handler] | None = None) -> RedactTokens:
+    """Add the filter, redacting `secrets` (the bot's: `Settings.secrets()`) besides every token- and
+    password-shaped value, to `handlers` (default: every handler of the root logger, so call it after logging is
+    set up, e.g. after `discord.utils.setup_logging`). A handler that has one gets the new secrets too. Returns the
+    filter."""
+    redactor = RedactTokens(*(s for s in secrets if s))
     for handler in logging.getLogger().handlers if handlers is None else handlers:
-        if not any(isinstance(f, RedactTokens) for f in handler.filters):
+        present = next((f for f in handler.filters if isinstance(f, RedactTokens)), None)
+        if present is None:
             handler.addFilter(redactor)
+        else:
+            present.secrets = tuple(dict.fromkeys(present.secrets + redactor.secrets))
     return redactor

@@ -1,7 +1,8 @@
 """The start-up check: everything the bot needs, tried once before it logs in (`python -m bot --check` alone).
 
-Each problem is one sentence for the operator. The models are really loaded (not just found), and the loaded
-pool is handed to the bot, so the first job does not load them again.
+Each problem is one sentence for the operator, with every secret redacted (`bot.logs.redact`: the token, the Redis
+URL's password). The models are really loaded (not just found), and the loaded pool is handed to the bot, so the
+first job does not load them again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from bot.config import Settings
+from bot.logs import redact
 from engine.errors import EngineError
 from engine.spec import JobSpec
 
@@ -96,6 +98,7 @@ def check(settings: Settings, *, load_models: bool = True) -> Checked:
             found.problems.append(problem)
     elif load_models:
         _models(settings, found)
+    found.problems = [redact(problem, settings.secrets()) for problem in found.problems]
     return found
 
 
@@ -103,8 +106,10 @@ def _redis(settings: Settings) -> str | None:
     """The celery backend's Redis answers (the models load on the workers, not here)."""
     import redis
 
+    from bot.celery_app import unreachable
+
     try:
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5).ping()
     except (redis.RedisError, OSError, ValueError) as exc:
-        return f"Redis at {settings.redis_url} cannot be reached ({exc}): start it, or set IMAGINE_REDIS_URL."
+        return unreachable(redact(settings.redis_url), exc)
     return None

@@ -7,25 +7,41 @@ with an attempt token. The bot reads the job's stream from a cursor it keeps in 
 on where it stopped, without sending the job again while a worker still runs it. A job whose worker stops
 heart-beating is sent again with a new token and resumes from its newest snapshot (kept in Redis); the old
 token's task, should it ever come back, is dropped. While Redis cannot be reached, jobs wait; they are not failed.
+
+Redis must stay private, yet nothing read from it is trusted: a heartbeat whose slots are not a small number is not
+counted (with a warning), and an event that `engine.wire` cannot read, or that does not fit its job (a steer answer
+that is not the job's spec with the requested prompt, a result of another moderation level), fails that one job with
+a sentence and tells its worker to stop. A preview without the unsafe score its level asks for is not passed on.
+The Redis URL's password never reaches a log line or a sentence (`bot.logs.redact`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from bot import celery_app as wire_keys
 from bot.celery_app import QUEUE
-from engine.spec import Event, Failed, Finished, JobSpec
+from bot.logs import redact, url_secrets
+from engine.errors import InvalidSpec
+from engine.moderation import checks_previews
+from engine.spec import Event, Failed, Finished, JobSpec, Progress
+
+if TYPE_CHECKING:
+    from engine.wire import Steered
 
 log = logging.getLogger(__name__)
 
 POLL = 1.0  # seconds between looks at the workers' heartbeats
+_CURSOR = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")  # a stream entry id
 
 
 class RedisUnavailable(Exception):
@@ -38,7 +54,7 @@ class CeleryHandle:
     def __init__(self, backend: CeleryBackend, job_id: int, spec: JobSpec, resume, snapshot_every: int) -> None:
         self.backend, self.job_id, self.spec = backend, job_id, spec
         self.resume, self.snapshot_every = resume, snapshot_every
-        self._steers: dict[str, asyncio.Future] = {}
+        self._steers: dict[str, tuple[asyncio.Future, str]] = {}  # nonce -> (the answer, the text asked for)
         self._ended = False
         self._attempt: bytes | None = None
         self._sent = 0.0
@@ -55,13 +71,13 @@ class CeleryHandle:
         await self.backend._retry(lambda r: r.set(self._key("cancel"), b"1", ex=wire_keys.KEEP))
 
     async def steer(self, text: str) -> str | None:
-        """Ask the job's worker to aim at `text`: the new spec (JSON) from its Steered event, or None if the job has
-        ended or no answer comes within `steer_timeout`."""
+        """Ask the job's worker to aim at `text`: the new spec (JSON: the job's spec with the step the worker
+        changed it at), or None if the job has ended or no answer comes within `steer_timeout`."""
         if self._ended:
             return None
         nonce = uuid.uuid4().hex
         future = asyncio.get_running_loop().create_future()
-        self._steers[nonce] = future
+        self._steers[nonce] = (future, text)
         request = json.dumps({"nonce": nonce, "text": text})
         await self.backend._retry(lambda r: r.rpush(self._key("steer"), request))
         try:
@@ -75,7 +91,9 @@ class CeleryHandle:
         """Give the job to Celery under a new attempt token. A fresh job starts from `resume` (or from nothing);
         a job sent again keeps the newest snapshot its last worker left in Redis."""
         attempt = uuid.uuid4().hex
-        keys = {name: self._key(f"file:{hashlib.sha256(data).hexdigest()}") for name, data in self.files.items()}
+        keys = {
+            name: wire_keys.file_key(self.job_id, hashlib.sha256(data).hexdigest()) for name, data in self.files.items()
+        }
 
         async def prepare(r) -> None:
             pipe = r.pipeline()
@@ -102,14 +120,14 @@ class CeleryHandle:
     async def events(self) -> AsyncIterator[Event]:
         """Send the job (or, after a restart, read on from the kept cursor) and yield its events up to Finished; a
         Failed raises its error, and a job whose worker is lost is sent again."""
-        from engine.wire import Steered, decode
+        from engine.wire import Steered
 
         backend = self.backend
         try:
             alive = await backend._retry(lambda r: r.exists(self._key("worker"), self._key("attempt")))
             started = await backend._retry(lambda r: r.exists(self._key("events")))
             owner = await backend._retry(lambda r: r.get(self._key("owner")))
-            if backend.owner and owner is not None and owner.decode() != backend.owner:
+            if backend.owner and owner is not None and owner.decode(errors="replace") != backend.owner:
                 # another database's job of the same number (this one was replaced and its ids began again):
                 # its events and snapshot are not this job's, and whoever still runs it is stopped by the new token
                 log.warning("job %d: Redis holds another database's job of that number; starting afresh", self.job_id)
@@ -119,6 +137,9 @@ class CeleryHandle:
             else:  # a restart of the bot while a worker runs the job: read on from the cursor
                 self._attempt, self._sent = await backend._retry(lambda r: r.get(self._key("attempt"))), 0.0
             cursor = await backend._retry(lambda r: r.get(self._key("cursor"))) or b"0-0"
+            if not _CURSOR.fullmatch(cursor):
+                log.warning("job %d: its cursor in Redis is not a stream position; reading from the start", self.job_id)
+                cursor = b"0-0"
             seen = time.monotonic()
             while True:
                 entries = await backend.await_workers(
@@ -129,10 +150,12 @@ class CeleryHandle:
                 for _stream, items in entries or []:
                     for entry_id, fields in items:
                         cursor = entry_id
-                        event = decode(fields)
+                        event = await self._read(entry_id, fields)
+                        if event is None:
+                            continue
                         if isinstance(event, Steered):
-                            future = self._steers.get(event.nonce)
-                            if future is not None and not future.done():
+                            future, _ = self._steers[event.nonce]
+                            if not future.done():
                                 future.set_result(event.spec)
                         elif isinstance(event, Failed):
                             self._ended = True
@@ -152,8 +175,54 @@ class CeleryHandle:
                 elif await backend._retry(lambda r: r.exists(self._key("worker"))):
                     seen = time.monotonic()
         finally:
+            for future, _ in self._steers.values():  # no answer will come now
+                if not future.done():
+                    future.set_result(None)
             if not self._ended:
                 log.debug("job %d: stopped reading its events", self.job_id)
+
+    async def _read(self, entry_id: bytes, fields: dict) -> Event | Steered | None:
+        """The event of one stream entry, checked against this job; None for one to pass over (a steer answer
+        nobody waits for). An entry that cannot be read or does not fit fails the job: its worker is told to stop,
+        and MalformedEvent (a sentence for the member) is raised."""
+        from engine.wire import MalformedEvent, Steered, check_pictures, decode
+
+        try:
+            event = self._fits(check_pictures(decode(fields)))
+        except MalformedEvent as exc:
+            log.warning("job %d: entry %s of its stream cannot be read: %s", self.job_id, entry_id, exc.detail)
+            self._ended = True
+            await self._close_out()
+            await self._set_cancel()  # after the close-out, which clears the key: whoever runs it stops
+            raise
+        if isinstance(event, Steered) and event.nonce not in self._steers:
+            return None
+        unscored = isinstance(event, Progress) and event.preview is not None and event.unsafe is None
+        if unscored and checks_previews(self.spec.moderation):  # its level shows no preview without a score
+            log.warning("job %d: a preview came without its unsafe score; not shown", self.job_id)
+            event = dataclasses.replace(event, preview=None)
+        return event
+
+    def _fits(self, event: Event | Steered) -> Event | Steered:
+        """`event` if it belongs to this job, else MalformedEvent. A steer answer becomes this job's spec with the
+        worker's new prompt schedule (never the worker's own spec: its pictures are in the worker's folders)."""
+        from engine.wire import MalformedEvent, Steered
+
+        if isinstance(event, Finished) and event.result.spec.moderation != self.spec.moderation:
+            raise MalformedEvent(f"a result checked at level {event.result.spec.moderation!r:.20}, not the job's")
+        if isinstance(event, Steered) and event.nonce in self._steers:
+            try:
+                theirs = JobSpec.from_json(event.spec)
+            except InvalidSpec as exc:
+                raise MalformedEvent(f"a steer answer whose spec cannot be used ({exc})") from None
+            schedule, asked = theirs.prompt_schedule, self._steers[event.nonce][1]
+            if not schedule or schedule[-1][1] != asked or theirs.moderation != self.spec.moderation:
+                raise MalformedEvent("a steer answer that is not the job's spec with the prompt asked for")
+            if schedule[:-1] != tuple(entry for entry in self.spec.prompt_schedule if entry[0] < schedule[-1][0]):
+                raise MalformedEvent("a steer answer that changes the job's earlier prompts")
+            self.spec = self.spec.replace(prompt_schedule=schedule)  # a job sent again runs with it
+            return Steered(event.nonce, self.spec.to_json())
+        return event
 
     async def _lost(self, seen: float) -> bool:
         """Whether the job must be sent again: its worker stopped heart-beating (it claimed this attempt, then went
@@ -216,6 +285,7 @@ class CeleryBackend:
         import redis.asyncio
 
         self.redis_url = redis_url
+        self.where, self.secrets = redact(redis_url), url_secrets(redis_url)  # what logs and sentences may show
         self.redis = redis.asyncio.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
         self.app = wire_keys.make_app(redis_url)
         self.lost_after, self.steer_timeout, self.keep_after_end = lost_after, steer_timeout, keep_after_end
@@ -227,6 +297,7 @@ class CeleryBackend:
         self._monitor: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._warned = 0.0
+        self._miscounted: set[str] = set()  # workers whose heartbeat was not counted (each warned of once)
         # How the bot awaits its workers' next events: the awaitable itself. (A test harness may declare these
         # waits as external input, so that the bot counts as idle while a worker computes.)
         self.await_workers: Callable = _identity
@@ -251,16 +322,28 @@ class CeleryBackend:
         try:
             await asyncio.wait_for(self.redis.ping(), 10)
         except Exception as exc:  # redis raises several kinds for a refused or unresolvable host
-            return f"Redis at {self.redis_url} cannot be reached ({exc}): start it, or set IMAGINE_REDIS_URL."
+            return redact(wire_keys.unreachable(self.where, exc), self.secrets)
         return None
 
     async def workers(self) -> dict[str, int]:
-        """The live workers and their slots."""
+        """The live workers and their slots. A heartbeat whose slots are not a number from 1 to MAX_SLOTS is not
+        counted (a warning names its worker once)."""
+        import redis
+
         found = {}
+        prefix = len(wire_keys.worker_key(""))
         async for name in self.redis.scan_iter(match=wire_keys.worker_key("*")):
-            slots = await self.redis.hget(name, "slots")
+            worker = name[prefix:].decode(errors="replace")
+            try:
+                raw = await self.redis.hget(name, "slots")
+            except redis.ResponseError:  # a key of another type under the heartbeats' names
+                raw = b"(not a heartbeat)"
+            slots = wire_keys.parse_slots(raw)
             if slots is not None:
-                found[name.decode().rsplit(":", 1)[-1]] = int(slots)
+                found[worker] = slots
+            elif raw is not None and worker not in self._miscounted:
+                self._miscounted.add(worker)
+                log.warning("worker %r: its heartbeat claims %.40r slots; not counted", worker[:80], raw)
         return found
 
     async def _watch(self, still_needed: Callable[[], bool]) -> None:
@@ -272,6 +355,11 @@ class CeleryBackend:
             except (redis.RedisError, OSError) as exc:
                 self._warn(exc)
                 capacity = self._capacity  # keep the last count while Redis is away
+            except Exception:  # whatever else Redis holds, the count goes on
+                if time.monotonic() - self._warned > 30:
+                    log.exception("counting the workers failed; the last count stands")
+                    self._warned = time.monotonic()
+                capacity = self._capacity
             grew = capacity > self._capacity
             self._capacity = capacity
             if grew and self.on_capacity is not None:
@@ -281,7 +369,7 @@ class CeleryBackend:
 
     def _warn(self, exc: BaseException) -> None:
         if time.monotonic() - self._warned > 30:
-            log.warning("Redis at %s is not answering (%s); jobs wait until it does", self.redis_url, exc)
+            log.warning("%s Jobs wait until it answers.", redact(wire_keys.unreachable(self.where, exc), self.secrets))
             self._warned = time.monotonic()
 
     async def _retry(self, call):

@@ -12,6 +12,12 @@ longer the job's (the bot sent the job again after this worker was taken for los
 Redis keys, all under `imagine:`: `workers:<id>` (heartbeat: slots, TTL), `job:<id>:attempt`, `:worker` (which
 worker runs it, TTL), `:events` (the stream), `:snapshot` (newest state), `:resume` (the state to start from),
 `:cancel`, `:steer` (a list of steering requests).
+
+Redis must stay private, yet nothing read from it is trusted: a task's arguments are checked before use (one that
+names no job is dropped; one whose spec, pictures or numbers cannot be used fails its job with a sentence), an
+unreadable steering request is skipped with a warning, and an error that escapes a round fails the jobs of that
+round, never the loop thread. Should the loop thread stop all the same, the heartbeat stops with it, so the bot
+sends its jobs to another worker.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import argparse
 import collections
 import dataclasses
 import io
+import json
 import logging
 import os
 import queue
+import re
 import socket
 import sys
 import tempfile
@@ -31,20 +39,28 @@ import time
 import uuid
 from pathlib import Path
 
-from bot.celery_app import ALIVE_TTL, HEARTBEAT, KEEP, QUEUE, key, make_app, worker_key
+from bot.celery_app import ALIVE_TTL, HEARTBEAT, KEEP, MAX_SLOTS, QUEUE, is_file_key, key, make_app, worker_key
 from bot.config import KEYS
 
 log = logging.getLogger(__name__)
 
+TASK_ARGS = ("job_id", "attempt", "spec_json", "snapshot_every", "files")
+_TOKEN = re.compile(r"[0-9a-f]{32}")  # an attempt token, a steering request's nonce (uuid4().hex)
+MAX_STEER_BYTES = 16 * 1024  # a steering request: a nonce and a prompt
+MAX_SPEC_CHARS = 2**20
+_WRONG_TYPE = re.compile(r"^WRONGTYPE|caused error: WRONGTYPE")  # Redis's answer, alone or in a pipeline's
+
 
 class Publisher:
     """Writes to Redis without ever raising into the loop: while Redis is away, events wait here in order and are
-    sent when it answers again."""
+    sent when it answers again. An event Redis refuses (its job's stream replaced by a key of another type) is
+    dropped with a warning, so that it holds up no other job's."""
 
     def __init__(self, client) -> None:
         self.redis = client
         self._pending: collections.deque = collections.deque()
         self._lock = threading.Lock()
+        self._refused: set[int] = set()  # jobs whose events Redis refused (each warned of once)
 
     def publish(self, job_id: int, fields: dict, snapshot: bytes | None = None) -> None:
         """Queue one event (and the snapshot that goes with it) and send everything waiting, in order."""
@@ -69,6 +85,13 @@ class Publisher:
                 pipe.xadd(key(job_id, "events"), fields)
                 pipe.expire(key(job_id, "events"), KEEP)
                 pipe.execute()
+            except redis.ResponseError as exc:
+                if not _WRONG_TYPE.search(str(exc)):  # out of memory, read-only, loading: it passes, events wait
+                    log.warning("Redis refuses writes (%s); %d events wait", exc, len(self._pending))
+                    return
+                if job_id not in self._refused:
+                    self._refused.add(job_id)
+                    log.warning("job %d: Redis refused its events (%s); they are dropped", job_id, exc)
             except redis.RedisError as exc:
                 log.warning("Redis is not answering (%s); %d events wait", exc, len(self._pending))
                 return
@@ -107,7 +130,8 @@ class Runner:
         self.jobs: dict[int, _Job] = {}
         self._commands: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
-        threading.Thread(target=self._drive, name="imagine-loop", daemon=True).start()
+        self._loop_thread = threading.Thread(target=self._drive, name="imagine-loop", daemon=True)
+        self._loop_thread.start()
         threading.Thread(target=self._beat, name="imagine-heartbeat", daemon=True).start()
 
     @classmethod
@@ -128,17 +152,49 @@ class Runner:
         return cls._instance
 
     # -- a task ---------------------------------------------------------------------------------------------
+    def take(self, args: tuple, kwargs: dict) -> None:
+        """A task's arguments as the broker delivered them (`TASK_ARGS`, by position or name): run the job, or drop
+        a task that names no job (a whole number and a 32-hex-digit attempt token) with a warning."""
+        given = dict(zip(TASK_ARGS, args, strict=False))  # fewer than all: the rest by name, or missing
+        if len(args) > len(TASK_ARGS) or set(kwargs) - set(TASK_ARGS) or set(kwargs) & set(given):
+            log.warning("a task with arguments other than a job's was dropped")
+            return
+        given.update(kwargs)
+        job_id, attempt = given.get("job_id"), given.get("attempt")
+        if isinstance(job_id, bool) or not isinstance(job_id, int) or not 0 < job_id < 2**63:
+            log.warning("a task that names no job was dropped (job %.40r)", job_id)
+            return
+        if not isinstance(attempt, str) or not _TOKEN.fullmatch(attempt):
+            log.warning("job %d: a task without an attempt token was dropped", job_id)
+            return
+        self.run(job_id, attempt, given.get("spec_json"), given.get("snapshot_every", 0), given.get("files") or {})
+
     def run(self, job_id: int, attempt: str, spec_json: str, snapshot_every: int, files: dict[str, str]) -> None:
         """Run one job to its end (called on a Celery pool thread, which waits here). `files` maps each picture the
-        spec names to the Redis key of its bytes: they are written to a folder of this worker's own."""
-        from engine.spec import JobSpec
+        spec names to the Redis key of its bytes: they are written to a folder of this worker's own. A spec, an
+        interval or pictures that cannot be used fail the job (a Failed event with the sentence)."""
+        from engine.errors import InvalidSpec
+        from engine.spec import MAX_STEPS, Failed, JobSpec
+        from engine.wire import encode
 
         if self._get(key(job_id, "attempt")) != attempt.encode():
             log.info("job %d: attempt %s is no longer the job's; dropped", job_id, attempt[:8])
             return
-        state = self._get(key(job_id, "snapshot")) or self._get(key(job_id, "resume"))
         with tempfile.TemporaryDirectory(prefix=f"imagine-job-{job_id}-") as folder:
-            spec = JobSpec.from_json(spec_json).with_pictures(self._fetch_files(files, Path(folder)))
+            try:
+                if not isinstance(spec_json, str) or len(spec_json) > MAX_SPEC_CHARS:
+                    raise InvalidSpec("The job's spec did not reach the GPU worker as JSON text.")
+                if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int):
+                    raise InvalidSpec("The job's snapshot interval is not a whole number.")
+                if not 0 <= snapshot_every <= MAX_STEPS:
+                    raise InvalidSpec(f"The job's snapshot interval must be from 0 to {MAX_STEPS} steps.")
+                spec = JobSpec.from_json(spec_json)
+                spec = spec.with_pictures(self._fetch_files(job_id, files, Path(folder)))
+            except InvalidSpec as exc:
+                log.warning("job %d cannot run: %s", job_id, exc)
+                self.publisher.publish(job_id, encode(Failed(exc)))
+                return
+            state = self._get(key(job_id, "snapshot")) or self._get(key(job_id, "resume"))
             job = _Job(job_id, attempt, spec, state, snapshot_every, threading.Event())
             self.jobs[job_id] = job
             self._claim(job_id, attempt)
@@ -146,8 +202,17 @@ class Runner:
             job.done.wait()
             self.jobs.pop(job_id, None)
 
-    def _fetch_files(self, files: dict[str, str], folder: Path) -> dict[str, str]:
-        """Write each picture's bytes (from Redis) into `folder`, under the file name the spec gives it."""
+    def _fetch_files(self, job_id: int, files: dict[str, str], folder: Path) -> dict[str, str]:
+        """Write each picture's bytes (from Redis) into `folder`, under the file name the spec gives it. InvalidSpec
+        unless `files` maps picture names to keys of this job's pictures (`celery_app.file_key`)."""
+        from engine.errors import InvalidSpec
+
+        if not isinstance(files, dict) or not all(
+            isinstance(name, str) and len(name) <= 4096 and Path(name).name not in ("", ".", "..")
+            and is_file_key(job_id, redis_key)
+            for name, redis_key in files.items()
+        ):  # fmt: skip
+            raise InvalidSpec("The job's pictures did not reach the GPU worker as pictures of this job.")
         local = {}
         for name, redis_key in files.items():
             data = self._get(redis_key)
@@ -189,11 +254,26 @@ class Runner:
                 job = self._commands.get(timeout=None if not len(loop) else 0)
             except queue.Empty:
                 job = None
-            if job is not None:
-                self._start(loop, job)
-                continue  # take every waiting job before the next round
-            self._steer(loop)
-            loop.round()
+            try:
+                if job is not None:
+                    self._start(loop, job)
+                    continue  # take every waiting job before the next round
+                self._steer(loop)
+                loop.round()
+            except Exception as exc:  # noqa: BLE001 - the jobs of this round learn of it; the thread goes on
+                log.exception("a round of the loop failed; its jobs fail, the next jobs get a new loop")
+                for running in list(self.jobs.values()):
+                    if running.job_id in loop:
+                        self._end(running, exc)
+                loop = Loop(self.slots)
+
+    def _end(self, job: _Job, exc: BaseException) -> None:
+        from engine.spec import Failed
+
+        try:
+            self._emit(job, Failed(exc))
+        finally:
+            job.done.set()
 
     def _start(self, loop, job: _Job) -> None:
         from engine.run import load_snapshot
@@ -248,29 +328,42 @@ class Runner:
         return cancel == b"1"
 
     def _steer(self, loop) -> None:
-        import json
-
         import redis
 
+        from engine.errors import EngineError
         from engine.wire import Steered
 
         for job in list(self.jobs.values()):
             try:
                 raw = self.redis.lpop(key(job.job_id, "steer"))
+            except redis.ResponseError:  # a key of another type: this job takes no steering, the others do
+                continue
             except redis.RedisError:
                 return
             if raw is None or job.job_id not in loop:
                 continue
-            request = json.loads(raw)
-            spec = loop.steer(job.job_id, request["text"])
+            request = _steering_request(raw)
+            if request is None:
+                log.warning("job %d: a steering request that cannot be read was skipped (%.60r)", job.job_id, raw)
+                continue
+            nonce, text = request
+            try:
+                spec = loop.steer(job.job_id, text)
+            except EngineError as exc:  # a prompt the engine cannot use: no answer, the bot says it timed out
+                log.warning("job %d: a steering request was skipped: %s", job.job_id, exc)
+                continue
             if spec is not None:
-                self._emit(job, Steered(request["nonce"], spec.to_json()))
+                self._emit(job, Steered(nonce, spec.to_json()))
 
     # -- the heartbeat thread -------------------------------------------------------------------------------
     def _beat(self) -> None:
         import redis
 
         while not self._stopping.wait(HEARTBEAT):
+            if not self._loop_thread.is_alive():  # nothing runs the jobs: let the bot take this worker for lost
+                log.critical("the loop thread has stopped; this worker stops its heartbeat")
+                self._stopping.set()
+                return
             try:
                 pipe = self.redis.pipeline()
                 pipe.hset(worker_key(self.worker_id), mapping={"slots": self.slots, "busy": len(self.jobs)})
@@ -292,6 +385,22 @@ class Runner:
             self.redis.expire(worker_key(self.worker_id), ALIVE_TTL)
         except redis.RedisError as exc:
             log.warning("Redis is not answering yet (%s); the heartbeat will keep trying", exc)
+
+
+def _steering_request(raw: bytes) -> tuple[str, str] | None:
+    """(nonce, text) of a steering request as `CeleryHandle.steer` writes it, or None for anything else."""
+    if len(raw) > MAX_STEER_BYTES:
+        return None
+    try:
+        request = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
+        return None
+    if not isinstance(request, dict):
+        return None
+    nonce, text = request.get("nonce"), request.get("text")
+    if not isinstance(nonce, str) or not _TOKEN.fullmatch(nonce) or not isinstance(text, str) or not text.strip():
+        return None
+    return nonce, text
 
 
 def _is_engine_error(exc: BaseException) -> bool:
@@ -327,12 +436,13 @@ app = make_app(getattr(_SETTINGS, "redis_url", KEYS["IMAGINE_REDIS_URL"][0]))
 def main(argv: list[str] | None = None) -> int:
     """Load the models, announce this worker and take tasks until stopped."""
     from bot.config import ConfigError
+    from bot.logs import install, redact
     from engine.env import quiet_libraries
 
     try:
         settings = _settings()
     except ConfigError as exc:
-        print(f"error: {exc} (see .env.example)", file=sys.stderr)
+        print(redact(f"error: {exc} (see .env.example)"), file=sys.stderr)
         return 2
     parser = argparse.ArgumentParser(prog="python -m bot.worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--slots", type=int, default=settings.worker_slots, help="jobs at once (IMAGINE_WORKER_SLOTS)")
@@ -340,9 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loglevel", default=settings.log_level, help="DEBUG, INFO, WARNING (IMAGINE_LOG_LEVEL)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install(*settings.secrets())  # the Redis password never reaches a log line, at any level
     quiet_libraries()
     worker_app = make_app(settings.redis_url)
-    runner = Runner.configure(settings.redis_url, max(1, args.slots), settings.model_settings())
+    if not 1 <= args.slots <= MAX_SLOTS:
+        print(f"error: --slots must be from 1 to {MAX_SLOTS}, not {args.slots}.", file=sys.stderr)
+        return 2
+    runner = Runner.configure(settings.redis_url, args.slots, settings.model_settings())
     runner.pool.engine_for(_default_spec(settings))  # load the models before taking any task
     runner.announce()
     name = args.name or f"imagine@{runner.worker_id}"

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -28,20 +29,32 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server on a free loopback port, with an append-only file so that a restart keeps its data."""
+    """A redis-server on a free loopback port, with an append-only file so that a restart keeps its data; with
+    `password`, it asks for it (`requirepass`); with `tls`, it speaks TLS only, with a certificate of a CA made here
+    (`rediss://...?ssl_ca_certs=<the CA>`)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str | None = None, tls: bool = False) -> None:
         self.directory, self.port = directory, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password, self.tls = password, tls
+        auth = f":{quote(password, safe='')}@" if password else ""
+        scheme, query = ("rediss", f"?ssl_ca_certs={directory / 'ca.crt'}") if tls else ("redis", "")
+        self.url = f"{scheme}://{auth}127.0.0.1:{self.port}/0{query}"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+                "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no"]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.tls:
+            if not (self.directory / "server.crt").exists():
+                _make_certificates(self.directory)
+            d = self.directory
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(d / "server.crt"),
+                     "--tls-key-file", str(d / "server.key"), "--tls-ca-cert-file", str(d / "ca.crt"),
+                     "--tls-auth-clients", "no"]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.client().ping()
 
     def client(self, wait: float = 20.0):
@@ -63,6 +76,21 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(10)
         self.process = None
+
+
+def _make_certificates(directory: Path) -> None:
+    """A CA and a certificate for 127.0.0.1 signed by it (openssl), valid for a day."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+            "-subj", "/CN=imagine test CA")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "1", "-extfile", "san.cnf")  # fmt: skip
 
 
 class Worker:
@@ -129,6 +157,18 @@ def redis_server(tmp_path):
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
     server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def secure_redis(tmp_path):
+    """A redis-server that asks for a password and speaks TLS only (the README's set-up for Redis on a network)."""
+    for tool in ("redis-server", "openssl"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (.ci/run installs redis-server; openssl comes with Debian)")
+    server = RedisServer(tmp_path / "redis-tls", password="correct horse/battery@staple", tls=True)
     server.start()
     yield server
     server.stop()

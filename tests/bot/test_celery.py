@@ -4,7 +4,9 @@ the bot's job service. Faults: a worker killed mid-job, Redis restarted mid-run,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import logging
 import time
 
 import numpy as np
@@ -12,10 +14,10 @@ from PIL import Image
 
 from bot.jobs import JobService, Origin
 from bot.remote import CeleryBackend
-from engine.spec import JobSpec
+from engine.spec import Finished, JobSpec
 from storage import JobState, Store
+from tests.bot.cluster import Worker, free_port, wait_for_workers
 from tests.bot.cluster import until as _until
-from tests.bot.cluster import wait_for_workers
 from tests.bot.test_concurrency import RecordingPresenter
 
 
@@ -230,7 +232,7 @@ async def test_pictures_and_snapshots_travel_as_bytes(redis_server, start_worker
     """The worker shares no disk with the bot: the spec's pictures name folders that exist nowhere here, and it
     still runs from their bytes, giving the picture the engine gives with the same files on its own disk."""
     from engine.images import read_recipe
-    from engine.spec import Finished, Snapshotted
+    from engine.spec import Snapshotted
 
     start_worker()
     wait_for_workers(redis_server.client(), 1)
@@ -292,3 +294,42 @@ async def test_a_new_database_never_takes_an_old_databases_keys(redis_server, st
     assert new.steps[1] == [2, 4, 6, 8]  # from the first step, not from the old job's last snapshot
     alone = pool.engine_for(_spec("a lighthouse", steps=8)).generate(_spec("a lighthouse", steps=8))
     assert np.array_equal(_pixels(new.results[1].image), _pixels(alone.image))
+
+
+async def test_the_backends_sentences_and_warnings_never_show_the_redis_password(caplog):
+    """The start-up sentence and the warning while Redis is away name where Redis is, not its password."""
+    port = free_port()
+    backend = CeleryBackend(f"redis://imagine:Tr0ub4dor%263@127.0.0.1:{port}/0")
+    try:
+        with caplog.at_level(logging.DEBUG):
+            sentence = await backend.check()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(backend._retry(lambda r: r.ping()), 1.5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(backend._send([1, "x", "{}", 0, {}]), 1.5)
+    finally:
+        await backend.close()
+    assert sentence and f"redis://imagine:[redacted]@127.0.0.1:{port}/0 cannot be reached" in sentence
+    assert f"Redis at redis://imagine:[redacted]@127.0.0.1:{port}/0 cannot be reached" in caplog.text
+    assert "Jobs wait until it answers." in caplog.text
+    assert "Tr0ub4dor" not in sentence + caplog.text
+
+
+async def test_a_job_through_redis_with_a_password_and_tls(secure_redis, tiny_models, tmp_path, pool):
+    """The README's set-up for Redis on a network: rediss:// with a password; the worker and the bot both connect,
+    the picture is the engine's, and neither side's log shows the password."""
+    worker = Worker(secure_redis.url, tiny_models, tmp_path / "worker.log")
+    backend = CeleryBackend(secure_redis.url)
+    try:
+        wait_for_workers(secure_redis.client(), 1)
+        spec = _spec("a lighthouse", steps=4)
+        events = [event async for event in backend.submit(1, spec, None, 0).events()]
+        assert isinstance(events[-1], Finished) and events[-1].result.steps_done == 4
+        assert np.array_equal(_pixels(events[-1].result.image), _pixels(pool.engine_for(spec).generate(spec).image))
+    finally:
+        await backend.close()
+        worker.stop()
+    log = worker.text()
+    assert "Connected to rediss://" in log
+    for secret in ("correct", "battery", "staple"):
+        assert secret not in log

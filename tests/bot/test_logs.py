@@ -1,4 +1,5 @@
-"""The log filter: discord.py's own DEBUG records keep no token, at any level, through any handler."""
+"""The log filter: discord.py's own DEBUG records keep no token, at any level, through any handler; no URL's
+password (the Redis of the celery backend) reaches a log line or a repr."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import pytest
 from discord.gateway import DiscordWebSocket
 
+from bot.config import Settings
 from bot.logs import REDACTED, install, redact
 
 BOT_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.GhIjKl.aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789ab"
@@ -25,7 +27,7 @@ def logged():
     level = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
-    install(BOT_TOKEN, [handler])
+    install(BOT_TOKEN, handlers=[handler])
     yield stream
     root.removeHandler(handler)
     root.setLevel(level)
@@ -85,3 +87,58 @@ def test_redact_leaves_ordinary_text_alone():
     text = "job 12 done: 'a castle', 300 steps, https://discord.com/channels/1/2/3"
     assert redact(text) == text
     assert redact('{"token": "abc.def"}') == f'{{"token": "{REDACTED}"}}'
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://:hunter22@queue:6379/0", f"redis://:{REDACTED}@queue:6379/0"),
+        ("rediss://imagine:hunter22@queue.example:6380/1", f"rediss://imagine:{REDACTED}@queue.example:6380/1"),
+        ("redis://:p%40ss%2Fw0rd@10.0.0.5/0", f"redis://:{REDACTED}@10.0.0.5/0"),
+        ("redis://:p@ss@queue:6379", f"redis://:{REDACTED}@queue:6379"),  # an '@' left unencoded
+        (
+            "rediss://queue:6380/0?password=hunter22&ssl_cert_reqs=required",
+            f"rediss://queue:6380/0?password={REDACTED}&ssl_cert_reqs=required",
+        ),  # fmt: skip
+        ("redis://imagine@queue:6379/0", "redis://imagine@queue:6379/0"),  # a user alone is no secret
+    ],
+)
+def test_url_passwords_are_redacted(url, shown):
+    assert redact(f"Redis at {url} cannot be reached") == f"Redis at {shown} cannot be reached"
+    assert redact(repr({"redis_url": url})) == repr({"redis_url": shown})
+
+
+def _settings(url: str) -> Settings:
+    return Settings.from_env({"DISCORD_TOKEN": BOT_TOKEN, "IMAGINE_REDIS_URL": url})
+
+
+def test_the_settings_secrets_never_reach_a_log_line():
+    """The token and the Redis password, as written in the URL and as Redis receives it (percent-decoded), even
+    when a library logs one of them bare."""
+    settings = _settings("rediss://imagine:correct%20horse%2Fbattery@queue.example:6380/0")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    log = logging.getLogger("tests.secrets")
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        install(*settings.secrets(), handlers=[handler])
+        log.info("starting with %r", settings)
+        log.warning("AUTH %s refused", "correct horse/battery")
+        log.debug("connecting to %s", settings.redis_url)
+        try:
+            raise ConnectionError(f"lost {settings.redis_url} (password 'correct horse/battery')")
+        except ConnectionError:
+            log.exception("Redis is away")
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    for secret in (BOT_TOKEN, "correct horse/battery", "correct%20horse%2Fbattery", "horse"):
+        assert secret not in text
+    assert "rediss://imagine:" in text and "@queue.example:6380/0" in text  # where it connects is still said
+
+
+def test_the_settings_repr_hides_the_redis_password():
+    settings = _settings("redis://:hunter22@queue:6379/0")
+    assert "hunter22" not in repr(settings) and f"redis://:{REDACTED}@queue:6379/0" in repr(settings)
+    assert settings.redis_url == "redis://:hunter22@queue:6379/0"  # the real one is still there to connect with

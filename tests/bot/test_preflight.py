@@ -164,3 +164,48 @@ def test_celery_backend_check_passes_with_redis(tmp_path, redis_server):
     proc, _ = _run(["-m", "bot", "--check"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok: Redis answers")
+
+
+def test_the_check_never_shows_the_redis_password(tmp_path):
+    port = _closed_port()
+    env = _env(tmp_path / "no-models", tmp_path / "data", IMAGINE_BACKEND="celery", IMAGINE_LOG_LEVEL="DEBUG")
+    env["IMAGINE_REDIS_URL"] = f"redis://imagine:Tr0ub4dor%263@127.0.0.1:{port}/0"
+    proc, _ = _run(["-m", "bot", "--check"], env, tmp_path)
+    assert proc.returncode == 2
+    text = proc.stdout + proc.stderr
+    assert "Tr0ub4dor" not in text
+    [problem] = _problems(proc.stderr)
+    assert f"Redis at redis://imagine:[redacted]@127.0.0.1:{port}/0 cannot be reached" in problem
+
+
+def test_the_check_with_a_password_and_tls(tmp_path, secure_redis):
+    """rediss:// with the CA in the URL and the password percent-encoded: the check passes; with a wrong password
+    it says so in a sentence that shows neither password."""
+    env = _env(tmp_path / "no-models", tmp_path / "data", IMAGINE_BACKEND="celery", IMAGINE_REDIS_URL=secure_redis.url)
+    proc, _ = _run(["-m", "bot", "--check"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok: Redis answers")
+    env["IMAGINE_REDIS_URL"] = secure_redis.url.replace("staple", "stable")
+    proc, _ = _run(["-m", "bot", "--check"], env, tmp_path)
+    assert proc.returncode == 2
+    text = proc.stdout + proc.stderr
+    assert "battery" not in text and "stable" not in text and "staple" not in text
+    [problem] = _problems(proc.stderr)
+    assert "Redis at rediss://:[redacted]@127.0.0.1:" in problem and "refused the password" in problem
+
+
+@pytest.mark.parametrize(
+    "url, said",
+    [
+        ("http://:hunter22@queue:6379/0", "must begin with redis:// or rediss:// (TLS)"),
+        ("redis://:hunter22@queue:port/0", "is not a URL that can be used"),
+        ("redis://queue:6379/0?password=hunter22", "must carry the password before the host"),
+    ],
+)
+def test_a_redis_url_that_cannot_work_is_one_sentence_without_its_password(tmp_path, url, said):
+    env = _env(tmp_path / "no-models", tmp_path / "data", IMAGINE_BACKEND="celery", IMAGINE_REDIS_URL=url)
+    for command in (["-m", "bot", "--check"], ["-m", "bot.worker"]):
+        proc, _ = _run(command, env, tmp_path)
+        assert proc.returncode == 2
+        assert said in proc.stderr and "hunter22" not in proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr
