@@ -2,6 +2,7 @@
 
     EngineError
      ├── InvalidSpec        a job that cannot run as asked (size, prompt, weight, limits); also a ValueError
+     │    └── Diverged      a run whose numbers became infinite or NaN: no image, a sentence on what to lower
      ├── CheckpointError    a model file that is missing, unreadable or of the wrong shape; says the path and the fix
      ├── OutOfMemory        the device ran out of memory; says what to make smaller
      └── Cancelled          the caller asked the run to stop; carries the last result, if any
@@ -25,6 +26,10 @@ class EngineError(Exception):
 
 class InvalidSpec(EngineError, ValueError):
     """The job spec cannot be run as written."""
+
+
+class Diverged(InvalidSpec):
+    """The run's loss or latent became infinite or NaN, so it has no image to give (its settings pushed too hard)."""
 
 
 class CheckpointError(EngineError):

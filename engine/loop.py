@@ -10,7 +10,8 @@ the loop's thread, in the k-diffusion style: `on_progress(progress, preview)` ev
 and at the end (the preview is a PIL image, left to the caller to encode), `on_event(event)` with the events of
 `engine.spec`: `Snapshotted` (state bytes and a thumbnail, every `snapshot_every` steps and at the end), then
 exactly one `Finished` or `Failed`. `should_stop()` is asked before each step; a stopped run finishes with its
-image so far. A single run is a loop of one (`run_to_end`).
+image so far. A run whose loss or latent became infinite or NaN fails (`Diverged`) at its next report, snapshot or
+end, without an image. A single run is a loop of one (`run_to_end`).
 """
 
 from __future__ import annotations
@@ -127,13 +128,22 @@ class Loop:
         if callbacks.on_step is not None:
             callbacks.on_step(run)
         at = run.step_index
+        report = at % run.spec.progress_every == 0 or run.done
+        snapshot = bool(callbacks.snapshot_every) and at % callbacks.snapshot_every == 0
+        if report or snapshot:  # read the device anyway: a run gone NaN ends here, before its state is shown or kept
+            try:
+                engine.check_finite(run)
+            except EngineError as exc:
+                self._entries.pop(entry.key, None)
+                self._emit(entry, Failed(exc))
+                return
         preview = None  # one device-to-host copy per step, shared by the progress report and the thumbnail
-        if callbacks.on_progress is not None and (at % run.spec.progress_every == 0 or run.done):
+        if callbacks.on_progress is not None and report:
             preview = engine.preview(run)
             callbacks.on_progress(engine.progress(run, time.monotonic() - entry.started, preview=False), preview)
         if run.done:
             self._finish(entry, preview)
-        elif callbacks.snapshot_every and at % callbacks.snapshot_every == 0:
+        elif snapshot:
             self._snapshot(entry, preview)
 
     def _snapshot(self, entry: _Entry, preview=None) -> None:

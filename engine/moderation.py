@@ -129,9 +129,20 @@ def checks_images(level: str, data: SafetyData | None = None) -> bool:
     return (data or load_data()).levels[check_level(level)].threshold is not None
 
 
+def valid_score(unsafe_score: object) -> float:
+    """`unsafe_score` if it is a probability, else 1.0: a check that broke down (NaN, inf, out of [0, 1], not a
+    number) counts as unsafe, so the image is spoilered or withheld rather than posted."""
+    if isinstance(unsafe_score, bool) or not isinstance(unsafe_score, int | float) or not 0 <= unsafe_score <= 1:
+        return 1.0  # NaN fails the range check too: it compares False with everything
+    return float(unsafe_score)
+
+
 def decide(level: str, unsafe_score: float | None, label: str | None = None, data: SafetyData | None = None) -> Verdict:
-    """What `level` does with an image whose unsafe probability is `unsafe_score` (None: not checked, posted)."""
+    """What `level` does with an image whose unsafe probability is `unsafe_score` (None: not checked, posted; a
+    score that is not a probability counts as 1.0, see `valid_score`)."""
     entry = (data or load_data()).levels[check_level(level)]
+    if entry.threshold is not None and unsafe_score is not None:
+        unsafe_score = valid_score(unsafe_score)
     action = "post"
     if entry.threshold is not None and unsafe_score is not None and unsafe_score >= entry.threshold:
         action = entry.action

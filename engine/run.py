@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.cutouts import Augment, Cutouts
-from engine.errors import InvalidSpec, OutOfMemory
+from engine.errors import Diverged, InvalidSpec, OutOfMemory
 from engine.fast import FastModels
 from engine.generators import Generator, generator_key, make_generator
 from engine.images import encode_png, fit, from_pil, load_image, recipe, to_pil
@@ -68,6 +68,9 @@ class Run:
         ]
         self.last_terms: dict[str, torch.Tensor] = {}
         self.last_similarity: torch.Tensor | None = None
+        # Whether every loss so far was finite: a flag on the device, so the step never waits for it; the loop reads it
+        # where it reads the device anyway (reports, snapshots, the result).
+        self.finite: torch.Tensor | None = None
 
         self.init_image: torch.Tensor | None = None
         if snapshot is not None:
@@ -366,6 +369,8 @@ class Engine:
                 terms["semantic"] = semantic_symmetry(left, right, run.directions[0], run.directions[-1])
                 loss = loss + run.spec.semantic_weight * terms["semantic"]
             run.last_terms = {k: v.detach() for k, v in terms.items()}
+            finite = torch.isfinite(loss.detach())
+            run.finite = finite if run.finite is None else run.finite & finite
             run.last_similarity = (embeds[i].detach() @ run.targets[: len(run.texts)].T).mean(0)
             total = total + loss
             run.last_losses = losses.detach()
@@ -423,6 +428,17 @@ class Engine:
             ) from None
 
     # -- reports --------------------------------------------------------------------------------------------
+    def check_finite(self, run: Run, image: torch.Tensor | None = None) -> None:
+        """Raise Diverged if a loss of `run` so far, its parameters or `image` are infinite or NaN (one device sync):
+        such a run has no picture left to show, and continuing it cannot bring one back."""
+        bad = run.finite is not None and not bool(run.finite)
+        bad = bad or not bool(torch.isfinite(run.params.detach()).all())
+        if bad or (image is not None and not bool(torch.isfinite(image).all())):
+            raise Diverged(
+                f"The image fell apart by step {run.step_index}: its numbers became infinite or not a number, so there "
+                "is nothing to show. Try smaller prompt weights, a smaller init weight or a lower learning rate."
+            )
+
     def progress(self, run: Run, elapsed: float, preview: bool = True) -> Progress:
         """The run's Progress: losses, similarities, a preview PNG (unless `preview` is False) and, at levels that check
         previews, its unsafe score."""
@@ -454,6 +470,7 @@ class Engine:
         """The run's Result: the PNG with its recipe, CLIP scores per text, and the unsafe score and label at levels
         that check images."""
         image = run.image()
+        self.check_finite(run, image)
         scores = self.scores(image, run.texts)
         unsafe, label = self.safety.score(image) if checks_images(run.spec.moderation) else (None, None)
         meta = recipe(

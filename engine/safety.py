@@ -11,6 +11,8 @@ per call, no gradients, nothing kept between calls but the text embeddings.
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 
 import torch
@@ -18,6 +20,8 @@ import torch.nn.functional as F
 
 from engine.images import fit, from_pil, load_image
 from engine.moderation import SafetyData, load_data
+
+log = logging.getLogger(__name__)
 
 
 class SafetyCheck:
@@ -61,7 +65,13 @@ class SafetyCheck:
         return logits.softmax(dim=0)
 
     def score(self, image: torch.Tensor | bytes) -> tuple[float, str]:
-        """The probability that `image` is unsafe, in [0, 1], and the unsafe description it is closest to."""
+        """The probability that `image` is unsafe, in [0, 1], and the unsafe description it is closest to. A check that
+        breaks down (NaN or inf from a NaN image or model) reads 1.0: it fails closed, never as 0.0, "safe"."""
         probs = self.probabilities(image)
         unsafe = probs[: len(self.data.unsafe)]
-        return min(1.0, max(0.0, float(unsafe.sum()))), self.data.unsafe[int(unsafe.argmax())]
+        total = float(unsafe.sum())
+        label = self.data.unsafe[int(unsafe.nan_to_num(nan=0.0).argmax())]
+        if not math.isfinite(total):
+            log.warning("the safety check gave %s; the image counts as unsafe", total)
+            return 1.0, label
+        return min(1.0, max(0.0, total)), label

@@ -33,6 +33,12 @@ DEFAULT_VQGAN_MODEL = "vqgan_imagenet_f16_16384"
 MAX_UPSCALES = 3  # each doubles both sides
 MAX_SIREN_LAYERS, MAX_SIREN_HIDDEN = 32, 1024
 MAX_REGIONS = 4
+# A weight scales its prompt's loss (and an init weight the pull towards the init image): past 100 one prompt drowns
+# every other, and numbers like 1e308 become inf in float32, which turns the whole run into NaN.
+MAX_WEIGHT = 100.0
+# A stop is a signed distance between a cutout and its prompt (theta^2 / 2, at most pi^2 / 2 ~ 4.93): a stop beyond
+# +-5 would cut every gradient or none.
+MAX_STOP = 5.0
 
 # Compositions. "single": one prompt everywhere. "panorama": `A / B / ...` from left to right, "vertical": from
 # top to bottom; each cutout's loss against each part is weighted by where its centre lies. "mirror": cutouts
@@ -85,13 +91,19 @@ def check_text(text: str, what: str = "The prompt") -> str:
     return text
 
 
-def _number(token: str, whole: str) -> float:
+def _number(token: str, whole: str, what: str, bound: float) -> float:
+    """The number `token` of the prompt part `whole` (its weight or its stop), within +-`bound`."""
+    shown, part = token.strip(), whole.strip()
+    if len(part) > 60:
+        part = part[:59] + "…"
     try:
         value = float(token)
     except ValueError:
-        raise InvalidSpec(f"The weight {token.strip()!r} in {whole.strip()!r} is not a number.") from None
+        raise InvalidSpec(f"The {what} {shown!r} in {part!r} is not a number.") from None
     if not math.isfinite(value):
-        raise InvalidSpec(f"The weight {token.strip()!r} in {whole.strip()!r} must be a finite number.")
+        raise InvalidSpec(f"The {what} {shown!r} in {part!r} must be a finite number.")
+    if abs(value) > bound:
+        raise InvalidSpec(f"The {what} {shown!r} in {part!r} must be between {-bound:g} and {bound:g}.")
     return value
 
 
@@ -111,9 +123,8 @@ def parse_prompt(part: str) -> Prompt:
         raise InvalidSpec(f"The prompt part {part.strip()!r} has a weight but no text.")
     if len(text) > MAX_PROMPT_CHARS:
         raise InvalidSpec(f"A prompt part is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}.")
-    values = [_number(n, part) for n in numbers]
-    weight = values[0] if values else 1.0
-    stop = values[1] if len(values) > 1 else None
+    weight = _number(numbers[0], part, "weight", MAX_WEIGHT) if numbers else 1.0
+    stop = _number(numbers[1], part, "stop", MAX_STOP) if len(numbers) > 1 else None
     return Prompt(text=text, weight=weight, stop=stop)
 
 
@@ -239,6 +250,7 @@ class JobSpec:
             raise InvalidSpec(f"cut_pow must be above 0, not {self.cut_pow:g}.")
         if self.init_weight < 0:
             raise InvalidSpec(f"init_weight cannot be negative ({self.init_weight:g}).")
+        _check_range("init_weight", self.init_weight, 0, MAX_WEIGHT)
         for name in ("model", "clip_model"):
             value = getattr(self, name)
             check_model_name(name, value)

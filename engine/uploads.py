@@ -8,6 +8,8 @@ again when it loads the file (Reroll, Continue, Branch and a restart read it onc
 The rules, cheapest first: the file's length; the format (PNG, JPEG, WebP, GIF); for a PNG, the size of every
 text chunk (compressed chunks are inflated with a bound); the dimensions read from the header, before any
 pixel is decoded: each side, the aspect ratio and the total pixels; the number of frames; then a full decode.
+The decoded picture is turned the way its EXIF orientation says (as phones store photos) and brought to 8-bit RGB,
+16-bit greyscale scaled rather than clipped.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import struct
 import warnings
 import zlib
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.errors import InvalidSpec
 
@@ -30,6 +32,9 @@ MAX_FRAMES = 100  # only the first frame is used; counting frames reads headers,
 MAX_TEXT_CHUNK = 256 * 1024  # one PNG text chunk, inflated (an imagine recipe is a few KB)
 MAX_TEXT_TOTAL = 1024 * 1024  # all of a PNG's text chunks, inflated
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif"}
+# What PIL may report for a file that one of FORMATS's readers opened: a phone's multi-picture JPEG reads as "MPO"
+# (an APNG reads as "PNG", an animated WebP as "WEBP").
+EXTENSIONS = {**FORMATS, "MPO": ".jpg"}
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TEXT_CHUNKS = {b"tEXt", b"zTXt", b"iTXt"}
@@ -128,7 +133,7 @@ def open_image(data: bytes, what: str = "the image", max_bytes: int = MAX_FILE_B
                     )
                 img.seek(0)
                 img.load()
-                return img.convert("RGB")
+                return _rgb(_upright(img))
     except InvalidSpec:  # ours, from the checks above (an InvalidSpec is also a ValueError)
         raise
     except Image.DecompressionBombError as exc:  # PIL refuses to open it at all: far beyond our own limit
@@ -143,6 +148,24 @@ def open_image(data: bytes, what: str = "the image", max_bytes: int = MAX_FILE_B
         raise InvalidSpec(f"{_cap(what)} needs more memory to decode than this server allows.") from None
 
 
+def _upright(img: Image.Image) -> Image.Image:
+    """The picture turned as its EXIF orientation says (in place: no copy when it is upright already); as it is
+    when that tag cannot be read."""
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, struct.error):
+        pass  # broken EXIF: the pixels themselves are fine
+    return img
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB. 16-bit greyscale (PIL modes I;16*, and I for PNGs) is scaled down by 257, 65535 to 255: converted
+    directly, every value above 255 would clip to white."""
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        img = img.convert("I").point(lambda v: v * (1 / 257) + 0.5).convert("L")
+    return img.convert("RGB")
+
+
 def check_image(data: bytes, what: str = "the image") -> tuple[int, int]:
     """Check `data` completely (decoding it once) and return its (width, height); InvalidSpec with a sentence."""
     image = open_image(data, what)
@@ -152,6 +175,6 @@ def check_image(data: bytes, what: str = "the image") -> tuple[int, int]:
 def stored_name(data: bytes) -> str:
     """The file name an upload is kept under: a digest of its content and the extension of its format (never
     the member's own file name)."""
-    with Image.open(io.BytesIO(data)) as img:
-        ext = FORMATS.get(img.format or "", ".img")
+    with Image.open(io.BytesIO(data), formats=list(FORMATS)) as img:
+        ext = EXTENSIONS.get(img.format or "", ".img")
     return hashlib.sha256(data).hexdigest()[:32] + ext

@@ -35,7 +35,9 @@ from engine.spec import (
     Snapshotted,
 )
 
-_ERRORS = {cls.__name__: cls for cls in (errors.InvalidSpec, errors.CheckpointError, errors.OutOfMemory)}
+_ERRORS = {
+    cls.__name__: cls for cls in (errors.InvalidSpec, errors.Diverged, errors.CheckpointError, errors.OutOfMemory)
+}
 
 MAX_IMAGE_BYTES = 64 * 2**20  # a final PNG or a preview
 MAX_THUMBNAIL_BYTES = 2**20  # a snapshot's small WebP

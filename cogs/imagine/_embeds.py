@@ -1,8 +1,18 @@
-"""Pure functions that build what members read: status lines, embeds, recipes."""
+"""Pure functions that build what members read: status lines, embeds, recipes.
+
+Member text (prompts, Steer texts) goes through one of two functions wherever it is shown: `short` where Discord
+renders Markdown (message content, embed descriptions and field values), so it shows as typed and cannot form a
+link, bold text, a spoiler, a code block or a heading; `one_line` where text is shown as it is (thread names). Both
+keep it on one line, without control, bidi or invisible format characters. The bot's own links are bare URLs
+placed after member text, never masked links around or before it: a masked link's text may run on over a "]" of
+the member's, escaped or not, up to a "](" further on.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 
 import discord
 
@@ -12,11 +22,75 @@ from engine.spec import JobSpec, Progress, Result, parse_regions
 COLOR = discord.Color.from_rgb(114, 92, 255)
 MAX_PROMPT_SHOWN = 200
 
+# Zero-width joiners stay: emoji sequences and some scripts need them, and they turn no text around.
+_JOINERS = frozenset("\u200c\u200d")
+# Escaped wherever they stand: emphasis, strike, spoilers, code, link brackets, and the escape character itself.
+# Mentions (<@1>) stay as written: they show, and the bot's AllowedMentions keep them from pinging anyone.
+_MARKDOWN = frozenset("\\*_~|`[]()")
+# Markdown only at the start of a line: headings, subtext, quotes, list items, ordered list items.
+_LINE_START = re.compile(r"(?:#{1,3}|-#?|>{1,3}|\+|\d+[.)])(?=\s)")
+
+
+def _invisible(ch: str) -> bool:
+    """Format characters (bidi overrides, isolates and marks, zero-width spaces, BOM, tags) and lone surrogates."""
+    return unicodedata.category(ch) in ("Cf", "Cs") and ch not in _JOINERS
+
+
+def _breaks(ch: str) -> bool:
+    """Control characters (NUL, escape, tab, line feed, NEL) and line or paragraph separators: spaces here."""
+    return unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+
+
+def _plain(text: str) -> str:
+    """`text` on one line: control characters and line breaks as spaces, format characters removed, whitespace
+    collapsed."""
+    return " ".join("".join(" " if _breaks(ch) else "" if _invisible(ch) else ch for ch in text).split())
+
+
+def one_line(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
+    """`text` as plain text on one line, for places that show it as it is (a thread name): control characters and
+    line breaks become spaces, format characters (bidi overrides, isolates and marks, zero-width spaces) are
+    removed, whitespace collapses, mentions are broken (a thread's name comes back as the content of the message
+    announcing it, where no AllowedMentions apply), and it is cut to `limit` characters with an ellipsis. No
+    Markdown escaping."""
+    kept = discord.utils.escape_mentions(_plain(text))  # after _plain, which would remove its zero-width spaces
+    limit = max(1, limit)
+    return kept if len(kept) <= limit else kept[: limit - 1].rstrip() + "…"
+
+
+def _escaped(text: str) -> list[str]:
+    """`text` as pieces, one per character, each escaped where Discord would read it as Markdown."""
+    pieces = ["\\" + ch if ch in _MARKDOWN else ch for ch in text]
+    lead = _LINE_START.match(text)
+    if lead:
+        for k in range(lead.start(), lead.end()):
+            if not text[k].isdigit() and not pieces[k].startswith("\\"):
+                pieces[k] = "\\" + pieces[k]
+    for found in re.finditer(r"://", text):  # https\://… is not linked (nor previewed) by Discord
+        pieces[found.start()] = "\\:"
+    return pieces
+
 
 def short(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
-    """`text` on one line (whitespace collapsed), cut to `limit` characters with an ellipsis."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Member text for places that render Markdown: on one line as in `one_line`, every Markdown character escaped
+    so it shows as typed, and at most `limit` characters escapes included, cut before a whole character with an
+    ellipsis. Mentions stay as written: the bot's AllowedMentions keep them from pinging."""
+    pieces = _escaped(_plain(text))
+    if sum(len(piece) for piece in pieces) <= limit:
+        return "".join(pieces)
+    kept, used = [], 0
+    for piece in pieces:
+        if used + len(piece) > limit - 1:
+            break
+        kept.append(piece)
+        used += len(piece)
+    return "".join(kept).rstrip() + "…"
+
+
+def _json_block(text: str) -> str:
+    """JSON text made safe inside a ``` block: backticks (which could close it) and invisible format characters
+    written as \\u escapes, which any JSON reader reads back as the same text."""
+    return "".join(json.dumps(ch)[1:-1] if _invisible(ch) else "\\u0060" if ch == "`" else ch for ch in text)
 
 
 def duration(seconds: float) -> str:
@@ -117,8 +191,8 @@ def result_embed(job: Job, spec: JobSpec, result: Result, filename: str | None) 
 
 def recipe_text(job: Job, spec: JobSpec) -> str:
     """The Recipe button's reply: CLIP scores and the public spec as JSON (cut to 1500 characters)."""
-    scores = ", ".join(f"{t!r}: {s:.3f}" for t, s in job.scores.items()) or "n/a"
-    body = json.dumps(spec.to_public_dict(), indent=1, ensure_ascii=False)  # images by name, no folders
+    scores = ", ".join(f"'{short(t, 80)}': {s:.3f}" for t, s in job.scores.items()) or "n/a"
+    body = _json_block(json.dumps(spec.to_public_dict(), indent=1, ensure_ascii=False))  # images by name, no folders
     return (
         f"**Recipe of #{job.id}** · {job.steps_done} steps done · CLIP {scores}\n```json\n{body[:1500]}\n```\n"
         "The PNG carries this recipe: `python -m engine --recipe image.png` reproduces it."
@@ -133,7 +207,8 @@ def jump_url(guild_id: int | None, channel_id: int, message_id: int | None) -> s
 
 
 def top_embed(entries, period: str, by: str = "votes") -> discord.Embed:
-    """The /top board: per image its votes and CLIP score (the one ranked by first), prompt with a link, and author."""
+    """The /top board: per image its votes and CLIP score (the one ranked by first), prompt, author and a link to it
+    (a bare message link, which Discord shows as a short chip: no masked link near member text)."""
     embed = discord.Embed(title=f"Top images · {period}" + (" · by CLIP score" if by == "score" else ""), color=COLOR)
     if not entries:
         embed.description = "No finished images yet. Be the first: `/imagine`."
@@ -147,6 +222,7 @@ def top_embed(entries, period: str, by: str = "votes") -> discord.Embed:
         first, second = (
             (f"{entry.votes:+d}", f"CLIP {score}") if by == "votes" else (f"CLIP {score}", f"{entry.votes:+d}")
         )
-        lines.append(f"**{rank}.** {first} · [{short(spec.prompt, 80)}]({link}) · {second} · <@{job.author_id}>")
+        where = f" · {link}" if link else ""
+        lines.append(f"**{rank}.** {first} · {short(spec.prompt, 80)} · {second} · <@{job.author_id}>{where}")
     embed.description = "\n".join(lines)
     return embed

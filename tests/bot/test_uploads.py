@@ -123,3 +123,23 @@ async def test_a_lone_surrogate_in_a_prompt_is_a_sentence(simcord_env, world):
     result = await alice.slash(channel, "imagine", prompt="a \ud800 fox")
     assert result.ephemeral and "not valid text" in result.response.content
     assert await simcord_env.bot.store.get_job(1) is None
+
+
+async def test_a_phone_photo_is_kept_as_a_jpeg(simcord_env, world, settings):
+    """Phones save multi-picture JPEGs (PIL reads them as MPO): kept as .jpg, not as an unknown .img."""
+    import io
+
+    from PIL import Image
+
+    guild, channel, alice = world
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(
+        photo, format="MPO", save_all=True, append_images=[Image.new("RGB", (64, 48), (30, 30, 200))]
+    )
+    await alice.slash(
+        channel, "imagine", prompt="a red fox", size="square-small", init_image=("IMG_0001.jpg", photo.getvalue())
+    )
+    job = await simcord_env.bot.store.get_job(1)
+    [kept] = _inputs(settings)
+    assert job.state == JobState.DONE and kept.read_bytes() == photo.getvalue()
+    assert kept.suffix == ".jpg" and json.loads(job.spec_json)["init_image"] == str(kept)

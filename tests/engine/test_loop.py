@@ -1,6 +1,7 @@
 """The optimisation loop on tiny real-format models: learning, determinism, snapshots, cancellation, errors."""
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 from engine.errors import Cancelled, InvalidSpec, OutOfMemory
 from engine.images import read_recipe
 from engine.run import load_snapshot, save_snapshot
+from engine.spec import Failed, Finished, Snapshotted
 
 
 def _clip_loss(engine, run):
@@ -203,3 +205,48 @@ def test_text_embeddings_are_cached_within_a_bound(engine, monkeypatch):
     assert list(engine._text_cache) == ["a", "c", "d"]
     again = engine.text_embeddings(["b"])
     assert encoded == ["a", "b", "c", "d", "b"] and torch.allclose(again[0], first[1])
+
+
+def _diverging(engine, spec):
+    """A run whose prompt weight is inf in float32 (what an unbounded weight of 1e308 became): NaN from step one."""
+    run = engine.start(spec)
+    run.weights = torch.tensor([1e308] * len(run.weights), device=run.weights.device)  # (P,) all inf
+    return run
+
+
+@pytest.mark.parametrize("generator", ["vqgan", "fourier"])
+def test_a_run_that_turns_to_nan_fails_with_a_sentence_instead_of_an_image(engine, tiny_spec, generator):
+    from engine.errors import EngineError, public_message
+    from engine.loop import Callbacks, run_to_end
+
+    run = _diverging(engine, tiny_spec(steps=4, generator=generator))
+    events = []
+    with pytest.raises(InvalidSpec, match="not a number") as caught:
+        run_to_end(engine, run, Callbacks(on_event=events.append, snapshot_every=2))
+    assert isinstance(caught.value, EngineError) and "weight" in public_message(caught.value)
+    assert not any(isinstance(e, Finished | Snapshotted) for e in events)  # no NaN state kept to continue from
+    assert [type(e) for e in events] == [Failed]
+
+
+def test_a_run_that_turns_to_nan_is_refused_a_result(engine, tiny_spec):
+    run = engine.start(tiny_spec(steps=2))
+    engine.step([run])
+    with torch.no_grad():
+        run.params.fill_(float("nan"))  # the last step's update made z NaN (an infinite gradient)
+    with pytest.raises(InvalidSpec, match="not a number"):
+        engine.result(run, 0.0)
+
+
+def test_a_nan_run_in_a_batch_fails_alone(engine, tiny_spec):
+    from engine.loop import Callbacks, Loop
+
+    spec = tiny_spec(steps=3, progress_every=1)
+    ends = {}
+    loop = Loop(max_batch=2)
+    loop.add("bad", engine, _diverging(engine, spec), Callbacks(on_event=lambda e: ends.setdefault("bad", e)))
+    loop.add("good", engine, engine.start(spec), Callbacks(on_event=lambda e: ends.setdefault("good", e)))
+    assert len(loop.batches()) == 1  # they share each step
+    while loop:
+        loop.round()
+    assert isinstance(ends["bad"], Failed) and isinstance(ends["good"], Finished)
+    assert math.isfinite(ends["good"].result.score)

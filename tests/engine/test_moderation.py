@@ -116,3 +116,16 @@ def test_data_from_a_file(tmp_path):
     data = load_data(path)
     assert decide("spoiler", 0.2, "x", data=data).action == "spoiler"
     assert decide("spoiler", 0.2, "x").action == "post"  # the built-in data is untouched
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), float("-inf"), -0.2, 1.5, "0.1", True])
+@pytest.mark.parametrize("level", ["spoiler", "withhold", "strict"])
+def test_a_score_that_is_not_a_probability_fails_closed(level, score):
+    """A check that broke down (NaN compares False with every threshold) must not post the image."""
+    verdict = decide(level, score, "a gory corpse")
+    assert verdict.action == load_data().levels[level].action != "post"
+    assert verdict.unsafe == 1.0 and verdict.label == "a gory corpse"
+
+
+def test_an_invalid_score_at_the_off_level_is_not_checked():
+    assert decide("off", float("nan")).action == "post"

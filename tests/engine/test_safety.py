@@ -179,3 +179,13 @@ def test_messages_from_before_moderation_still_decode(tiny_spec):
         ).encode(),
     }
     assert decode(old_progress).unsafe is None
+
+
+def test_a_check_that_breaks_down_reads_as_unsafe(perceptor):
+    """A NaN image (or a CLIP that returns NaN) gives NaN probabilities: never 0.0, which would post the image."""
+    check = SafetyCheck(perceptor)
+    image = torch.full((1, 3, perceptor.input_size, perceptor.input_size), float("nan"))
+    assert torch.isnan(check.probabilities(image)).all()
+    unsafe, label = check.score(image)
+    assert unsafe == 1.0 and label in check.data.unsafe
+    assert decide("withhold", unsafe, label).action == "withhold"

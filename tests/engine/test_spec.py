@@ -132,3 +132,44 @@ def test_a_spec_names_models_and_never_points_at_files(name):
 @pytest.mark.parametrize("name", ["vqgan_imagenet_f16_16384", "ViT-B-32", "tiny-clip", "sflckr.v2"])
 def test_plain_model_names_are_fine(name):
     assert JobSpec("a cat", model=name, clip_model=name).model == name
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a cat:1e308", "weight .* between -100 and 100"),
+        ("a cat:-1e308", "weight .* between -100 and 100"),
+        ("a cat:101", "weight .* between -100 and 100"),
+        ("a cat:1:1e308", "stop .* between -5 and 5"),
+        ("a cat:1:-6", "stop .* between -5 and 5"),
+        ("a cat:1:1e999", "stop .* finite"),
+    ],
+)
+def test_weights_and_stops_are_bounded(text, message):
+    """A weight of 1e308 is inf in float32 and turned the whole run into NaN; a stop beyond the largest distance
+    (pi^2 / 2) can only cut every gradient or none."""
+    with pytest.raises(InvalidSpec, match=message):
+        parse_prompts(text)
+    with pytest.raises(InvalidSpec, match=message):
+        JobSpec(text)
+
+
+def test_the_bounds_themselves_are_allowed():
+    assert list(parse_prompts("a:100 | b:-100:-5 | c:1:5")) == [
+        Prompt("a", 100.0),
+        Prompt("b", -100.0, -5.0),
+        Prompt("c", 1.0, 5.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"image_prompts": ("x.png:1e308",)}, "weight"),
+        ({"prompt_schedule": ((3, "a dog:1e308"),)}, "weight"),
+        ({"init_weight": 1e308}, "init_weight"),
+    ],
+)
+def test_every_weight_of_a_spec_is_bounded(changes, message):
+    with pytest.raises(InvalidSpec, match=message):
+        JobSpec("a cat", **changes)

@@ -3,9 +3,12 @@ full, whether it comes from an upload, a file the engine reloads (Reroll, Contin
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from PIL import Image
 
+from engine import uploads
 from engine.errors import CheckpointError, InvalidSpec
 from engine.images import fit, load_image, read_recipe, recipe
 from engine.spec import JobSpec
@@ -154,3 +157,101 @@ def test_spec_with_a_lone_surrogate_is_refused():
         JobSpec("a \ud800 lighthouse")
     with pytest.raises(InvalidSpec, match="not valid text"):
         JobSpec("a lighthouse", prompt_schedule=((5, "a \udcff castle"),))
+
+
+def _grey16(width: int = 64, height: int = 32) -> bytes:
+    """A 16-bit greyscale PNG (PIL mode I;16): black on the left to white on the right."""
+    import numpy as np
+
+    row = np.linspace(0, 65535, width).round().astype(np.uint16)
+    image = Image.fromarray(np.tile(row, (height, 1)))
+    assert image.mode == "I;16"
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _halves(size=(40, 20)) -> Image.Image:
+    """Red on the left half, blue on the right."""
+    image = Image.new("RGB", size, (255, 0, 0))
+    image.paste((0, 0, 255), (size[0] // 2, 0, size[0], size[1]))
+    return image
+
+
+def _jpeg_with_orientation(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation: how a viewer must turn the stored pixels
+    out = io.BytesIO()
+    _halves().save(out, format="JPEG", quality=95, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def _mpo() -> bytes:
+    """A multi-picture JPEG as phones write them (two frames)."""
+    out = io.BytesIO()
+    _halves().save(out, format="MPO", save_all=True, append_images=[Image.new("RGB", (40, 20), (0, 255, 0))])
+    return out.getvalue()
+
+
+def _reddish(pixel) -> bool:
+    return pixel[0] > 200 and pixel[2] < 60
+
+
+def _bluish(pixel) -> bool:
+    return pixel[2] > 200 and pixel[0] < 60
+
+
+def test_a_16_bit_grey_png_keeps_its_tones():
+    """Converted straight to RGB, every 16-bit value above 255 was clipped: the picture came out white."""
+    data = _grey16()
+    for image in (uploads.open_image(data), load_image(data, "the init image")):
+        assert image.mode == "RGB" and image.size == (64, 32)
+        left, middle, right = (image.getpixel((x, 16)) for x in (0, 32, 63))
+        assert left == (0, 0, 0) and right == (255, 255, 255)
+        assert 120 <= middle[0] <= 135 and middle[0] == middle[1] == middle[2]
+
+
+@pytest.mark.parametrize(
+    ("orientation", "size", "red_at", "blue_at"),
+    [
+        (1, (40, 20), (2, 10), (37, 10)),  # as stored
+        (3, (40, 20), (37, 10), (2, 10)),  # upside down: red ends on the right
+        (6, (20, 40), (10, 2), (10, 37)),  # turned a quarter clockwise: the left half ends on top
+        (8, (20, 40), (10, 37), (10, 2)),  # a quarter anticlockwise: the left half ends at the bottom
+    ],
+)
+def test_a_photo_is_turned_the_way_its_exif_says(orientation, size, red_at, blue_at):
+    data = _jpeg_with_orientation(orientation)
+    assert uploads.check_image(data) == size
+    for image in (uploads.open_image(data), load_image(data)):
+        assert image.size == size
+        assert _reddish(image.getpixel(red_at)) and _bluish(image.getpixel(blue_at))
+
+
+def test_an_mpo_photo_is_read_and_kept_as_a_jpeg():
+    data = _mpo()
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.format == "MPO" and opened.n_frames == 2
+    image = uploads.open_image(data)
+    assert image.size == (40, 20) and _reddish(image.getpixel((2, 10)))  # the first picture
+    assert uploads.stored_name(data).endswith(".jpg")
+
+
+def test_no_accepted_picture_is_kept_under_an_unknown_extension():
+    apng = io.BytesIO()
+    _halves().save(apng, format="PNG", save_all=True, append_images=[_halves()])
+    made = {fmt: bombs.picture(fmt=fmt) for fmt in ("PNG", "JPEG", "WEBP", "GIF")}
+    made.update(
+        {"APNG": apng.getvalue(), "MPO": _mpo(), "16-bit PNG": _grey16(), "EXIF JPEG": _jpeg_with_orientation(6)}
+    )
+    for what, data in made.items():
+        uploads.check_image(data)
+        name = uploads.stored_name(data)
+        assert name.rsplit(".", 1)[1] in ("png", "jpg", "webp", "gif"), (what, name)
+
+
+def test_a_photo_with_broken_exif_is_read_as_stored():
+    out = io.BytesIO()
+    _halves().save(out, format="JPEG", exif=b"Exif\x00\x00not a TIFF header at all")
+    image = uploads.open_image(out.getvalue())
+    assert image.size == (40, 20) and _reddish(image.getpixel((2, 10)))
