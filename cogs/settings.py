@@ -1,4 +1,4 @@
-"""/settings: a server's limits, channels, moderation, blocked words and gallery (Manage Server), and
+"""/settings: a server's limits, channels, moderation, blocked words and web gallery (Manage Server), and
 `/settings me` (each member's own preferences). Every change applies at once; the refusals members meet name
 the server's limits."""
 
@@ -15,6 +15,11 @@ from cogs.errors import reply
 from engine.moderation import load_data
 
 SIZE_NAMES = ("square", "square-small", "landscape", "portrait", "wide", "panorama", "tall")
+MAX_EXCLUDED = 25  # channels left out of the web gallery (the list is shown in one embed field)
+# Where an image can be posted: a channel that has threads or text, or a thread itself.
+GalleryChannel = (
+    discord.TextChannel | discord.VoiceChannel | discord.StageChannel | discord.ForumChannel | discord.Thread
+)
 
 
 def settings_embed(settings, community: Community, words: list[str], gallery_url: str = "") -> discord.Embed:
@@ -41,7 +46,9 @@ def settings_embed(settings, community: Community, words: list[str], gallery_url
     gallery = "on" if settings.gallery else "off"
     if settings.gallery and gallery_url:
         gallery += f" · {gallery_url}"
-    embed.add_field(name="Web gallery", value=gallery)
+    if settings.gallery_excluded:
+        gallery += "\nLeft out: " + ", ".join(f"<#{c}>" for c in settings.gallery_excluded)
+    embed.add_field(name="Web gallery", value=gallery, inline=False)
     return embed
 
 
@@ -220,15 +227,54 @@ class ServerSettings(commands.Cog):
             await reply(interaction, "Unblocked." if done else "That word was not on this server's list.")
 
     @group.command(name="gallery", description="Show this server's best images in the bot's web gallery")
-    async def gallery(self, interaction: discord.Interaction, on: bool) -> None:
-        """/settings gallery: show the server's images in the web gallery, or not (staff only)."""
+    @app_commands.describe(
+        on="Show the images posted where everyone in this server can see them",
+        exclude="Leave a channel (and its threads) out of the gallery",
+        include="Show a left-out channel in the gallery again",
+    )
+    async def gallery(
+        self,
+        interaction: discord.Interaction,
+        on: bool | None = None,
+        exclude: GalleryChannel | None = None,
+        include: GalleryChannel | None = None,
+    ) -> None:
+        """/settings gallery: show the server's images in the web gallery or not, and leave channels out of it or
+        show them again (staff only)."""
         if not await self._staff(interaction):
             return
-        await self.community.update(interaction.guild_id, gallery=on)
-        note = f"The web gallery is {'on' if on else 'off'} for this server."
-        if on and not self.bot.settings.gallery_port:
-            note += " (The bot's operator has not started the gallery yet: it appears once they do.)"
-        await self._show(interaction, note)
+        if on is None and exclude is None and include is None:
+            await reply(interaction, "Say `on:True` or `on:False`, or name a channel to exclude or include.")
+            return
+        excluded = list((await self.community.settings(interaction.guild_id)).gallery_excluded)
+        notes = []
+        if on is not None:
+            notes.append(f"The web gallery is {'on' if on else 'off'} for this server.")
+            if on:
+                notes.append(
+                    "It shows only images posted where everyone here can see them: never from private or "
+                    "age-restricted channels or private threads."
+                )
+                if not self.bot.settings.gallery_port:
+                    notes.append("(The bot's operator has not started the gallery yet: it appears once they do.)")
+        if exclude is not None and exclude.id not in excluded:
+            if len(excluded) >= MAX_EXCLUDED:
+                await reply(interaction, f"At most {MAX_EXCLUDED} channels can be left out; include one again first.")
+                return
+            excluded.append(exclude.id)
+        if exclude is not None:
+            notes.append(f"{exclude.mention} and its threads are left out of the gallery.")
+        if include is not None:
+            left_out = include.id in excluded
+            excluded = [c for c in excluded if c != include.id]
+            notes.append(
+                f"{include.mention} is in the gallery again." if left_out else f"{include.mention} was not left out."
+            )
+        changes = {"gallery_excluded": tuple(excluded)}
+        if on is not None:
+            changes["gallery"] = on
+        await self.community.update(interaction.guild_id, **changes)
+        await self._show(interaction, " ".join(notes))
 
     @group.command(name="me", description="Your own preferences: get your finished images by DM as well")
     @app_commands.describe(dm="Send me my finished images by DM as well")

@@ -86,10 +86,11 @@ class GuildSettings:
     moderation: str | None = None  # off | spoiler | withhold | strict; None: the bot's default
     builtin_words: bool = True
     gallery: bool = False
+    gallery_excluded: tuple[int, ...] = ()  # channels (with their threads) whose images the gallery never shows
 
 
 _SETTINGS_COLUMNS = tuple(GuildSettings.__dataclass_fields__)
-_JSON_SETTINGS = {"channels", "sizes"}
+_JSON_SETTINGS = {"channels", "sizes", "gallery_excluded"}
 _BOOL_SETTINGS = {"use_threads", "timelapse", "builtin_words", "gallery"}
 
 
@@ -127,6 +128,8 @@ class Job:
     unsafe: float | None = None
     deleted_at: float | None = None
     deleted_by: int | None = None
+    audience: str | None = None  # who could see the result when posted: everyone | restricted; None: not recorded
+    audience_channel_id: int | None = None  # the channel that decided it: where it was posted, or a thread's parent
 
     @functools.cached_property
     def spec(self) -> JobSpec:
@@ -260,11 +263,19 @@ ON CONFLICT(user_id) DO UPDATE SET dm_results = excluded.dm_results
 """
 _DELETE_JOB = "UPDATE jobs SET deleted_at = ?, deleted_by = ? WHERE id = ? AND deleted_at IS NULL"
 # The web gallery shows a job only when it is public and meant to be seen: posted on a server that turned the
-# gallery on, not a tournament's candidate, not deleted, and not spoilered or withheld by the output check.
-_GALLERY_VISIBLE = """
+# gallery on, where everyone in that server could see it (recorded when it was posted; a row from before that
+# was recorded is not shown), not in a channel or thread the server's staff left out of the gallery, not a
+# tournament's candidate, not deleted, and not spoilered or withheld by the output check.
+_GALLERY_EXCLUDED = """
+EXISTS (SELECT 1 FROM guild_settings AS s, json_each(s.gallery_excluded) AS excluded
+        WHERE s.guild_id = jobs.guild_id
+          AND excluded.value IN (jobs.channel_id, jobs.thread_id, jobs.audience_channel_id))
+"""
+_GALLERY_VISIBLE = f"""
 jobs.state = 'done' AND jobs.guild_id IS NOT NULL AND jobs.image_path IS NOT NULL
   AND jobs.kind != 'candidate' AND jobs.deleted_at IS NULL
   AND (jobs.moderation IS NULL OR jobs.moderation = 'post')
+  AND jobs.audience = 'everyone' AND NOT {_GALLERY_EXCLUDED}
   AND jobs.guild_id IN (SELECT guild_id FROM guild_settings WHERE gallery = 1)
 """
 _SELECT_GALLERY_GUILDS = f"SELECT DISTINCT jobs.guild_id FROM jobs WHERE {_GALLERY_VISIBLE} ORDER BY jobs.guild_id"
@@ -317,6 +328,8 @@ _UPDATABLE = {
     "timelapse_message_id",
     "moderation",
     "unsafe",
+    "audience",
+    "audience_channel_id",
 }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.gallery._app import PAGE_SIZE, SAFE_HEADERS, make_app
+from bot.gallery._server import GalleryRunner
 from storage import Store
 
 __all__ = ["PAGE_SIZE", "SAFE_HEADERS", "Gallery", "make_app"]
@@ -35,11 +36,11 @@ class Gallery:
         self.app = make_app(store, data_dir, guild_name=guild_name, title=title, clock=clock)
         self.host: str | None = None
         self.port: int | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: GalleryRunner | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Listen on `host`:`port`; returns once the socket is bound."""
-        runner = web.AppRunner(self.app, handle_signals=False)
+        runner = GalleryRunner(self.app, handle_signals=False)
         await runner.setup()
         try:
             site = web.TCPSite(runner, host, port)

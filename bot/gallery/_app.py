@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
 
@@ -215,7 +216,7 @@ async def static(request: web.Request) -> web.Response:
 
 # -- every response ------------------------------------------------------------------------------------------
 _REASONS = {
-    400: "That address has a query the gallery does not understand.",
+    400: "The gallery could not read that request: its address, its query or its headers.",
     404: "There is nothing here: the page does not exist, or its server has not opened a gallery.",
     405: "The gallery can only be read.",
 }
@@ -239,8 +240,13 @@ async def guard(request: web.Request, handler) -> web.StreamResponse:
     except Exception:
         log.exception("gallery page %s failed", request.path)
         response = _error(site, 500, "Internal Server Error")
+    return _dressed(site, response)
+
+
+def _dressed(site: Site, response: web.StreamResponse) -> web.StreamResponse:
+    """`response` with the safe headers, and the site's name where aiohttp would name itself and its version."""
     response.headers.update(SAFE_HEADERS)
-    response.headers["Server"] = site.title  # not aiohttp's name and version
+    response.headers["Server"] = site.title
     return response
 
 
@@ -249,6 +255,17 @@ def _error(site: Site, status: int, reason: str) -> web.Response:
     response = site.render("error.html", status, code=status, reason=reason, message=message)
     response.set_status(status, reason)
     return response
+
+
+def error_page(app: web.Application, status: int) -> web.Response:
+    """The gallery's error page for `status`, with the headers of every other answer: for the answers aiohttp
+    makes itself, below the application (a malformed request, a request line or headers over the limits)."""
+    site = app[_SITE]
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    return _dressed(site, _error(site, status, reason))
 
 
 def make_app(

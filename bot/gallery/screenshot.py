@@ -311,7 +311,9 @@ async def build_demo(folder: Path, count: int = len(DEMO_PROMPTS)) -> tuple[Stor
         path = data_dir / "images" / f"{job.id}.png"
         demo_picture(n).save(path)
         score = round(0.42 - n * 0.013, 4)
-        await store.set_state(job.id, JobState.DONE, image_path=str(path), score=score, width=256, height=256)
+        await store.set_state(
+            job.id, JobState.DONE, image_path=str(path), score=score, width=256, height=256, audience="everyone"
+        )
         for voter in range(count - n):
             await store.set_vote(job.id, 100 + voter, 1, True)
         ids.append(job.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import time
@@ -44,6 +45,7 @@ class World:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(_png(((job.id * 40) % 256, 90, 160)))
         finished = {"finished_at": time.time() - age} if age else {}
+        fields.setdefault("audience", "everyone")  # posted where everyone in the server could see it
         job = await self.store.set_state(
             job.id, JobState.DONE, image_path=str(path), score=score, width=64, height=48, thread_id=THREAD, **fields
         )
@@ -119,6 +121,8 @@ async def test_private_deleted_moderated_and_candidate_images_are_never_served(w
         await world.job(kind="candidate"),
         await world.job(moderation="withhold"),
         await world.job(moderation="spoiler"),
+        await world.job(audience="restricted"),
+        await world.job(audience=None),
         await world.job(),
     ]
     await world.store.mark_deleted(hidden[-1].id, by=AUTHOR)
@@ -263,3 +267,49 @@ async def test_gallery_server_on_a_free_port(world):
     finally:
         await gallery.stop()
     assert Gallery.url_for_image(7, "https://art.example.org/") == "https://art.example.org/i/7"
+
+
+async def _raw_exchange(gallery: Gallery, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send `request` as bytes on a fresh connection and read the whole answer: (status line, headers, body)."""
+    reader, writer = await asyncio.open_connection(gallery.host, gallery.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)  # the server closes the connection after an error
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: gallery\r\n\r\n", id="a 20 kB request line"),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: gallery\r\n" + b"".join(b"X-Filler-%d: x\r\n" % n for n in range(500)) + b"\r\n",
+            id="500 headers",
+        ),
+        pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", id="TLS on the HTTP port"),
+    ],
+)
+async def test_protocol_errors_carry_the_safe_headers_and_no_version(world, request_bytes):
+    gallery = Gallery(world.store, world.data_dir)
+    await gallery.start("127.0.0.1", 0)
+    try:
+        status, headers, body = await _raw_exchange(gallery, request_bytes)
+    finally:
+        await gallery.stop()
+    assert status.split()[1] == "400", status
+    for name, value in SAFE_HEADERS.items():
+        assert headers.get(name.lower()) == value, (name, headers)
+    assert headers["server"] == "imagine"
+    everything = (str(headers) + body.decode("utf-8", "replace")).lower()
+    assert "aiohttp" not in everything and "python/" not in everything, everything
+    assert headers["content-type"].startswith("text/html") and b"<title>400" in body
+    assert b"aaaaaaaa" not in body  # nothing of the request is echoed

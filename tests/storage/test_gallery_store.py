@@ -1,4 +1,5 @@
-"""The gallery's queries on real SQLite files: which images are public, their order, paging and the week."""
+"""The gallery's queries on real SQLite files: which images are public (who could see them, the channels staff
+left out), their order, paging and the week."""
 
 import json
 
@@ -20,10 +21,11 @@ async def store(tmp_path):
     await s.close()
 
 
-async def _job(store, guild_id=ON, *, kind="new", state=JobState.DONE, score=0.5, image=True, **fields):
+async def _job(store, guild_id=ON, *, kind="new", state=JobState.DONE, score=0.5, image=True, channel_id=5, **fields):
     spec = json.dumps({"prompt": "a lighthouse", "seed": 1})
-    job = await store.create_job(guild_id=guild_id, channel_id=5, author_id=7, spec_json=spec, kind=kind)
+    job = await store.create_job(guild_id=guild_id, channel_id=channel_id, author_id=7, spec_json=spec, kind=kind)
     extra = {"image_path": f"/data/images/{job.id}.png"} if image else {}
+    fields.setdefault("audience", "everyone")  # posted where everyone in the server could see it
     job = await store.set_state(job.id, state, score=score, **extra, **fields)
     return job
 
@@ -108,3 +110,71 @@ async def test_since_keeps_the_recent_images(store):
     week = store.test_clock["t"] - 7 * 86400
     assert await _ids(store, since=week) == [new.id]
     assert await _ids(store, since=0.0) == [old.id, new.id]
+
+
+async def test_only_images_everyone_could_see_are_listed(store):
+    public = await _job(store)
+    hidden = {
+        "restricted": await _job(store, audience="restricted"),
+        "posted before audiences were recorded": await _job(store, audience=None),
+        "unknown value": await _job(store, audience="members"),
+    }
+    assert await _ids(store) == [public.id]
+    for why, job in hidden.items():
+        assert await store.gallery_image(job.id) is None, why
+    await store.update_job(public.id, audience="restricted")
+    assert await _ids(store) == [] and await store.gallery_guilds() == []
+
+
+async def test_excluded_channels_are_left_out_with_their_threads(store):
+    art, lounge, thread, member_thread = (876543210987654321 + n for n in range(4))  # snowflake-sized ids
+    in_channel = await _job(store, channel_id=art, audience_channel_id=art)
+    in_its_thread = await _job(store, channel_id=art, thread_id=thread, audience_channel_id=art)
+    in_a_members_thread = await _job(store, channel_id=member_thread, audience_channel_id=art)
+    elsewhere = await _job(store, channel_id=lounge, audience_channel_id=lounge)
+    other_server = await _job(store, guild_id=UNSET, channel_id=art, audience_channel_id=art)
+    await store.update_guild_settings(UNSET, gallery=True)
+    assert set(await _ids(store)) == {in_channel.id, in_its_thread.id, in_a_members_thread.id, elsewhere.id}
+
+    settings = await store.update_guild_settings(ON, gallery_excluded=(art,))
+    assert settings.gallery_excluded == (art,) and (await store.guild_settings(ON)).gallery_excluded == (art,)
+    assert await _ids(store) == [elsewhere.id]
+    for job in (in_channel, in_its_thread, in_a_members_thread):
+        assert await store.gallery_image(job.id) is None
+    assert await _ids(store, UNSET) == [other_server.id]  # another server's list is its own
+
+    await store.update_guild_settings(ON, gallery_excluded=(lounge, thread))
+    assert set(await _ids(store)) == {in_channel.id, in_a_members_thread.id}  # a thread can be left out alone
+    await store.update_guild_settings(ON, gallery_excluded=(lounge,))
+    await store.update_guild_settings(UNSET, gallery_excluded=(art,))
+    assert await store.gallery_guilds() == [ON]
+    await store.update_guild_settings(ON, gallery_excluded=())  # included again: shown again
+    assert len(await _ids(store)) == 4 and (await store.guild_settings(ON)).gallery_excluded == ()
+
+
+async def test_older_images_are_not_public_after_the_upgrade(tmp_path):
+    import sqlite3
+
+    from storage.store import _migrations
+
+    path = tmp_path / "v4.sqlite"
+    con = sqlite3.connect(path)
+    for number, sql in _migrations():
+        if number <= 4:
+            con.executescript(f"{sql}\nPRAGMA user_version = {number};")
+    con.execute("INSERT INTO guild_settings (guild_id, gallery) VALUES (?, 1)", (ON,))
+    con.execute(
+        "INSERT INTO jobs (guild_id, channel_id, author_id, spec_json, state, image_path, created_at, finished_at) "
+        "VALUES (?, 5, 7, '{}', 'done', '/data/images/1.png', 0, 0)",
+        (ON,),
+    )
+    con.commit()
+    con.close()
+    store = await Store.open(path)
+    try:
+        job = await store.get_job(1)
+        assert job.audience is None and job.audience_channel_id is None
+        assert await _ids(store) == [] and await store.gallery_image(1) is None
+        assert (await store.guild_settings(ON)).gallery_excluded == ()
+    finally:
+        await store.close()
