@@ -5,9 +5,10 @@
         reply(refusal("prompt"))                   # never repeats the word
 
 `normalise` folds what people type to hide a word: case, accents, full-width and other compatibility forms,
-invisible characters (Unicode's default-ignorable code points and format characters), letters that look like
-Latin ones (small capitals, letters with strokes, enclosed and regional-indicator letters), the common leetspeak
-digits and symbols, and letters spelled out one at a time with separators ("b.a.d", "b a d", "b-a-d", one a line).
+invisible characters (Unicode's default-ignorable code points and format characters, and the Arabic tatweel that
+only stretches a word), letters that look like Latin ones (small capitals, letters with strokes, turned and reversed
+letters, enclosed and regional-indicator letters), the common leetspeak digits and symbols, and letters spelled out
+one at a time with separators ("b.a.d", "b a d", "b-a-d", one a line).
 Matching is by whole words on the normalised text, so "class" never matches "ass"; a plural ("-s", "-es") of a
 blocked word matches too, and a blocked phrase also matches written as one word ("blow job", "blowjob").
 
@@ -19,10 +20,11 @@ CLIP happens to cut around a blocked word ("sextant", "scrape") are listed in `_
 joined by punctuation or a prompt's "|" ("nu|de", "nu-de"), letters repeated ("nuuude") and text under a
 right-to-left override are read as what they show.
 
-Look-alike letters of Cyrillic, Greek and Armenian (a Cyrillic "а" for a Latin "a") are read as the Latin letter
-in a word that mixes them with Latin letters, or that is made of look-alikes only; a word in those scripts that has
-other letters too (most of them) stays as it is, so Russian or Greek prompts are not rewritten. Everything runs in
-a few passes over the text (no backtracking regular expressions), so a 100 kB message costs little.
+Look-alike letters of Cyrillic, Greek, Coptic and Armenian (a Cyrillic "а" for a Latin "a") are read as the Latin
+letter in a word that mixes them with Latin letters, or that is made of look-alikes only; a word in those scripts that
+has other letters too (most of them) stays as it is, so Russian or Greek prompts are not rewritten. A few letters that
+only resemble a Latin one by their shape (a Cyrillic "г" for an "r") are read so only beside Latin letters.
+Everything runs in a few passes over the text (no backtracking regular expressions), so a 100 kB message costs little.
 """
 
 from __future__ import annotations
@@ -79,19 +81,23 @@ _IGNORABLE = (
     (0x1D173, 0x1D17A),  # musical symbol format controls
     (0xE0000, 0xE0FFF),  # tags, variation selectors supplement, reserved
 )
-_INVISIBLE = {cp: None for first, last in _IGNORABLE for cp in range(first, last + 1)}
+# The Arabic tatweel stretches the letters either side of it and stands for nothing itself ("o\u0640gre"); some
+# compatibility forms of Arabic marks carry one, so it is removed after NFKC as well.
+_TATWEEL = "\u0640"
+_INVISIBLE = {cp: None for first, last in _IGNORABLE for cp in range(first, last + 1)} | {ord(_TATWEEL): None}
 _RIGHT_TO_LEFT = re.compile("\u202e([^\u202a-\u202c\u2066-\u2069\n]*)")  # an override, up to its end or the line's
 
 _A_TO_Z = "abcdefghijklmnopqrstuvwxyz"
 # Latin letters that NFKC leaves as they are but that read as a plain one: small capitals, letters with strokes or
-# hooks, IPA forms; and letters drawn in boxes and circles that have no compatibility form. Read everywhere.
+# hooks, turned, reversed and sideways letters, IPA and insular forms; and letters drawn in boxes and circles that have
+# no compatibility form. Read everywhere.
 _LATIN_FORMS = str.maketrans(
     {
         **dict(zip("ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘꞯʀꜱᴛᴜᴠᴡʏᴢ", _A_TO_Z.replace("x", ""), strict=True)),
         **dict(
             zip(
-                "øđłħŧƀɨʉƶɍȼɇɉǥᵽꝑıȷɑɡɩʋɛɔƒʂȿɦɱɲŋɳƞʈɖɗƙƈɓƥʠɠʐȥɫɭɬ",
-                "odlhtbiuzrcejgppijagivoefsshmnnnntddkcbpqgzzlll",
+                "øđłħŧƀɨʉƶɍȼɇɉǥᵽꝑıȷɑɡɩʋɛɔƒʂȿɦɱɲŋɳƞʈɖɗƙƈɓƥʠɠʐȥɫɭɬɾɵǝɘᴑꞃ",
+                "odlhtbiuzrcejgppijagivoefsshmnnnntddkcbpqgzzlllroeeor",
                 strict=True,
             )
         ),
@@ -103,13 +109,18 @@ _LATIN_FORMS = str.maketrans(
         **{chr(0x1F1E6 + i): c for i, c in enumerate(_A_TO_Z)},  # regional indicators (flags are pairs of them)
     }
 )
-# Cyrillic, Greek and Armenian lower-case letters (the text is case-folded first) that look like a Latin one.
+# Cyrillic, Greek, Coptic and Armenian lower-case letters (the text is case-folded first) that look like a Latin one.
 _LOOKALIKES = {
     **dict(zip("авеёкмнорстухѕіјԁԛԝһӏ", "abeekmhopctyxsijdqwhl", strict=True)),
     **dict(zip("αβεηικνορτυχω", "abeniknoptuxw", strict=True)),
+    "ⲟ": "o",
     **dict(zip("օսոհցզ", "ounhgq", strict=True)),
 }
 _LATIN_LOOK = str.maketrans(_LOOKALIKES)
+# Letters that pass for a Latin one among Latin letters, but that words of their own script are often made of with
+# look-alikes alone ("горе", "гор" are Russian words): read as Latin only in a word that has Latin letters too.
+_BESIDE_LATIN = {"г": "r"}
+_LATIN_LOOK_BESIDE_LATIN = str.maketrans(_LOOKALIKES | _BESIDE_LATIN)
 
 # Ordinary words (and the stems of their families) that CLIP happens to cut so that some pieces spell a listed word
 # or a short word servers often list: the pieces inside one of these are not judged. The whole word still is.
@@ -134,17 +145,19 @@ _ORDINARY = (
 def _fold(text: str) -> str:
     """Case, accents, compatibility forms, look-alike Latin forms and invisible characters folded away."""
     text = unicodedata.normalize("NFKC", text.translate(_INVISIBLE)).casefold().translate(_LATIN_FORMS)
-    decomposed = unicodedata.normalize("NFKD", text)
+    decomposed = unicodedata.normalize("NFKD", text).replace(_TATWEEL, "")
     return "".join(c for c in decomposed if not unicodedata.combining(c) and unicodedata.category(c) != "Cf")
 
 
 def _unmask(token: str) -> str:
-    """Look-alike letters read as Latin, in a token that mixes them with Latin letters or has no other letters."""
-    if not any(c in _LOOKALIKES for c in token):
+    """Look-alike letters read as Latin, in a token that mixes them with Latin letters or has no other letters
+    (those of `_BESIDE_LATIN` only in the first)."""
+    if not any(c in _LOOKALIKES or c in _BESIDE_LATIN for c in token):
         return token
     letters = [c for c in token if c.isalpha()]
-    latin = any(c.isascii() for c in letters)
-    if latin or all(c in _LOOKALIKES for c in letters):
+    if any(c.isascii() for c in letters):
+        return token.translate(_LATIN_LOOK_BESIDE_LATIN)
+    if all(c in _LOOKALIKES for c in letters):
         return token.translate(_LATIN_LOOK)
     return token
 

@@ -44,6 +44,7 @@ ACCENTS = ["\u0301", "\u0300", "\u0308", "\u0327", "\u030c"]
         ("n\nu\nd\ne", "nude"),
         ("8ad", "bad"),
         ("s\u00f8ster \u0142\u00f3d\u017a", "soster lodz"),
+        ("\u0639\u0640\u0640\u0631\u0628\u064a", "\u0639\u0631\u0628\u064a"),  # an Arabic word stretched by tatweels
     ],
 )
 def test_normalise(text, expected):
@@ -225,6 +226,36 @@ def test_look_alike_letters_of_other_scripts_are_read_as_latin():
     assert normalise("красивый закат над") == "красивыи закат над"
     assert normalise("καλημέρα") == "καλημερα"
     assert normalise("асе морем") == "ace mopem"  # look-alikes only: read as Latin (a real word too, harmlessly)
+    # a Cyrillic "г" is read as an "r" only beside Latin letters: "горе" and "гор" are Russian words
+    assert normalise("горе гор") == "горе гор"
+    assert normalise("og\u0433e \u0433\u043e\u0440\u0435") == "ogre горе"
+
+
+# With "ogre" listed: look-alike letters and stretching marks in or around it, each refused.
+OGRE_LOOK_ALIKES = [
+    pytest.param("a green og\u027ee", id="r-with-fishhook"),
+    pytest.param("a green og\u0433e", id="cyrillic-ghe-among-latin"),
+    pytest.param("a green OG\u0413E", id="capital-cyrillic-ghe-among-latin"),
+    pytest.param("a green \u0275gre", id="barred-o"),
+    pytest.param("a green \u019fGRE", id="capital-barred-o"),
+    pytest.param("a green ogr\u01dde", id="turned-e"),
+    pytest.param("a green OGR\u018e", id="capital-turned-e"),
+    pytest.param("a green ogr\u0258", id="reversed-e"),
+    pytest.param("a green \u2c9fgre", id="coptic-o"),
+    pytest.param("a green \u2c9eGRE", id="capital-coptic-o"),
+    pytest.param("a green \u1d11gre", id="sideways-o"),
+    pytest.param("a green og\ua783e", id="insular-r"),
+    pytest.param("a green OG\ua782E", id="capital-insular-r"),
+    pytest.param("a green o\u0640gre", id="tatweel"),
+    pytest.param("a green o\u0640\u0640gr\u0640e", id="tatweels"),
+    pytest.param("a green o\ufe77gre", id="tatweel-in-a-compatibility-form"),
+    pytest.param("a green \u0275g\u0433\u01dd", id="three-look-alikes"),
+]
+
+
+@pytest.mark.parametrize("text", OGRE_LOOK_ALIKES)
+def test_look_alikes_of_a_listed_word_are_refused(text):
+    assert WordFilter(["ogre"]).find(text) == "ogre", ascii(text)
 
 
 # Ways around the filter: each gives CLIP a word of the built-in list, or shows one to a reader, and is refused.
@@ -282,6 +313,15 @@ BYPASSES = [
     pytest.param("nuuude", id="repeated-letters"),
     pytest.param("pornnnn", id="repeated-last-letter"),
     pytest.param("\u0578\u057dde", id="armenian-look-alikes"),
+    pytest.param("po\u027en", id="r-with-fishhook"),
+    pytest.param("po\u0433n", id="cyrillic-ghe-among-latin"),
+    pytest.param("p\u0275rn", id="barred-o"),
+    pytest.param("nud\u01dd", id="turned-e"),
+    pytest.param("nud\u0258", id="reversed-e"),
+    pytest.param("p\u2c9frn", id="coptic-o"),
+    pytest.param("p\u1d11rn", id="sideways-o"),
+    pytest.param("po\ua783n", id="insular-r"),
+    pytest.param("nu\u0640de", id="tatweel"),
     pytest.param("\uff4e\uff55\uff44\uff45", id="before-full-width"),
     pytest.param("\U0001d427\U0001d42e\U0001d41d\U0001d41e", id="before-mathematical-bold"),
     pytest.param("\u24dd\u24e4\u24d3\u24d4", id="before-circled-letters"),
