@@ -1,7 +1,8 @@
 """Seed tournaments: several seeds of one prompt run a short first stage (the composition is settled early), one
 grid shows them numbered with their CLIP scores, and one of them goes on to the full step count.
 
-The author picks with the number buttons; otherwise, after `wait` seconds, the candidate with the most number
+A candidate the server's output check withheld is neither shown nor chosen; a spoilered one makes the whole grid
+a spoiler. The author picks with the number buttons; otherwise, after `wait` seconds, the candidate with the most number
 reactions goes on (ties and no votes: the best CLIP score). Everything is in the database, so a restart in
 the middle loses nothing: candidates resume like any job, and a pending decision is timed again.
 """
@@ -37,8 +38,8 @@ class TournamentPresenter(Protocol):
     async def tournament_decided(self, tournament: Tournament, winner: Job, job: Job) -> None:
         """Say which candidate goes on (and why), and take the buttons off the grid."""
 
-    async def tournament_failed(self, tournament: Tournament) -> None:
-        """No candidate finished."""
+    async def tournament_failed(self, tournament: Tournament, withheld: int = 0) -> None:
+        """No candidate finished, or the output check withheld every one that did (`withheld` of them)."""
 
 
 class Tournaments:
@@ -111,9 +112,9 @@ class Tournaments:
         candidates = await self.store.tournament_jobs(tournament.id)
         if any(c.state.active for c in candidates):
             return
-        if not any(c.state == JobState.DONE for c in candidates):
+        if not any(_choosable(c) for c in candidates):
             tournament = await self.store.update_tournament(tournament.id, state=TournamentState.FAILED)
-            await self.presenter.tournament_failed(tournament)
+            await self.presenter.tournament_failed(tournament, withheld=sum(_withheld(c) for c in candidates))
             return
         tournament = await self.store.update_tournament(
             tournament.id, state=TournamentState.VOTING, decide_at=time.time() + self.wait
@@ -141,11 +142,11 @@ class Tournaments:
 
     async def decide(self, tournament_id: int, number: int | None, by: str = "author") -> Job | None:
         """Continue candidate `number` (or, with None, the most voted, then the best scoring) to the full step
-        count. None if the tournament is not waiting for a decision."""
+        count. None if the tournament is not waiting for a decision, or another decision of it won."""
         tournament = await self.store.get_tournament(tournament_id)
         if tournament is None or tournament.state != TournamentState.VOTING:
             return None
-        finished = {c.candidate: c for c in await self.store.tournament_jobs(tournament_id) if c.state == JobState.DONE}
+        finished = {c.candidate: c for c in await self.store.tournament_jobs(tournament_id) if _choosable(c)}
         if number is None:
             votes = await self.presenter.tournament_votes(tournament)
             number, by = pick_winner(finished, votes)
@@ -154,9 +155,11 @@ class Tournaments:
         winner = finished[number]
         full = tournament.spec
         spec = winner.spec.replace(steps=full.steps)
-        tournament = await self.store.update_tournament(
-            tournament_id, state=TournamentState.DECIDED, chosen=number, decided_by=by
-        )
+        # The check above is only a first answer: another pick or the timer may have passed it during the awaits
+        # since. The store moves the tournament from voting to decided once; the decision that loses makes nothing.
+        tournament = await self.store.decide_tournament(tournament_id, number, by)
+        if tournament is None:
+            return None
         timer = self._timers.pop(tournament_id, None)
         if timer is not None and timer is not asyncio.current_task():
             timer.cancel()
@@ -190,6 +193,15 @@ class Tournaments:
             task.cancel()
         await asyncio.gather(*self._timers.values(), return_exceptions=True)
         self._timers.clear()
+
+
+def _withheld(job: Job) -> bool:
+    return job.state == JobState.DONE and job.moderation == "withhold"
+
+
+def _choosable(job: Job) -> bool:
+    """A candidate that finished and that the output check did not withhold: only these are shown and can go on."""
+    return job.state == JobState.DONE and not _withheld(job)
 
 
 def pick_winner(finished: dict[int, Job], votes: dict[int, int]) -> tuple[int, str]:

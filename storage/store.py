@@ -223,12 +223,14 @@ _SELECT_EVENTS = "SELECT state, at, detail FROM job_events WHERE job_id = ? ORDE
 _INSERT_VOTE = "INSERT OR IGNORE INTO votes (job_id, user_id, value, at) VALUES (?, ?, ?, ?)"
 _DELETE_VOTE = "DELETE FROM votes WHERE job_id = ? AND user_id = ? AND value = ?"
 _SUM_VOTES = "SELECT COALESCE(SUM(value), 0) FROM votes WHERE job_id = ?"
+# A server's /top answers in public: nothing posted where not everyone in it could see it (see migration 005).
 _SELECT_TOP = """
 SELECT jobs.*, COALESCE(SUM(votes.value), 0) AS total
 FROM jobs LEFT JOIN votes ON votes.job_id = jobs.id
 WHERE jobs.guild_id IS :guild AND (jobs.guild_id IS NOT NULL OR jobs.author_id = :author)
   AND jobs.state = 'done' AND jobs.finished_at >= :since AND jobs.kind != 'candidate'
   AND jobs.deleted_at IS NULL AND jobs.moderation IS NOT 'withhold'
+  AND (jobs.guild_id IS NULL OR jobs.audience IS NOT 'restricted')
 GROUP BY jobs.id
 ORDER BY total DESC, jobs.score DESC, jobs.id
 LIMIT :limit
@@ -307,6 +309,9 @@ VALUES (?, ?, ?, ?, ?, ?)
 _SELECT_TOURNAMENT = "SELECT * FROM tournaments WHERE id = ?"
 _SELECT_TOURNAMENTS_IN_STATE = "SELECT * FROM tournaments WHERE state = ? ORDER BY id"
 _DELETE_TOURNAMENT = "DELETE FROM tournaments WHERE id = ?"
+_DECIDE_TOURNAMENT = """
+UPDATE tournaments SET state = 'decided', chosen = ?, decided_by = ? WHERE id = ? AND state = 'voting'
+"""
 _SELECT_CANDIDATES = "SELECT * FROM jobs WHERE tournament_id = ? AND kind = 'candidate' ORDER BY candidate"
 
 _UPDATABLE = {
@@ -731,6 +736,14 @@ class Store:
         """Set some of a tournament's columns (only those in `_TOURNAMENT_UPDATABLE`) and return it as it is now."""
         await self._update_row("tournaments", _TOURNAMENT_UPDATABLE, tournament_id, fields)
         return await self.get_tournament(tournament_id)
+
+    async def decide_tournament(self, tournament_id: int, chosen: int, decided_by: str) -> Tournament | None:
+        """Move a voting tournament to decided with its choice, in one statement, and return it as it is now; None
+        (and nothing changed) when it was not voting, e.g. another decision got there first."""
+        async with self._db.execute(_DECIDE_TOURNAMENT, (chosen, decided_by, tournament_id)) as cur:
+            changed = cur.rowcount == 1
+        await self._db.commit()
+        return await self.get_tournament(tournament_id) if changed else None
 
     async def tournaments_in_state(self, state: str) -> list[Tournament]:
         """Every tournament in `state`, oldest first."""

@@ -59,6 +59,17 @@ async def test_tournaments(store):
     assert done.kind == "candidate" and await store.top(1) == []  # first-stage candidates stay off the board
 
 
+async def test_a_tournament_is_decided_once(store):
+    t = await store.create_tournament(guild_id=1, channel_id=2, author_id=3, spec_json="{}", candidates=2)
+    assert await store.decide_tournament(t.id, 1, "author") is None  # still running: nothing to decide
+    await store.update_tournament(t.id, state="voting")
+    decided = await store.decide_tournament(t.id, 2, "author")
+    assert (decided.state, decided.chosen, decided.decided_by) == ("decided", 2, "author")
+    assert await store.decide_tournament(t.id, 1, "votes") is None  # the later decision changes nothing
+    t = await store.get_tournament(t.id)
+    assert (t.state, t.chosen, t.decided_by) == ("decided", 2, "author")
+
+
 async def test_job_lifecycle_records_transitions(store):
     job = await store.create_job(guild_id=1, channel_id=2, author_id=3, spec_json='{"prompt": "x"}')
     assert job.state == JobState.QUEUED and job.post_channel_id == 2
