@@ -1,17 +1,22 @@
 """A server's own rules: its settings, its blocked words, and members' preferences (the cogs' door to them).
 
-Text members type is screened here (prompts, Steer and Branch texts, the names of uploaded pictures) against the
-server's blocked words and, unless the server turned them off, the built-in list; the refusal never repeats
-the word. Settings that are limits are checked here too, so every refusal names the server's limit."""
+`admit` is the one gate every job passes on its way in, whichever door it came through (/imagine, /juxtapose, a
+tournament, Reroll, Continue, Upscale, Branch, Imagine this): the channel it will live in, its steps and its size
+against the server's limits, every text its model will read against the blocked words, and the server's output
+check written into its spec. Text members type is screened (prompts, Steer and Branch texts, the names of uploaded
+pictures) against the server's blocked words and, unless the server turned them off, the built-in list; the
+refusal never repeats the word. Every refusal is a sentence that names the server's limit."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from bot.config import Settings
 from bot.wordfilter import WordFilter, normalise, refusal
 from engine.errors import InvalidSpec
 from engine.moderation import check_level
+from engine.spec import JobSpec
 from storage import GuildSettings, Store
 
 log = logging.getLogger(__name__)
@@ -19,6 +24,28 @@ log = logging.getLogger(__name__)
 MAX_WORDS = 200  # blocked words per server
 MAX_WORD_LENGTH = 60
 MAX_CHANNELS = 25
+
+# The picture sizes members choose from, by name: /imagine offers them, /settings sizes restricts them.
+SIZES = {
+    "square": (512, 512),
+    "square-small": (256, 256),
+    "landscape": (512, 288),
+    "portrait": (288, 512),
+    "wide": (640, 320),
+    "panorama": (768, 256),
+    "tall": (320, 640),
+}
+
+
+def spec_texts(spec: JobSpec) -> str:
+    """Every text of a spec that a text encoder reads: the prompt and each steered prompt, one per line."""
+    return "\n".join([spec.prompt, *(text for _, text in spec.prompt_schedule)])
+
+
+def final_size(spec: JobSpec) -> tuple[int, int]:
+    """The size of the picture a spec ends with (after its upscales)."""
+    scale = 2 ** len(spec.upscales)
+    return spec.width * scale, spec.height * scale
 
 
 class Community:
@@ -71,6 +98,47 @@ class Community:
         """The output check here: the server's level, else the bot's default."""
         return settings.moderation or self.bot_settings.moderation
 
+    # -- the gate ---------------------------------------------------------------------------------------------
+    async def admit(
+        self, guild_id: int | None, places: tuple[int, ...], spec: JobSpec, *, limits: bool = True
+    ) -> JobSpec:
+        """The spec as this server runs it, or InvalidSpec (a sentence naming the limit): `places` (the channel the
+        job lives in, and that channel's parent for a thread) must be where the server allows pictures; the steps it
+        runs in all, its final size and its texts must be within the server's rules. The output check is set to the
+        server's level, whatever the spec said. `limits=False` checks only the texts."""
+        settings = await self.settings(guild_id)
+        if limits:
+            self.check_place(settings, places)
+            most = self.max_steps(settings)
+            if spec.total_steps > most:
+                shown = f" (this would run {spec.total_steps})" if spec.total_steps != spec.steps else ""
+                raise InvalidSpec(f"This server allows at most {most} steps{shown}.")
+            self.check_size(settings, spec)
+        await self.screen(guild_id, spec_texts(spec), "prompt")
+        return spec.replace(moderation=self.moderation(settings))
+
+    @staticmethod
+    def check_place(settings: GuildSettings, places: tuple[int, ...]) -> None:
+        """InvalidSpec unless one of `places` is among the server's picture channels (when it lists any)."""
+        if settings.channels and not any(place in settings.channels for place in places):
+            where = ", ".join(f"<#{c}>" for c in settings.channels)
+            raise InvalidSpec(f"This server keeps /imagine to {where}; try there.")
+
+    @staticmethod
+    def check_size(settings: GuildSettings, spec: JobSpec) -> None:
+        """InvalidSpec unless the spec's final size is one the server allows (when it restricts sizes). BigGAN makes
+        only its model's own size: it passes when that fits within an allowed size."""
+        if not settings.sizes:
+            return
+        width, height = final_size(spec)
+        allowed = [SIZES[name] for name in settings.sizes if name in SIZES]
+        fits = (width, height) in allowed
+        if spec.generator == "biggan" and not spec.upscales:
+            fits = any(width <= w and height <= h for w, h in allowed)
+        if not fits:
+            grown = f" (this would make {width}x{height})" if spec.upscales else ""
+            raise InvalidSpec(f"This server allows these sizes: {', '.join(settings.sizes)}{grown}.")
+
     # -- blocked words --------------------------------------------------------------------------------------
     async def words(self, guild_id: int) -> list[str]:
         """The server's own blocked words."""
@@ -104,6 +172,28 @@ class Community:
                 words = self._filters[guild_id] = WordFilter(await self.store.blocked_words(guild_id))
             if len(words) and words.find(text) is not None:
                 raise InvalidSpec(refusal(where))
+
+    async def allows(self, guild_id: int | None, text: str) -> bool:
+        """Whether `text` holds no word blocked here (the test of `screen`, without the refusal)."""
+        try:
+            await self.screen(guild_id, text, "text")
+        except InvalidSpec:
+            return False
+        return True
+
+    async def screen_description(self, guild_id: int | None, description):
+        """A /describe result (`engine.describe.Description`) without the terms blocked here: blocked terms leave
+        the ranked lists, and the parts of the prompt that hold one leave the prompt."""
+        ranked = {
+            category: tuple([(term, score) for term, score in pairs if await self.allows(guild_id, term)])
+            for category, pairs in description.ranked.items()
+        }
+        parts = [part for part in description.prompt.split(", ") if await self.allows(guild_id, part)]
+        prompt = ", ".join(parts)
+        if not await self.allows(guild_id, prompt):  # a blocked phrase across two parts: no prompt at all
+            parts, prompt = [], ""
+        flavors = tuple([flavor for flavor in description.flavors if flavor in parts])
+        return dataclasses.replace(description, prompt=prompt, ranked=ranked, flavors=flavors)
 
     # -- members --------------------------------------------------------------------------------------------
     async def dm_results(self, user_id: int) -> bool:

@@ -16,10 +16,10 @@ from typing import NamedTuple
 
 from bot.backends import Backend
 from bot.presenter import Presenter
-from bot.queue import Entry, FairQueue, QueueFull, member_full, queue_full
+from bot.queue import Cooldown, Entry, FairQueue, QueueFull, RateLimiter, member_full, queue_full
 from bot.timelapse import frame_paths, save_frame
 from engine.errors import EngineError, InvalidSpec, public_message
-from engine.moderation import decide
+from engine.moderation import LEVELS, checks_images, checks_previews, decide
 from engine.snapshots import SnapshotHistory
 from engine.spec import MAX_STEPS, Finished, JobSpec, Progress, Result, Snapshotted
 from storage import GuildSettings, Job, JobKind, JobState, StorageError, Store, TopEntry
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 __all__ = ["Job", "JobKind", "JobState", "Origin", "Posted", "StorageError", "Ticket", "JobService"]
 
 DEFAULT_SECONDS_PER_STEP = 0.5
+COOLDOWN = (2, 10.0)  # at most 2 requests for pictures per 10 s per member, whichever door they come through
+DESCRIBE_COOLDOWN = (1, 30.0)  # /describe: once per 30 s per member
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,18 @@ class RunningInfo:
 
 @dataclass(frozen=True)
 class Origin:
-    """Who asked for a job, and where."""
+    """Who asked for a job, and where: the channel the job lives in and, for a thread, that thread's parent."""
 
     guild_id: int | None
     channel_id: int
     author_id: int
+    parent_id: int | None = None
+    counted: bool = False  # the request was counted against the member's cooldown already (`JobService.enter`)
+
+    @property
+    def places(self) -> tuple[int, ...]:
+        """The channels the server's channel rule is checked against."""
+        return (self.channel_id,) if self.parent_id is None else (self.channel_id, self.parent_id)
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,7 @@ class JobService:
         timelapse: bool = True,
         snapshot_every: int = 25,
         snapshot_budget: int = 6,
+        cooldown: tuple[int, float] = COOLDOWN,
     ) -> None:
         self.store, self.backend, self.presenter = store, backend, presenter
         self.data_dir = Path(data_dir)
@@ -117,6 +127,11 @@ class JobService:
         # called with the StorageError when the database fails under a job; the bot stops on it
         self.on_storage_error = lambda exc: log.critical("%s", exc)
         self.community = None  # a bot.community.Community: blocked words and the output check of each server
+        self.cooldown = RateLimiter(*cooldown)
+        self._describe_cooldown = RateLimiter(*DESCRIBE_COOLDOWN)
+        self._describing = asyncio.Lock()  # one /describe at a time: the engine's thread is the jobs' first
+        self._no_previews: set[int] = set()  # running jobs that go on from a flagged image: nothing of them shown
+        self._guilds: dict[int, int | None] = {}  # waiting and running job id -> its server (for /queue)
 
     @property
     def max_concurrent(self) -> int:
@@ -138,7 +153,8 @@ class JobService:
         """Record, check and queue a job, let `announce` post it (its message and thread ids are recorded), then
         start what can start. Raises QueueFull (a cap, in the member's words) or InvalidSpec (a job that cannot fit
         the backend's memory) before anything is recorded. With `resume_from` (a snapshot of another job: a branch)
-        the job starts from that state."""
+        the job starts from that state. Every door that makes a picture comes here (or to `admit`), so every job
+        passes the same gate (`prepare`)."""
         job = await self.admit(origin, spec, kind=kind, parent_id=parent_id, thread_id=thread_id)
         if resume_from is not None:
             job = await self.store.update_job(job.id, snapshot_path=str(resume_from))
@@ -157,8 +173,12 @@ class JobService:
     ) -> Job:
         """Record a job under the caps (not yet in the waiting line). The caps are checked in the same store
         statement that records the job, so simultaneous submissions cannot overshoot them; `check_limits=False`
-        skips them (a tournament's winner, which takes its tournament's place)."""
-        spec = await self.prepare(origin, spec)
+        skips them and the server's limits (a tournament's winner, which takes its tournament's place)."""
+        if parent_id is not None:  # a job that goes on from another: only from a live image of the same server
+            parent = await self.store.get_job(parent_id)
+            if parent is None or parent.guild_id != origin.guild_id or parent.deleted_at is not None:
+                raise InvalidSpec("That image was deleted or is not of this server; nothing can go on from it.")
+        spec = await self.prepare(origin, spec, limits=check_limits)
         budget = getattr(self.backend, "budget", None)
         if budget is not None:  # refused now, not out of memory later in the thread
             scale = 2 ** len(spec.upscales)  # the last stage is the largest
@@ -181,15 +201,25 @@ class JobService:
             job = await self.store.update_job(job.id, thread_id=thread_id)
         return job
 
-    async def prepare(self, origin: Origin, spec: JobSpec) -> JobSpec:
-        """The spec as this server runs it: its texts screened for blocked words (InvalidSpec, a sentence) and its
-        output check set to the server's level."""
+    def enter(self, origin: Origin) -> Origin:
+        """Count a member's request for pictures against their cooldown (Cooldown, with the wait, when over it); the
+        origin returned is marked counted, so the gate does not count it again. A door with work to do before the
+        gate (downloading a picture) enters first; `prepare` enters for the others."""
+        retry_after = self.cooldown.hit(origin.author_id, asyncio.get_running_loop().time())
+        if retry_after:
+            raise Cooldown(retry_after)
+        return replace(origin, counted=True)
+
+    async def prepare(self, origin: Origin, spec: JobSpec, *, limits: bool = True) -> JobSpec:
+        """The gate: the spec as this server runs it, or a refusal in the member's words. The member's cooldown
+        (Cooldown), then the server's channels, steps and sizes and the blocked words (InvalidSpec, see
+        `Community.admit`); the output check is set to the server's level. `limits=False` (a tournament's winner,
+        asked for by no one) skips the cooldown and the limits, never the words or the output check."""
+        if limits and not origin.counted:
+            self.enter(origin)
         if self.community is None:
             return spec
-        texts = [spec.prompt, *(text for _, text in spec.prompt_schedule)]
-        await self.community.screen(origin.guild_id, "\n".join(texts), "prompt")
-        settings = await self.community.settings(origin.guild_id)
-        return spec.replace(moderation=self.community.moderation(settings))
+        return await self.community.admit(origin.guild_id, origin.places, spec, limits=limits)
 
     async def announce(self, jobs: list[Job], announce: Announce | None) -> Ticket:
         """Let the chat side post the first of `jobs` (queued together) and record where; then start the queue
@@ -238,6 +268,7 @@ class JobService:
     def enqueue(self, job: Job) -> None:
         """Put a recorded job in the waiting line (the store has already admitted it)."""
         self.queue.push(Entry(job.id, job.author_id), force=True)
+        self._guilds[job.id] = job.guild_id
         self._waiting_steps[job.id] = max(0, job.spec.total_steps - job.steps_done)
 
     def pump(self) -> None:
@@ -322,6 +353,7 @@ class JobService:
     async def cancel(self, job_id: int) -> bool:
         """Cancel a waiting job at once, or ask a running one to stop after its current step."""
         if self.queue.remove(job_id):
+            self._guilds.pop(job_id, None)
             job = await self.store.set_state(job_id, JobState.CANCELLED, detail="cancelled while waiting")
             await self.presenter.job_cancelled(job, None)
             self.pump()
@@ -361,6 +393,14 @@ class JobService:
         """The job with this id, or None."""
         return await self.store.get_job(job_id)
 
+    async def get_here(self, job_id: int, guild_id: int | None, user_id: int) -> Job | None:
+        """The job with this id if it belongs where a member asks about it: a server's job in that server only, a DM
+        job to its author only (a button's custom_id names any id; the job decides where it may be used)."""
+        job = await self.store.get_job(job_id)
+        if job is None or job.guild_id != guild_id or (guild_id is None and job.author_id != user_id):
+            return None
+        return job
+
     async def history(self, guild_id: int | None, author_id: int, limit: int = 10) -> list[Job]:
         """A member's latest jobs here."""
         return await self.store.history(guild_id, author_id, limit=limit)
@@ -385,7 +425,17 @@ class JobService:
         """The presenter replaced a job's status message."""
         return await self.store.update_job(job_id, status_message_id=message_id)
 
+    async def record_audience(self, job_id: int, audience: str, channel_id: int | None = None) -> Job:
+        """Who could see the job's result where it was posted ('everyone' or 'restricted'), and the channel that
+        decided it (a thread's parent); the web gallery shows only what everyone could see."""
+        return await self.store.update_job(job_id, audience=audience, audience_channel_id=channel_id)
+
     # -- reports --------------------------------------------------------------------------------------------
+    def shows_in(self, job_id: int, guild_id: int | None, user_id: int, author_id: int) -> bool:
+        """Whether /queue asked in `guild_id` by `user_id` lists this waiting or running job: a server's own jobs
+        there, a member's own DM jobs in DMs."""
+        return self._guilds.get(job_id) == guild_id and (guild_id is not None or author_id == user_id)
+
     def running(self) -> list[RunningInfo]:
         """The running jobs with their authors and steps, for /queue."""
         return [RunningInfo(j, a, s, n) for j, (a, s, n) in self._progress.items()]
@@ -438,6 +488,41 @@ class JobService:
                 found.append((int(path.stem), path, thumb if thumb.is_file() else None))
         return found
 
+    async def _level(self, job: Job) -> str:
+        """The output check a job answers to: its spec's level, or the server's level now if that is stricter (a
+        server that raised its level while the job waited or ran)."""
+        level = job.spec.moderation
+        if self.community is not None:
+            now = self.community.moderation(await self.community.settings(job.guild_id))
+            level = max(level, now, key=LEVELS.index)
+        return level
+
+    async def _with_current_level(self, job: Job) -> Job:
+        """The job about to start, its spec raised to the server's current level if that is stricter, so that the
+        engine scores its images (and previews) as the server now asks."""
+        level = await self._level(job)
+        if level == job.spec.moderation:
+            return job
+        return await self.store.update_job(job.id, spec_json=job.spec.replace(moderation=level).to_json())
+
+    async def from_flagged(self, job: Job) -> bool:
+        """Whether `job` goes on from a picture the output check spoilered or withheld (a Continue, Upscale or
+        Branch of one, a tournament winner): its previews and frames are never shown, only its own checked result."""
+        if job.parent_id is None or job.kind not in (JobKind.CONTINUE, JobKind.UPSCALE, JobKind.BRANCH):
+            return False
+        parent = await self.store.get_job(job.parent_id)
+        return parent is not None and parent.moderation not in (None, "post")
+
+    def shows_states(self, job: Job) -> bool:
+        """Whether `job`'s saved states may be shown (Branch's thumbnails): only where its finished picture was posted
+        as it is; the output check never judged the states themselves."""
+        return (
+            job.state in (JobState.DONE, JobState.POSTING)
+            and job.deleted_at is None
+            and job.moderation in (None, "post")
+            and not checks_previews(job.spec.moderation)  # at strict, states are shown only as checked previews
+        )
+
     def _frames(self, job_id: int) -> Path:
         return self.data_dir / "frames" / str(job_id)
 
@@ -455,6 +540,8 @@ class JobService:
             self._tasks.pop(job_id, None)
             self._handles.pop(job_id, None)
             self._progress.pop(job_id, None)
+            self._no_previews.discard(job_id)
+            self._guilds.pop(job_id, None)
             self.pump()
 
     async def _ended(self, job: Job) -> None:
@@ -480,6 +567,7 @@ class JobService:
             SnapshotHistory(snapshot_path, self.snapshot_every, self.snapshot_budget) if self.snapshot_every else None
         )
         try:
+            job = await self._with_current_level(job)
             spec = job.spec
             status = await self.presenter.job_started(job)
             if status is not None and status != job.status_message_id:
@@ -489,10 +577,15 @@ class JobService:
             if getattr(self.backend, "remote", False):  # its engine cannot read our disk: the pictures travel
                 handle.files = await asyncio.to_thread(_read_pictures, spec)
             self._handles[job.id] = handle
-            keep_frames = await self._wants_timelapse(job)
+            hidden = await self.from_flagged(job)
+            if hidden:
+                self._no_previews.add(job.id)
+            keep_frames = not hidden and await self._wants_timelapse(job)
             self._progress[job.id] = (job.author_id, job.steps_done, spec.total_steps)
             async for event in handle.events():
                 if isinstance(event, Progress):
+                    if hidden or not _preview_passes(spec.moderation, event):  # no preview of it is shown or kept
+                        event = replace(event, preview=None)
                     self._record_pace(event, job.steps_done)
                     self._progress[job.id] = (job.author_id, event.step, event.steps)
                     job = await self.store.update_job(job.id, steps_done=event.step)
@@ -543,10 +636,9 @@ class JobService:
             score=result.score,
             scores_json=json.dumps(dict(result.scores)),
         )
-        verdict = None
-        if result.unsafe is not None:  # the output check ran (the spec's level is not "off")
-            verdict = decide(job.spec.moderation, result.unsafe, result.unsafe_label)
-            fields.update(moderation=verdict.action, unsafe=result.unsafe)
+        verdict = _verdict(await self._level(job), result)
+        if verdict is not None:
+            fields.update(moderation=verdict.action, unsafe=verdict.unsafe)
         if result.cancelled:
             job = await self.store.set_state(job.id, JobState.CANCELLED, detail="cancelled while running", **fields)
             shutil.rmtree(self._frames(job.id), ignore_errors=True)
@@ -581,10 +673,11 @@ class JobService:
             log.exception("could not send job %d by DM", job.id)
 
     # -- deleting -------------------------------------------------------------------------------------------
-    async def delete(self, job_id: int, user_id: int, moderator: bool) -> str:
-        """Delete a finished image for its author or a moderator: its post and timelapse go, its votes leave the
-        board and the gallery, its files are removed; the row stays as a record. Returns the sentence to show."""
-        job = await self.store.get_job(job_id)
+    async def delete(self, job_id: int, user_id: int, moderator: bool, guild_id: int | None) -> str:
+        """Delete a finished image for its author or a moderator (of the image's own server): its post and timelapse
+        go, its votes leave the board and the gallery, its files and saved states are removed; the row stays as a
+        record. Returns the sentence to show."""
+        job = await self.get_here(job_id, guild_id, user_id)
         if job is None or job.state not in (JobState.DONE, JobState.POSTING):
             return "That image cannot be deleted (it is not a finished image)."
         if user_id != job.author_id and not moderator:
@@ -601,6 +694,8 @@ class JobService:
         for path in (self._paths(job.id)[0], self.timelapse_file(job.id)):
             if path is not None:
                 path.unlink(missing_ok=True)
+        await asyncio.to_thread(shutil.rmtree, self._paths(job.id)[1], True)  # nothing can branch from it any more
+        await self.store.update_job(job.id, snapshot_path=None)
         log.info("job %d deleted by %d", job.id, user_id)
         return f"Deleted #{job.id}."
 
@@ -621,12 +716,30 @@ class JobService:
         """Whether /describe can run here: it needs the engine in this process (the embedded backend)."""
         return hasattr(self.backend, "describe")
 
-    async def describe(self, image: bytes, clip_model: str):
+    async def check_describe(self, origin: Origin) -> None:
+        """Whether the member may describe a picture here and now: in the server's picture channels (InvalidSpec),
+        once per DESCRIBE_COOLDOWN (Cooldown), and not while another picture is being described (QueueFull):
+        /describe shares the engine's thread with the running jobs."""
+        if self.community is not None:
+            self.community.check_place(await self.community.settings(origin.guild_id), origin.places)
+        retry_after = self._describe_cooldown.hit(origin.author_id, asyncio.get_running_loop().time())
+        if retry_after:
+            raise Cooldown(retry_after)
+        if self._describing.locked():
+            raise QueueFull("Another picture is being described right now; try again in a few seconds.")
+
+    async def describe(self, origin: Origin, image: bytes, clip_model: str):
         """What CLIP sees in `image` (an `engine.describe.Description`), on the backend's engine; the vocabulary's
-        embeddings are kept under the data directory. InvalidSpec where the engine runs on workers."""
+        embeddings are kept under the data directory. One picture is described at a time (see `check_describe`,
+        which the caller asks first). Terms the server blocks are taken out of what is shown and of the prompt.
+        InvalidSpec where the engine runs on workers."""
         if not self.can_describe:
             raise InvalidSpec("/describe needs the engine in the bot's own process; this bot runs it on workers.")
-        return await self.backend.describe(image, clip_model, self.data_dir / "describe")
+        async with self._describing:
+            description = await self.backend.describe(image, clip_model, self.data_dir / "describe")
+        if self.community is None:
+            return description
+        return await self.community.screen_description(origin.guild_id, description)
 
     def timelapse_file(self, job_id: int) -> Path | None:
         """The kept animation of a job's run (the gallery shows it), if one was made."""
@@ -652,6 +765,27 @@ class JobService:
                 raise
             except Exception:  # the image is posted; the timelapse is a bonus
                 log.exception("could not post the timelapse of job %d", job.id)
+
+
+def _preview_passes(level: str, progress: Progress) -> bool:
+    """Whether a preview may be shown and kept for the timelapse: always where the level does not check previews;
+    where it does (strict), only one scored and not flagged (no score counts as flagged)."""
+    if progress.preview is None or not checks_previews(level):
+        return True
+    unsafe = 1.0 if progress.unsafe is None else progress.unsafe
+    return decide(level, unsafe).action == "post"
+
+
+def _verdict(level: str, result: Result):
+    """The output check's verdict on a result, failing closed: where the job's level checks images, a result that
+    carries no usable score (a worker that skipped the check, a forged event, a NaN) counts as certainly unsafe.
+    None where the level is "off" and no score came."""
+    if not checks_images(level):
+        return decide(level, result.unsafe, result.unsafe_label) if result.unsafe is not None else None
+    unsafe, label = result.unsafe, result.unsafe_label
+    if isinstance(unsafe, bool) or not isinstance(unsafe, int | float) or not 0.0 <= unsafe <= 1.0:
+        unsafe, label = 1.0, "no usable score from the output check"
+    return decide(level, float(unsafe), label)
 
 
 def _verdict_line(verdict) -> str:

@@ -9,10 +9,11 @@ The policy, in the order it is applied:
                  snapshots of the jobs that ended longest ago go first, then the oldest uploads, then the final
                  images of old jobs that /top cannot show
 Never touched: anything of a job still waiting, running or being posted, the job it continues or branches from,
-the candidates of an undecided tournament, uploads an unfinished job names, and the final image of any job on
-/top (each guild's top ten by votes and by score, all time and this week) or with a positive vote total. Votes
-and /top read only the database, which pruning never shrinks; it clears `snapshot_path` (Continue then says
-there is no saved state; Reroll still works) and `image_path` of what it deletes.
+the candidates of an undecided tournament, every picture an unfinished job names (init image and image prompts),
+and the final image of any job on /top (each guild's top ten by votes and by score, all time and this week) or
+with a positive vote total. Votes and /top read only the database, which pruning never shrinks; it clears
+`snapshot_path` (Continue then says there is no saved state; Reroll still works) and `image_path` of what it
+deletes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.errors import InvalidSpec
+from engine.spec import JobSpec
 from storage import StorageError, Store
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,24 @@ class _Pass:
         return size
 
 
+def _pictures(spec_json: str) -> set[str]:
+    """Every picture file a recorded spec names (init image and image prompts); from an unreadable spec, what it
+    plainly names, so that doubt keeps a file rather than deleting it."""
+    try:
+        return set(JobSpec.from_json(spec_json).pictures())
+    except InvalidSpec:
+        try:
+            data = json.loads(spec_json)
+        except ValueError:
+            return set()
+        if not isinstance(data, dict):
+            return set()
+        named = [data.get("init_image"), *(data.get("image_prompts") or [])]
+        return {name for name in named if isinstance(name, str)} | {
+            n.rsplit(":", 1)[0] for n in named if isinstance(n, str)
+        }
+
+
 async def prune(store: Store, data_dir: Path, policy: Policy, *, now: float | None = None, dry_run: bool = False):
     """Apply `policy` to `data_dir` (see the module docstring); returns a Report."""
     now = time.time() if now is None else now
@@ -104,7 +125,7 @@ async def prune(store: Store, data_dir: Path, policy: Policy, *, now: float | No
     in_use = await store.jobs_in_use()
     finished = await store.finished_jobs()  # the longest ago first
     ended_at = {job.id: job.finished_at or 0.0 for job in finished}
-    inputs_in_use = {json.loads(spec).get("init_image") for spec in await store.specs_in_use()}
+    inputs_in_use = {name for spec in await store.specs_in_use() for name in _pictures(spec)}
 
     # frames: only a job still running (or still to be posted) needs them
     for directory in sorted((data_dir / "frames").glob("*")):

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass
 
 
 class QueueFull(Exception):
     """A limit was hit; the message is what the member reads."""
+
+
+class Cooldown(QueueFull):
+    """A member asked for pictures faster than the bot allows; `retry_after` is the wait in seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"Slow down a little: try again in {max(1, round(retry_after))} s.")
+        self.retry_after = retry_after
+
+
+class RateLimiter:
+    """At most `rate` actions per `per` seconds per key (a sliding window); `hit` returns the wait, or 0."""
+
+    def __init__(self, rate: int, per: float) -> None:
+        self.rate, self.per = rate, per
+        self._hits: defaultdict[int, deque[float]] = defaultdict(deque)
+
+    def hit(self, key: int, now: float) -> float:
+        """Count an action of `key` at `now` and return 0; over the rate, return the seconds to wait instead (a refused
+        action is not counted)."""
+        hits = self._hits[key]
+        while hits and now - hits[0] >= self.per:
+            hits.popleft()
+        if len(hits) >= self.rate:
+            return self.per - (now - hits[0])
+        hits.append(now)
+        return 0.0
 
 
 def member_full(cap: int) -> QueueFull:

@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.jobs import Origin
 from cogs.errors import View, reply
 from engine.errors import InvalidSpec
 
@@ -57,31 +58,41 @@ class Describe(commands.Cog):
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
     @app_commands.command(name="describe", description="What CLIP sees in a picture, as a prompt you can imagine")
-    @app_commands.describe(image="The picture to describe")
-    async def describe(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
-        """/describe: what CLIP sees in an attached picture."""
-        await self._describe(interaction, image)
+    @app_commands.describe(
+        image="The picture to describe", share="Show the answer to the channel (default: to you only)"
+    )
+    async def describe(self, interaction: discord.Interaction, image: discord.Attachment, share: bool = False) -> None:
+        """/describe: what CLIP sees in an attached picture, to the member only unless they share it."""
+        await self._describe(interaction, image, share)
 
     async def describe_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        """The message command: the first picture of a message (the bot's own results included)."""
+        """The message command: the first picture of a message (the bot's own results included), to the member only."""
         pictures = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+        if pictures and all(a.is_spoiler() for a in pictures):  # flagged, or hidden by its poster: not described
+            await reply(interaction, "That picture is behind a spoiler; it is not described.")
+            return
+        pictures = [a for a in pictures if not a.is_spoiler()]
         if not pictures:
             await reply(interaction, "That message has no picture to describe.")
             return
-        await self._describe(interaction, pictures[0])
+        await self._describe(interaction, pictures[0], False)
 
-    async def _describe(self, interaction: discord.Interaction, attachment: discord.Attachment) -> None:
+    async def _describe(self, interaction: discord.Interaction, attachment: discord.Attachment, share: bool) -> None:
         if attachment.size > MAX_PICTURE:
             raise InvalidSpec(f"The picture is {attachment.size / 1024 / 1024:.0f} MB; the limit is 10 MB.")
         jobs = self.bot.jobs
         if not jobs.can_describe:  # before the member waits for a download
             raise InvalidSpec("/describe needs the engine in the bot's own process; this bot runs it on workers.")
-        await interaction.response.defer(thinking=True)
-        description = await jobs.describe(await attachment.read(), self.bot.settings.clip_model)
+        parent = getattr(interaction.channel, "parent_id", None)
+        origin = Origin(interaction.guild_id, interaction.channel_id, interaction.user.id, parent)
+        await jobs.check_describe(origin)  # the cooldown and the one-at-a-time rule, answered before the wait
+        await interaction.response.defer(thinking=True, ephemeral=not share)
+        description = await jobs.describe(origin, await attachment.read(), self.bot.settings.clip_model)
         await interaction.followup.send(
             embed=description_embed(description),
-            view=ImagineThis(self, description.prompt),
+            view=ImagineThis(self, description.prompt) if description.prompt else discord.utils.MISSING,
             allowed_mentions=discord.AllowedMentions.none(),
+            ephemeral=not share,
         )
 
 

@@ -10,11 +10,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.community import Community
+from bot.community import SIZES, Community
 from cogs.errors import reply
 from engine.moderation import load_data
 
-SIZE_NAMES = ("square", "square-small", "landscape", "portrait", "wide", "panorama", "tall")
+SIZE_NAMES = tuple(SIZES)  # the names /imagine offers
 MAX_EXCLUDED = 25  # channels left out of the web gallery (the list is shown in one embed field)
 # Where an image can be posted: a channel that has threads or text, or a thread itself.
 GalleryChannel = (

@@ -13,12 +13,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.community import SIZES
 from bot.jobs import JobKind, Origin, Posted, Ticket, continue_spec, reroll_spec, upscale_spec
-from bot.queue import QueueFull
+from bot.queue import QueueFull, RateLimiter
 from cogs.errors import reply
-from cogs.imagine._embeds import duration, jump_url, queued_line, short, top_embed
+from cogs.imagine._embeds import duration, jump_url, one_line, queued_line, short, top_embed
 from cogs.imagine._grid import contact_sheet
-from cogs.imagine._pacing import RateLimiter
 from cogs.imagine._views import branch_view, running_view, tournament_view
 from engine.errors import InvalidSpec, OutOfMemory, public_message
 from engine.models import registry
@@ -27,15 +27,6 @@ from engine.uploads import check_image, stored_name
 
 log = logging.getLogger(__name__)
 
-SIZES = {
-    "square": (512, 512),
-    "square-small": (256, 256),
-    "landscape": (512, 288),
-    "portrait": (288, 512),
-    "wide": (640, 320),
-    "panorama": (768, 256),
-    "tall": (320, 640),
-}
 SizeChoice = Literal["square", "square-small", "landscape", "portrait", "wide", "panorama", "tall"]
 LayoutChoice = Literal["auto", "single", "panorama", "vertical", "mirror"]
 STYLES = {
@@ -48,8 +39,7 @@ STYLES = {
 }
 StyleChoice = Literal["artstation", "unreal", "gurney", "matte", "watercolor", "pixel"]
 MAX_ATTACHMENT = 10 * 1024 * 1024
-COOLDOWN_RATE, COOLDOWN_PER = 2, 10.0
-BUTTON_RATE, BUTTON_PER = 3, 10.0  # Reroll, Continue, Branch and Steer: a member's clicks, together
+BUTTON_RATE, BUTTON_PER = 3, 10.0  # Steer and the Branch menu (which make no job): a member's clicks, together
 
 
 def _keep(path: Path, data: bytes) -> None:
@@ -61,8 +51,20 @@ def _keep(path: Path, data: bytes) -> None:
         tmp.replace(path)
 
 
+def _parent(interaction: discord.Interaction) -> int | None:
+    """The channel a thread belongs to (None outside a thread)."""
+    return getattr(interaction.channel, "parent_id", None)
+
+
 def _origin(interaction: discord.Interaction) -> Origin:
-    return Origin(interaction.guild_id, interaction.channel_id, interaction.user.id)
+    return Origin(interaction.guild_id, interaction.channel_id, interaction.user.id, _parent(interaction))
+
+
+def _origin_of(interaction: discord.Interaction, parent) -> Origin:
+    """A job that goes on from `parent` (Reroll, Continue, Upscale, Branch) lives in the parent's channel: the channel
+    rule is checked there (and at that channel's own parent, recorded when the image was posted), not where the
+    button happened to be clicked."""
+    return Origin(interaction.guild_id, parent.channel_id, interaction.user.id, parent.audience_channel_id)
 
 
 class Imagine(commands.Cog):
@@ -70,14 +72,7 @@ class Imagine(commands.Cog):
 
     def __init__(self, bot) -> None:
         self.bot = bot
-        self._limiter = RateLimiter(COOLDOWN_RATE, COOLDOWN_PER)  # per member, per bot (not per process)
         self._button_limiter = RateLimiter(BUTTON_RATE, BUTTON_PER)
-
-    def _check_cooldown(self, user_id: int) -> None:
-        """At most COOLDOWN_RATE /imagine per COOLDOWN_PER seconds per member."""
-        retry_after = self._limiter.hit(user_id, asyncio.get_running_loop().time())
-        if retry_after:
-            raise app_commands.CommandOnCooldown(app_commands.Cooldown(COOLDOWN_RATE, COOLDOWN_PER), retry_after)
 
     async def button_throttled(self, interaction: discord.Interaction) -> bool:
         """True (and the member told so) if they clicked job buttons more than BUTTON_RATE times in BUTTON_PER s."""
@@ -125,9 +120,10 @@ class Imagine(commands.Cog):
         focus: app_commands.Range[float, -2.0, 2.0] | None = None,
         candidates: app_commands.Range[int, 2, 9] | None = None,
     ) -> None:
-        """/imagine: check the cooldown, the server's rules and the pictures, then queue a job or a tournament."""
-        self._check_cooldown(interaction.user.id)
-        rules = await self._rules(interaction, size)
+        """/imagine: check the pictures, then queue a job or a tournament (the job service's gate checks the cooldown
+        and the server's rules; the request is counted against the cooldown first, before any download)."""
+        origin = self.bot.jobs.enter(_origin(interaction))
+        rules = await self.bot.community.settings(interaction.guild_id)
         for picture in (init_image, image_prompt):
             if picture is not None:  # the names members give their files are shown in the recipe
                 await self.bot.community.screen(interaction.guild_id, picture.filename, "picture's name")
@@ -147,9 +143,9 @@ class Imagine(commands.Cog):
             image_prompts=(await self._save_attachment(image_prompt, "image prompt"),) if image_prompt else (),
         )
         if candidates:
-            await self._start_tournament(interaction, spec, candidates)
+            await self._start_tournament(interaction, origin, spec, candidates)
             return
-        await self._submit(interaction, spec)
+        await self._submit(interaction, origin, spec)
 
     @app_commands.command(name="juxtapose", description="Two ideas mirrored side by side, e.g. heaven and hell")
     @app_commands.describe(
@@ -175,10 +171,10 @@ class Imagine(commands.Cog):
         semantic: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
         """/juxtapose: queue a mirror layout of `left / right` (one prompt per side)."""
-        self._check_cooldown(interaction.user.id)
+        origin = self.bot.jobs.enter(_origin(interaction))
         if len(split_regions(left)) > 1 or len(split_regions(right)) > 1:
             raise InvalidSpec("Each side is one prompt; leave out ' / ' (use | to add ideas to a side).")
-        rules = await self._rules(interaction, size)
+        rules = await self.bot.community.settings(interaction.guild_id)
         spec = self._spec(
             rules,
             f"{left} / {right}",
@@ -191,9 +187,11 @@ class Imagine(commands.Cog):
             tone_weight=symmetry,
             semantic_weight=semantic,
         )
-        await self._submit(interaction, spec)
+        await self._submit(interaction, origin, spec)
 
-    async def _start_tournament(self, interaction: discord.Interaction, spec: JobSpec, candidates: int) -> None:
+    async def _start_tournament(
+        self, interaction: discord.Interaction, origin: Origin, spec: JobSpec, candidates: int
+    ) -> None:
         """Queue `candidates` seeds of `spec` for a short first stage, in one thread."""
 
         async def announce(tournament, ticket: Ticket) -> Posted:
@@ -207,31 +205,16 @@ class Imagine(commands.Cog):
             return Posted(message.id, await self._open_thread(interaction, message, ticket.job, spec))
 
         await self.bot.tournaments.start(
-            _origin(interaction),
+            origin,
             spec,
             candidates=candidates,
             first_steps=self.settings.tournament_steps,
             announce=announce,
         )
 
-    async def _rules(self, interaction: discord.Interaction, size: str | None):
-        """This server's settings, after checking the channel and the size against them."""
-        rules = await self.bot.community.settings(interaction.guild_id)
-        if rules.channels and interaction.channel_id not in rules.channels:
-            thread_parent = getattr(interaction.channel, "parent_id", None)
-            if thread_parent not in rules.channels:
-                where = ", ".join(f"<#{c}>" for c in rules.channels)
-                raise InvalidSpec(f"This server keeps /imagine to {where}; try there.")
-        if size is not None and rules.sizes and size not in rules.sizes:
-            raise InvalidSpec(f"This server allows these sizes: {', '.join(rules.sizes)}.")
-        return rules
-
     def _spec(self, rules, prompt: str, *, seed, steps, size, style, model, **fields) -> JobSpec:
-        """A job spec from slash options, checked against this server's limits."""
+        """A job spec from slash options, with this server's defaults (its limits are the job service's gate's)."""
         settings = self.settings
-        most = self.bot.community.max_steps(rules)
-        if steps is not None and steps > most:
-            raise InvalidSpec(f"This server allows at most {most} steps.")
         model = model or self.default_model()
         generator = self.available_models().get(model)
         if generator is None:
@@ -262,13 +245,13 @@ class Imagine(commands.Cog):
 
     async def imagine_prompt(self, interaction: discord.Interaction, prompt: str) -> None:
         """/imagine `prompt` with the server's defaults, for a member who clicked a button proposing it (/describe's
-        Imagine this): the same cooldown, rules and queue as the command; refusals raise to the error handler."""
-        self._check_cooldown(interaction.user.id)
-        rules = await self._rules(interaction, None)
+        Imagine this): the same gate and queue as the command; refusals raise to the error handler."""
+        origin = self.bot.jobs.enter(_origin(interaction))
+        rules = await self.bot.community.settings(interaction.guild_id)
         spec = self._spec(rules, prompt, seed=None, steps=None, size=None, style=None, model=None)
-        await self._submit(interaction, spec)
+        await self._submit(interaction, origin, spec)
 
-    async def _submit(self, interaction: discord.Interaction, spec: JobSpec) -> None:
+    async def _submit(self, interaction: discord.Interaction, origin: Origin, spec: JobSpec) -> None:
         """Queue the job; it is announced with its place and ETA, in a thread of its own."""
 
         async def announce(ticket: Ticket) -> Posted:
@@ -279,7 +262,7 @@ class Imagine(commands.Cog):
             message = await interaction.original_response()
             return Posted(message.id, await self._open_thread(interaction, message, ticket.job, spec))
 
-        await self.bot.jobs.submit(_origin(interaction), spec, announce=announce)
+        await self.bot.jobs.submit(origin, spec, announce=announce)
 
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -329,7 +312,7 @@ class Imagine(commands.Cog):
         if not settings.use_threads:
             return None
         try:
-            name = short(discord.utils.escape_mentions(f"#{job.id} {spec.prompt}"), 90)  # no allowed_mentions here
+            name = one_line(f"#{job.id} {spec.prompt}", 90)  # plain text: no Markdown, no controls, no bidi tricks
             thread = await message.create_thread(name=name, auto_archive_duration=1440)
             return thread.id
         except discord.HTTPException as exc:  # no permission, too many active threads (160006), ...
@@ -338,16 +321,15 @@ class Imagine(commands.Cog):
 
     # -- buttons' follow-ups ----------------------------------------------------------------------------------
     async def follow_up(self, interaction: discord.Interaction, parent_id: int, kind: str) -> None:
-        """Queue a Reroll, Continue or Upscale of `parent_id`; limits and bad states answer the member ephemerally."""
-        if await self.button_throttled(interaction):
-            return
+        """Queue a Reroll, Continue or Upscale of `parent_id` through the job service's gate (the cooldown and the
+        server's rules of /imagine); limits and bad states answer the member ephemerally."""
         try:
             await self._follow_up(interaction, parent_id, kind)
         except (InvalidSpec, OutOfMemory, QueueFull) as exc:
             await reply(interaction, public_message(exc))
 
     async def _follow_up(self, interaction: discord.Interaction, parent_id: int, kind: str) -> None:
-        parent = await self.bot.jobs.get(parent_id)
+        parent = await self.bot.jobs.get_here(parent_id, interaction.guild_id, interaction.user.id)
         if parent is None:
             await interaction.response.send_message("That job no longer exists.", ephemeral=True)
             return
@@ -379,7 +361,7 @@ class Imagine(commands.Cog):
             return Posted((await interaction.original_response()).id)
 
         await self.bot.jobs.submit(
-            Origin(interaction.guild_id, parent.channel_id, interaction.user.id),
+            _origin_of(interaction, parent),
             spec,
             kind=JobKind(kind),
             parent_id=parent.id,
@@ -389,13 +371,17 @@ class Imagine(commands.Cog):
 
     # -- branching ------------------------------------------------------------------------------------------
     async def branch_menu(self, interaction: discord.Interaction, job_id: int) -> None:
-        """Show the saved states of a job (thumbnails with their steps) and a menu to branch from one."""
-        job = await self.bot.jobs.get(job_id)
-        saved = self.bot.jobs.snapshots(job_id) if job is not None else []
+        """Show the saved states of a job (thumbnails with their steps, unless the output check flagged its picture)
+        and a menu to branch from one."""
+        if await self.button_throttled(interaction):
+            return
+        job = await self.bot.jobs.get_here(job_id, interaction.guild_id, interaction.user.id)
+        saved = self.bot.jobs.snapshots(job_id) if job is not None and job.deleted_at is None else []
         if not saved:
             await interaction.response.send_message("This image has no saved states to branch from.", ephemeral=True)
             return
-        pictures = [(f"step {step}", thumb) for step, _, thumb in saved if thumb is not None]
+        shown = self.bot.jobs.shows_states(job)
+        pictures = [(f"step {step}", thumb) for step, _, thumb in saved if thumb is not None and shown]
         files = []
         if pictures:
             sheet = await asyncio.to_thread(contact_sheet, pictures, 160)
@@ -408,16 +394,15 @@ class Imagine(commands.Cog):
         )
 
     async def branch(self, interaction: discord.Interaction, parent_id: int, step: int, text: str) -> None:
-        """Queue a new job that starts from `parent_id`'s state at `step`, aiming at `text` from there."""
-        if await self.button_throttled(interaction):
-            return
+        """Queue a new job that starts from `parent_id`'s state at `step`, aiming at `text` from there (through the job
+        service's gate, as every job)."""
         try:
             await self._branch(interaction, parent_id, step, text.strip())
         except (InvalidSpec, QueueFull) as exc:
             await reply(interaction, public_message(exc))
 
     async def _branch(self, interaction: discord.Interaction, parent_id: int, step: int, text: str) -> None:
-        parent = await self.bot.jobs.get(parent_id)
+        parent = await self.bot.jobs.get_here(parent_id, interaction.guild_id, interaction.user.id)
         saved = {s: path for s, path, _ in self.bot.jobs.snapshots(parent_id)} if parent is not None else {}
         if step not in saved:
             await interaction.response.send_message("That saved state is no longer kept.", ephemeral=True)
@@ -437,7 +422,7 @@ class Imagine(commands.Cog):
             return Posted((await interaction.original_response()).id)
 
         await self.bot.jobs.submit(
-            Origin(interaction.guild_id, parent.channel_id, interaction.user.id),
+            _origin_of(interaction, parent),
             spec,
             kind=JobKind.BRANCH,
             parent_id=parent.id,
@@ -452,10 +437,15 @@ class Imagine(commands.Cog):
         """/queue: the running jobs with their steps, then the waiting line with ETAs, to the member only."""
         jobs = self.bot.jobs
         lines = []
+        here = interaction.guild_id, interaction.user.id
         for info in jobs.running():
+            if not jobs.shows_in(info.job_id, *here, info.author_id):
+                continue
             lines.append(f"▶️ #{info.job_id} · <@{info.author_id}> · step {info.step}/{info.steps}")
         etas = jobs.etas()
         for position, entry in enumerate(jobs.queue.order(), 1):
+            if not jobs.shows_in(entry.job_id, *here, entry.user_id):
+                continue  # its place is still counted: the line is shared by every server
             eta = etas.get(entry.job_id, 0.0)
             lines.append(f"{position}. #{entry.job_id} · <@{entry.user_id}> · ETA ~{duration(eta)}")
         text = "\n".join(lines) if lines else "Nothing is running and nobody is waiting. `/imagine` something!"

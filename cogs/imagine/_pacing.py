@@ -52,22 +52,3 @@ class EditPacer:
         self._last_edit.pop(message_id, None)
         for asking in self._asking.values():
             asking.pop(message_id, None)
-
-
-class RateLimiter:
-    """At most `rate` actions per `per` seconds per key (a sliding window); `hit` returns the wait, or 0."""
-
-    def __init__(self, rate: int, per: float) -> None:
-        self.rate, self.per = rate, per
-        self._hits: defaultdict[int, deque[float]] = defaultdict(deque)
-
-    def hit(self, key: int, now: float) -> float:
-        """Count an action of `key` at `now` and return 0; over the rate, return the seconds to wait instead (a refused
-        action is not counted)."""
-        hits = self._hits[key]
-        while hits and now - hits[0] >= self.per:
-            hits.popleft()
-        if len(hits) >= self.rate:
-            return self.per - (now - hits[0])
-        hits.append(now)
-        return 0.0

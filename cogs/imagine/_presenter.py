@@ -14,11 +14,12 @@ from PIL import Image
 from bot.jobs import Job, JobKind, JobState
 from bot.timelapse import Timelapse, make_mp4, make_timelapse
 from bot.tournaments import Tournament
+from cogs.imagine._audience import audience
 from cogs.imagine._embeds import duration, jump_url, result_embed, short, status_embed
 from cogs.imagine._grid import contact_sheet
 from cogs.imagine._pacing import EditPacer
 from cogs.imagine._views import NUMBER_EMOJI, custom_id, pick_view, result_view, running_view
-from engine.moderation import decide
+from engine.moderation import checks_previews, decide
 from engine.spec import Progress, Result
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,10 @@ class DiscordPresenter:
             del history[:-SPARK_POINTS]
         if job.status_message_id is None or progress.preview is None:
             return
-        if progress.unsafe is not None and decide(job.spec.moderation, progress.unsafe).action != "post":
-            return  # a flagged preview is not shown (the strict level checks them)
+        if checks_previews(job.spec.moderation):  # the strict level: a preview is shown only when checked and safe
+            unsafe = 1.0 if progress.unsafe is None else progress.unsafe  # no score: as if flagged (fail closed)
+            if decide(job.spec.moderation, unsafe).action != "post":
+                return
         if job.id in self._inflight and not self._inflight[job.id].done():
             return  # an edit is still on its way: drop this one, the next will carry a newer preview
         if not self.pacer.allow(job.post_channel_id, job.status_message_id, self._now()):
@@ -128,7 +131,7 @@ class DiscordPresenter:
             channel = await self._channel(job.post_channel_id)
             if self._now() - self._status_born.get(job.id, self._now()) > STATUS_MAX_AGE:
                 old = channel.get_partial_message(job.status_message_id)
-                await old.edit(view=None)
+                await old.edit(attachments=[], view=None)  # the newest preview goes on the new message only
                 message = await channel.send(
                     embed=embed, file=file, view=running_view(job.id, steer=True, install=self.bot.jobs.install)
                 )
@@ -211,7 +214,10 @@ class DiscordPresenter:
         return None
 
     async def _complete_post(self, job: Job, message: discord.Message) -> None:
-        """Seed the vote reactions on the result and link to it from the channel (both safe to repeat)."""
+        """Record who could see the result where it was posted (the web gallery shows only what everyone could), seed
+        the vote reactions on it and link to it from the channel (all safe to repeat)."""
+        seen_by = audience(message.channel)
+        await self.bot.jobs.record_audience(job.id, seen_by.who, seen_by.channel_id)
         for emoji in VOTE_EMOJI:
             try:
                 await message.add_reaction(emoji)
@@ -317,18 +323,22 @@ class DiscordPresenter:
         """Post the finished candidates' contact sheet with the pick buttons and seed the number reactions; returns the
         message id."""
         channel = await self._channel(tournament.thread_id or tournament.channel_id)
-        finished = [c for c in candidates if c.state == JobState.DONE and c.image_path]
+        done = [c for c in candidates if c.state == JobState.DONE and c.image_path]
+        finished = [c for c in done if c.moderation != "withhold"]  # a withheld candidate is never shown
         items = [(f"{c.candidate} · CLIP {c.score or 0:.3f}", Path(c.image_path)) for c in finished]
         sheet = await asyncio.to_thread(contact_sheet, items, 256)
         numbers = [c.candidate for c in finished]
         wait = max(0, round((tournament.decide_at or 0) - time.time()))
         spec = tournament.spec
+        withheld = len(done) - len(finished)
+        note = f" ({withheld} withheld by this server's output check)" if withheld else ""
+        spoiler = any(c.moderation == "spoiler" for c in finished)  # one flagged tile hides the whole sheet
         message = await channel.send(
             f"<@{tournament.author_id}> the candidates of **{short(spec.prompt, 200)}** after their first "
-            f"{candidates[0].spec.steps} steps. Vote with the number reactions; the author "
+            f"{candidates[0].spec.steps} steps{note}. Vote with the number reactions; the author "
             f"picks with a button, or in {duration(wait)} the most voted (then the best scoring) goes on to "
             f"{spec.steps} steps.",
-            file=discord.File(io.BytesIO(sheet), filename=f"tournament-{tournament.id}.png"),
+            file=discord.File(io.BytesIO(sheet), filename=f"tournament-{tournament.id}.png", spoiler=spoiler),
             view=pick_view(tournament.id, numbers, install=self.bot.jobs.install),
             allowed_mentions=author_only(tournament.author_id),
         )
@@ -369,7 +379,14 @@ class DiscordPresenter:
                 log.info("could not take the buttons off tournament %d: %s", tournament.id, exc)
         await channel.send(f"Candidate {tournament.chosen} goes on ({why}) → #{job.id}.")
 
-    async def tournament_failed(self, tournament: Tournament) -> None:
-        """Say that no candidate finished."""
+    async def tournament_failed(self, tournament: Tournament, withheld: int = 0) -> None:
+        """Say that no candidate finished, or that the output check withheld every one that did."""
         channel = await self._channel(tournament.thread_id or tournament.channel_id)
+        if withheld:
+            await channel.send(
+                f"<@{tournament.author_id}> this server's output check withheld every finished candidate of this "
+                "tournament: nothing to pick from. Try another prompt.",
+                allowed_mentions=author_only(tournament.author_id),
+            )
+            return
         await channel.send("No candidate of this tournament finished (cancelled or failed): nothing to pick from.")

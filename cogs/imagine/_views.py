@@ -62,12 +62,18 @@ class _FromJobId(_Guarded):
 
 
 async def _active_job(interaction: discord.Interaction, job_id: int):
-    """The job if it is still waiting or running; otherwise say so to the member and return None."""
-    job = await interaction.client.jobs.get(job_id)
+    """The job if it is still waiting or running (and of this server); otherwise say so to the member and return
+    None."""
+    job = await _job_here(interaction, job_id)
     if job is None or not job.state.active:
         await interaction.response.send_message("This job has already ended.", ephemeral=True)
         return None
     return job
+
+
+async def _job_here(interaction: discord.Interaction, job_id: int):
+    """The job a button names, if it belongs where the button was clicked (see `JobService.get_here`)."""
+    return await interaction.client.jobs.get_here(job_id, interaction.guild_id, interaction.user.id)
 
 
 def custom_id(action: str, item_id: int, install: str | None) -> str:
@@ -259,7 +265,7 @@ class BranchSelect(discord.ui.Select):
     async def callback(self, interaction: discord.Interaction) -> None:
         """Open the Branch modal for the chosen step, filled with the prompt the job had at that step."""
         step = int(self.values[0])
-        job = await interaction.client.jobs.get(self.job_id)
+        job = await _job_here(interaction, self.job_id)
         if job is None:
             await interaction.response.send_message("That job no longer exists.", ephemeral=True)
             return
@@ -310,8 +316,9 @@ class PickButton(
                 "Only the member who started this tournament picks; vote with the number reactions.", ephemeral=True
             )
             return
-        await interaction.response.send_message(f"Candidate {self.number} goes on…", ephemeral=True)
-        await bot.tournaments.decide(self.tournament_id, self.number, "author")
+        decided = await bot.tournaments.decide(self.tournament_id, self.number, "author")
+        said = f"Candidate {self.number} goes on…" if decided else "This tournament has already been decided."
+        await interaction.response.send_message(said, ephemeral=True)
 
 
 class CancelTournamentButton(
@@ -332,7 +339,7 @@ class CancelTournamentButton(
         """Cancel every candidate still active, while the first stage runs (its author or a moderator)."""
         bot = interaction.client
         tournament = await bot.tournaments.get(self.tournament_id)
-        if tournament is None or tournament.state != "running":
+        if tournament is None or tournament.guild_id != interaction.guild_id or tournament.state != "running":
             await interaction.response.send_message("This tournament's first stage is over.", ephemeral=True)
             return
         if interaction.user.id != tournament.author_id and not _may_moderate(interaction):
@@ -372,9 +379,14 @@ class RecipeButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         """Reply (to the member only) with the job's recipe, and its gallery link where the gallery shows it."""
-        job = await interaction.client.jobs.get(self.job_id)
+        job = await _job_here(interaction, self.job_id)
         if job is None:
             await interaction.response.send_message("That job no longer exists.", ephemeral=True)
+            return
+        if job.moderation == "withhold" or job.deleted_at is not None:  # its recipe would make it again
+            await interaction.response.send_message(
+                "This image was withheld or deleted; its recipe is not shown.", ephemeral=True
+            )
             return
         text = recipe_text(job, job.spec)
         url = interaction.client.settings.gallery_url
@@ -395,7 +407,8 @@ class DeleteButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         """Ask the job service to delete the image and reply with its sentence, to the member only."""
-        text = await interaction.client.jobs.delete(self.job_id, interaction.user.id, _may_moderate(interaction))
+        jobs, user = interaction.client.jobs, interaction.user
+        text = await jobs.delete(self.job_id, user.id, _may_moderate(interaction), interaction.guild_id)
         await interaction.response.send_message(text, ephemeral=True)
 
 

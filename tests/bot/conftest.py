@@ -11,7 +11,7 @@ from PIL import Image
 
 from bot.config import Settings
 from engine.spec import Finished, Progress, Result, Snapshotted
-from tests.bot.cluster import redis_server, start_worker  # noqa: F401 - fixtures of the distributed backend
+from tests.bot.cluster import redis_server, secure_redis, start_worker  # noqa: F401 - fixtures of the distributed backend
 
 
 def _png(color=(200, 40, 40), size=(32, 32)) -> bytes:
@@ -40,13 +40,16 @@ class GatedHandle:
         backend.started.append(self.job_id)
         backend.resumed[self.job_id] = self.resume
         step = 1
-        yield Progress(step, self.spec.steps, 0.5, (0.5,), 1.0, _png(), 32, 32)
+        unsafe = backend.preview_unsafe if self.spec.moderation == "strict" else None  # strict scores previews
+        yield Progress(step, self.spec.steps, 0.5, (0.5,), 1.0, _png(), 32, 32, unsafe=unsafe)
         if self.snapshot_every:
             yield Snapshotted(step, f"snapshot of job {self.job_id} at {step}".encode(), _png(size=(8, 8)))
         if backend.hold:
             gate = asyncio.get_running_loop().create_future()
             backend.gates[self.job_id] = gate
             await backend.env.external_wait(gate, reason="the test holds this job mid-run")
+        if backend.late_progress:  # a report after the hold (a run that went on for long)
+            yield Progress(step + 1, self.spec.steps, 0.5, (0.5,), 2.0, _png(), 32, 32, unsafe=unsafe)
         if backend.fail_with is not None:
             raise backend.fail_with
         steps = step if self.cancelled else self.spec.steps
@@ -66,6 +69,8 @@ class GatedBackend:
         self.started: list[int] = []
         self.resumed: dict[int, object] = {}
         self.steered: list[tuple[int, str]] = []
+        self.late_progress = False
+        self.preview_unsafe: float | None = 0.01  # the output check's score of every preview (at strict)
         self.unsafe: float | None = 0.01  # the output check's score of every image (when the spec asks for it)
 
     capacity = 1
@@ -124,3 +129,15 @@ def make_gated_bot(settings, gated):
         return ImagineBot(settings, backend_factory=lambda s: gated)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+async def _close_the_bots_database(request):
+    """At the end of a simcord test, close its bot's database if the bot left it open. simcord detaches the bot
+    without closing it; a passing test's connection is collected at once, but a failing test's frames keep it alive
+    to the end of the run, and aiosqlite's non-daemon thread would then keep pytest from ever exiting."""
+    yield
+    env = request.node.funcargs.get("simcord_env") if hasattr(request.node, "funcargs") else None
+    store = getattr(getattr(env, "bot", None), "store", None)
+    if store is not None:
+        await store.close()  # a second close does nothing

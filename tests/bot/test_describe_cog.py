@@ -45,5 +45,6 @@ async def test_describe_gives_a_prompt_and_its_button_queues_it(simcord_env, set
     # the bot's own result can be described too, with the message command
     [thread] = channel.threads
     final = next(m for m in thread.history() if m.attachments and m.attachments[0].filename == "imagine-1.png")
+    await simcord_env.advance_time(31)  # past /describe's cooldown
     again = await alice.context_menu(thread, "Describe image", final)
     assert (again.followups or [again.response])[0].embeds[0].title == "What CLIP sees"

@@ -276,10 +276,10 @@ async def test_a_button_that_fails_answers_with_a_sentence(simcord_env, world, g
     [thread] = channel.threads
     status = _status(thread, 1)
 
-    async def broken(job_id):
+    async def broken(job_id, *where):
         raise RuntimeError("the disk at /srv/imagine is on fire")
 
-    monkeypatch.setattr(simcord_env.bot.jobs, "get", broken)
+    monkeypatch.setattr(simcord_env.bot.jobs, "get_here", broken)
     clicked = await u["alice"].click(status, label="Cancel")
     assert clicked.ephemeral and "Something went wrong" in clicked.response.content
     assert "/srv" not in clicked.response.content

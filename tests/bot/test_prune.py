@@ -78,6 +78,20 @@ async def test_age_removes_old_snapshots_frames_and_uploads_and_keeps_what_is_ne
     assert uses.id and report.freed >= 2 * MB and report.left > 0
 
 
+async def test_every_picture_a_waiting_spec_names_is_kept(store, tmp_path):
+    """Init images and image prompts (a weight after the file name) of waiting jobs stay, under age and budget."""
+    from engine.spec import JobSpec
+
+    data = tmp_path / "data"
+    init, target = _fill(data / "inputs" / "a-init.png", 5000), _fill(data / "inputs" / "b-target.png", 5000)
+    for path in (init, target):
+        os.utime(path, (NOW - 40 * DAY, NOW - 40 * DAY))
+    spec = JobSpec("a castle", init_image=str(init), image_prompts=(f"{target}:0.5",))
+    await store.create_job(guild_id=1, channel_id=2, author_id=3, spec_json=spec.to_json())
+    await prune(store, data, Policy(days=30, budget_mb=0), now=NOW)
+    assert init.exists() and target.exists()
+
+
 async def test_budget_removes_the_oldest_first_and_keeps_the_images_on_top_and_voted(store, tmp_path):
     data = tmp_path / "data"
     jobs = [await _job(store, data, ended_days_ago=20 - i, score=0.01 * i) for i in range(14)]

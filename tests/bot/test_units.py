@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import KEYS, ConfigError, Settings
-from bot.queue import Entry, FairQueue, QueueFull
-from cogs.imagine._pacing import EditPacer, RateLimiter
+from bot.queue import Entry, FairQueue, QueueFull, RateLimiter
+from cogs.imagine._pacing import EditPacer
 
 ROOT = Path(__file__).resolve().parents[2]
 
