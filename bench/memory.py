@@ -3,7 +3,7 @@
 Sums the distinct tensors autograd saves during one real-size step (imagenet f16 VQGAN + ViT-B/32, random
 weights; the weights themselves excluded), fits bytes = a * pixels + b * cutouts + c, and prints the largest
 square that one job can use on 12, 24 and 80 GB cards.
-On CUDA it also prints the measured peak. The fit is what `engine.loading.step_bytes` uses.
+On CUDA it also prints the measured peak. The fit is what `engine.memory.step_bytes` uses.
 
     python -m bench.memory --sizes 128 256 --cutn 16 32
 """

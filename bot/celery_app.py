@@ -78,13 +78,4 @@ def make_app(redis_url: str) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
-    app.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True)(_run_task)
-    return app
-
-
-def _run_task(task, *args, **kwargs) -> None:
-    """One job: (job_id, attempt, spec_json, snapshot_every, files), as `CeleryHandle` sends it. The arguments come
-    from Redis, so the worker checks each before using it (`Runner.take`)."""
-    from bot.worker import Runner  # the worker process's engine (the bot only sends tasks)
-
-    Runner.instance().take(args, kwargs)
+    return app  # the task itself is registered by the worker (`bot.worker.worker_app`); the bot sends it by name

@@ -39,7 +39,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bot.celery_app import ALIVE_TTL, HEARTBEAT, KEEP, MAX_SLOTS, QUEUE, is_file_key, key, make_app, worker_key
+from bot.celery_app import ALIVE_TTL, HEARTBEAT, KEEP, MAX_SLOTS, QUEUE, TASK, is_file_key, key, make_app, worker_key
 from bot.config import KEYS
 
 log = logging.getLogger(__name__)
@@ -430,7 +430,20 @@ def _settings():
     return _SETTINGS
 
 
-app = make_app(getattr(_SETTINGS, "redis_url", KEYS["IMAGINE_REDIS_URL"][0]))
+def _run_task(task, *args, **kwargs) -> None:
+    """One job: (job_id, attempt, spec_json, snapshot_every, files), as `CeleryHandle` sends it. The arguments come
+    from Redis, so the worker checks each before using it (`Runner.take`)."""
+    Runner.instance().take(args, kwargs)
+
+
+def worker_app(redis_url: str):
+    """The Celery application of a worker: the shared configuration with the job task registered (`TASK`)."""
+    app = make_app(redis_url)
+    app.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True)(_run_task)
+    return app
+
+
+app = worker_app(getattr(_SETTINGS, "redis_url", KEYS["IMAGINE_REDIS_URL"][0]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -452,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install(*settings.secrets())  # the Redis password never reaches a log line, at any level
     quiet_libraries()
-    worker_app = make_app(settings.redis_url)
+    celery = worker_app(settings.redis_url)
     if not 1 <= args.slots <= MAX_SLOTS:
         print(f"error: --slots must be from 1 to {MAX_SLOTS}, not {args.slots}.", file=sys.stderr)
         return 2
@@ -460,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     runner.pool.engine_for(_default_spec(settings))  # load the models before taking any task
     runner.announce()
     name = args.name or f"imagine@{runner.worker_id}"
-    worker_app.worker_main(
+    celery.worker_main(
         ["worker", "--pool", "threads", "--concurrency", str(runner.slots), "-n", name, "-Q", QUEUE,
          "--loglevel", args.loglevel.upper(), "--without-gossip", "--without-mingle", "--without-heartbeat"]
     )  # fmt: skip

@@ -13,7 +13,7 @@ import difflib
 import torch
 
 from engine.errors import InvalidSpec
-from engine.generators import clamp_with_grad
+from engine.generator_parts import clamp_with_grad
 
 CLASS_LOGIT = 10.0  # a named starting class gets ~96% of the softmax over 1000 classes
 CLASS_NOISE = 0.5  # the other logits start as small noise, so each seed mixes classes differently

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from engine.generators import _check_size, clamp_with_grad, reencode_upscaled
+from engine.generator_parts import check_size, clamp_with_grad, reencode_upscaled
 from engine.models.dvae import LOGIT_LAPLACE_EPS
 
 LOGIT_MAX = 30.0  # beyond this a softmax is one-hot in float32; clamping keeps gradients alive
@@ -33,7 +33,7 @@ class DVAEGenerator:
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """The size rounded down to multiples of the dVAE's factor (InvalidSpec below one token)."""
-        return _check_size(width, height, self.factor, self.name)
+        return check_size(width, height, self.factor, self.name)
 
     def init_params(self, batch: int, width: int, height: int, gen: torch.Generator) -> torch.Tensor:
         """A random code per position as one-hot logits of `init_logit`: (B, vocab, H/f, W/f)."""

@@ -8,72 +8,11 @@ and SIREN (`engine.siren`, deep-daze).
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
 import torch.nn.functional as F
 
 from engine.errors import InvalidSpec
-
-
-class Generator(Protocol):
-    """Parameters -> image in [0, 1]; optionally image -> parameters (for init images)."""
-
-    name: str
-    factor: int  # output sizes are multiples of this
-
-    def output_size(self, width: int, height: int) -> tuple[int, int]:
-        """The size this generator really makes for a requested size."""
-        ...
-
-    def init_params(self, batch: int, width: int, height: int, gen: torch.Generator) -> torch.Tensor:
-        """Random starting parameters drawn from `gen`, (batch, ...)."""
-        ...
-
-    def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] at an output size -> parameters that decode to about that image."""
-        ...
-
-    def decode(self, params: torch.Tensor) -> torch.Tensor:
-        """Parameters -> (B, 3, H, W) in [0, 1], differentiable."""
-        ...
-
-    def project_(self, params: torch.Tensor) -> None:
-        """Bring parameters back into their valid range after an optimiser step (in place, no grad)."""
-        ...
-
-    def upscale(self, params: torch.Tensor, width: int, height: int) -> torch.Tensor:
-        """Parameters of this image at twice the size (width, height are the current size)."""
-        ...
-
-
-def reencode_upscaled(generator: Generator, params: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """The generic upscale: decode, resize to twice the size, encode (VQGAN and the dVAE use their encoder)."""
-    with torch.no_grad():
-        image = generator.decode(params)  # (B, 3, H, W)
-        bigger = F.interpolate(image, size=(height * 2, width * 2), mode="bicubic", align_corners=False)
-        return generator.encode(bigger.clamp(0, 1))
-
-
-class _ClampWithGrad(torch.autograd.Function):
-    """Clamp whose backward still passes a gradient at an out-of-range value when descent moves it back in range."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
-        ctx.low, ctx.high = low, high
-        ctx.save_for_backward(x)
-        return x.clamp(low, high)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        outside = x - x.clamp(ctx.low, ctx.high)  # > 0 above, < 0 below, 0 inside
-        return grad * (outside * grad >= 0), None, None
-
-
-def clamp_with_grad(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """`x` clamped to [low, high], with a gradient that can still move a clamped value back in range."""
-    return _ClampWithGrad.apply(x, low, high)
+from engine.generator_parts import Generator, check_size, clamp_with_grad, reencode_upscaled
 
 
 def quantize_straight_through(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -83,13 +22,6 @@ def quantize_straight_through(z: torch.Tensor, codebook: torch.Tensor) -> torch.
     with torch.no_grad():
         z_q = quantize_nearest(z, codebook)
     return z + (z_q - z).detach()
-
-
-def _check_size(width: int, height: int, factor: int, name: str) -> tuple[int, int]:
-    w, h = width // factor * factor, height // factor * factor
-    if w < factor or h < factor:
-        raise InvalidSpec(f"The {name} generator needs at least {factor}x{factor} pixels, not {width}x{height}.")
-    return w, h
 
 
 class VQGANGenerator:
@@ -107,7 +39,7 @@ class VQGANGenerator:
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """The size rounded down to multiples of the VQGAN's factor (InvalidSpec below one token)."""
-        return _check_size(width, height, self.factor, self.name)
+        return check_size(width, height, self.factor, self.name)
 
     def init_params(self, batch: int, width: int, height: int, gen: torch.Generator) -> torch.Tensor:
         """A random codebook vector per latent token: (B, D, H/f, W/f)."""
@@ -152,7 +84,7 @@ class FourierGenerator:
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """The size rounded down to even numbers (InvalidSpec below 2x2)."""
-        return _check_size(width, height, self.factor, self.name)
+        return check_size(width, height, self.factor, self.name)
 
     def _scale(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         fy = torch.fft.fftfreq(height, device=device)[:, None]

@@ -113,3 +113,10 @@ def read_recipe(source: str | Path | bytes) -> dict[str, Any] | None:
     if not isinstance(meta, dict) or not isinstance(meta.get("spec"), dict):
         raise InvalidSpec(f"The recipe in {name} is damaged (it holds no spec).")
     return meta
+
+
+def snapshot_bytes(snapshot: dict[str, Any]) -> bytes:
+    """A snapshot as bytes (torch.save), to store or send anywhere."""
+    buffer = io.BytesIO()
+    torch.save(snapshot, buffer)
+    return buffer.getvalue()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import CheckpointError
+from engine.memory import MODELS_BYTES, Budget, cpu_budget, step_bytes, uses_half
 from engine.models import registry
 from engine.spec import JobSpec
 from engine.speed import Speed
@@ -172,19 +173,7 @@ class EnginePool:
                     )
 
 
-# Memory one run's step needs on top of the models, in bytes: activations kept for the backward grow with the
-# image's pixels (the decoder) and with the cutouts (CLIP). Read off the autograd graph of real-size steps
-# (imagenet f16 VQGAN + ViT-B/32, fp32; see `bench/memory.py`), halved for bf16/fp16 activations.
-BYTES_PER_PIXEL_FP32 = 21_500
-BYTES_PER_CUTOUT_FP32 = 18_000_000
-MODELS_BYTES = 1_500_000_000  # the VQGAN and CLIP weights plus the CUDA context, roughly
 MAX_CONCURRENT = 8
-
-
-def step_bytes(width: int, height: int, cutn: int, half: bool) -> int:
-    """Estimated memory of one run's step at this size (activations for the backward, plus headroom)."""
-    fp32 = BYTES_PER_PIXEL_FP32 * width * height + BYTES_PER_CUTOUT_FP32 * cutn
-    return int(fp32 * (0.6 if half else 1.0) * 1.2)
 
 
 def suggest_concurrency(device, width: int = 512, height: int = 512, cutn: int = 32, speed: Speed = Speed()) -> int:
@@ -207,8 +196,6 @@ def device_budget(device, speed: Speed = Speed(), free: bool = True):
     now (`free`, for one run of the CLI) or the device's total (the bot, whose jobs come and go); on a CPU the
     available RAM. None where it cannot be told."""
     import torch
-
-    from engine.memory import Budget, cpu_budget, uses_half
 
     device = torch.device(device)
     if device.type != "cuda":

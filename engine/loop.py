@@ -22,11 +22,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import Cancelled, EngineError
-from engine.run import Engine, Run, snapshot_bytes
+from engine.images import snapshot_bytes
 from engine.spec import Event, Failed, Finished, JobSpec, Progress, Result, Snapshotted
+
+if TYPE_CHECKING:  # the loop advances runs of engines; engine.run starts the loop lazily (Engine.generate)
+    from engine.run import Engine, Run
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,20 @@ import os
 from dataclasses import dataclass
 
 from engine.errors import InvalidSpec
-from engine.loading import MODELS_BYTES, step_bytes
+
+# Memory one run's step needs on top of the models, in bytes: activations kept for the backward grow with the
+# image's pixels (the decoder) and with the cutouts (CLIP). Read off the autograd graph of real-size steps
+# (imagenet f16 VQGAN + ViT-B/32, fp32; see `bench/memory.py`), halved for bf16/fp16 activations.
+BYTES_PER_PIXEL_FP32 = 21_500
+BYTES_PER_CUTOUT_FP32 = 18_000_000
+MODELS_BYTES = 1_500_000_000  # the VQGAN and CLIP weights plus the CUDA context, roughly
+
+
+def step_bytes(width: int, height: int, cutn: int, half: bool) -> int:
+    """Estimated memory of one run's step at this size (activations for the backward, plus headroom)."""
+    fp32 = BYTES_PER_PIXEL_FP32 * width * height + BYTES_PER_CUTOUT_FP32 * cutn
+    return int(fp32 * (0.6 if half else 1.0) * 1.2)
+
 
 # The decoder's self-attention runs at the latent grid (one token per 16x16 pixels): each of its four attention
 # layers keeps a tokens x tokens matrix for the backward, and the softmax and its gradient add about two more at
@@ -30,7 +43,7 @@ def uses_half(precision: str, device_type: str) -> bool:
 
 def job_bytes(width: int, height: int, cutn: int, half: bool) -> int:
     """Estimated memory of one job's step at this size, beyond the models: the measured per-pixel and per-cutout
-    costs (`engine.loading.step_bytes`) plus the decoder's attention matrices, which grow with the pixels squared."""
+    costs (`step_bytes`) plus the decoder's attention matrices, which grow with the pixels squared."""
     tokens = math.ceil(width / LATENT_STRIDE) * math.ceil(height / LATENT_STRIDE)
     attention = ATTENTION_MATRICES * tokens * tokens * (2 if half else 4)
     return step_bytes(width, height, cutn, half) + attention

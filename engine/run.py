@@ -25,7 +25,7 @@ from engine.cutouts import Augment, Cutouts
 from engine.errors import Diverged, InvalidSpec, OutOfMemory
 from engine.fast import FastModels
 from engine.generators import Generator, generator_key, make_generator
-from engine.images import encode_png, fit, from_pil, load_image, recipe, to_pil
+from engine.images import encode_png, fit, from_pil, load_image, recipe, snapshot_bytes, to_pil
 from engine.losses import (
     cosine_scores,
     prompt_losses,
@@ -276,7 +276,7 @@ class Engine:
 
     def check_memory(self, spec: JobSpec, width: int, height: int) -> None:
         """Refuse with a sentence, before starting, a size whose step is estimated not to fit in free memory."""
-        from engine.loading import step_bytes
+        from engine.memory import step_bytes
 
         free = self.free_bytes()
         if free is None:
@@ -516,13 +516,6 @@ class Engine:
             snapshot_every=snapshot_every if on_snapshot is not None else 0,
         )
         return run_to_end(self, self.start(spec, snapshot), callbacks)
-
-
-def snapshot_bytes(snapshot: dict[str, Any]) -> bytes:
-    """A snapshot as bytes (torch.save), to store or send anywhere."""
-    buffer = io.BytesIO()
-    torch.save(snapshot, buffer)
-    return buffer.getvalue()
 
 
 def save_snapshot(snapshot: dict[str, Any], path) -> None:

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from engine.generators import clamp_with_grad
+from engine.generator_parts import clamp_with_grad
 
 W0 = 30.0
 FIT_STEPS = 100  # Adam steps that fit the network to an init image

@@ -80,7 +80,8 @@ def test_dvae_names_never_leave_the_models_directory(generator_models, name):
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_each_generator_is_deterministic_and_resumes_to_the_same_bytes(gpool, name):
-    from engine.run import load_snapshot, snapshot_bytes
+    from engine.images import snapshot_bytes
+    from engine.run import load_snapshot
 
     spec = spec_for(name)
     engine = gpool.engine_for(spec)

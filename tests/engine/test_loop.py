@@ -143,11 +143,11 @@ def test_unreadable_init_image(engine, tiny_spec, tmp_path):
 
 
 def test_size_smaller_than_the_grid():
-    from engine.generators import _check_size
+    from engine.generator_parts import check_size
 
-    assert _check_size(72, 40, 16, "vqgan") == (64, 32)
+    assert check_size(72, 40, 16, "vqgan") == (64, 32)
     with pytest.raises(InvalidSpec, match="needs at least 32x32 pixels, not 24x64"):
-        _check_size(24, 64, 32, "vqgan")
+        check_size(24, 64, 32, "vqgan")
 
 
 def test_out_of_memory_becomes_engine_error(engine, tiny_spec, monkeypatch):

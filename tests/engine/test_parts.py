@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from engine.cutouts import NO_AUGMENT, Augment, Cutouts
-from engine.generators import FourierGenerator, clamp_with_grad, quantize_straight_through
+from engine.generator_parts import clamp_with_grad
+from engine.generators import FourierGenerator, quantize_straight_through
 from engine.losses import cosine_scores, prompt_losses, spherical_distance
 
 

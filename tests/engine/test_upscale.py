@@ -75,7 +75,8 @@ def test_vqgan_and_the_dvae_upscale_through_their_encoders(engine, tiny_spec, gp
 
 @pytest.mark.parametrize("name", ["dalle", "siren"])
 def test_snapshots_across_the_upscale_resume_to_the_same_bytes(gpool, name):
-    from engine.run import load_snapshot, snapshot_bytes
+    from engine.images import snapshot_bytes
+    from engine.run import load_snapshot
 
     spec = spec_for(name, steps=2, upscales=(2,))
     engine = gpool.engine_for(spec)
@@ -94,7 +95,8 @@ def test_snapshots_across_the_upscale_resume_to_the_same_bytes(gpool, name):
 
 def test_upscaling_a_finished_run_equals_a_run_planned_with_its_upscale(engine, tiny_spec):
     """The Upscale button: the finished run's snapshot, continued under the spec with one more stage."""
-    from engine.run import load_snapshot, snapshot_bytes
+    from engine.images import snapshot_bytes
+    from engine.run import load_snapshot
 
     spec = tiny_spec(steps=3)
     run = engine.start(spec)
