@@ -413,6 +413,8 @@ class Store:
         self._identity = _identity(self.path)
         self.install = ""
         self.legacy_buttons = False
+        # Servers' settings as last read or written: this store is their only writer, and every submission reads them.
+        self._settings: dict[int, GuildSettings] = {}
 
     @classmethod
     async def open(cls, path: str | Path, clock=time.time) -> Store:
@@ -757,13 +759,17 @@ class Store:
 
     # -- guild settings -------------------------------------------------------------------------------------
     async def guild_settings(self, guild_id: int | None) -> GuildSettings:
-        """A server's settings (the defaults for a server that changed none, and for DMs)."""
+        """A server's settings (the defaults for a server that changed none, and for DMs); read from the database once,
+        then kept (`update_guild_settings` keeps the new ones)."""
         if guild_id is None:
             return GuildSettings()
+        if guild_id in self._settings:
+            return self._settings[guild_id]
         async with self._db.execute(_SELECT_SETTINGS, (guild_id,)) as cur:
             row = await cur.fetchone()
         if row is None:
-            return GuildSettings()
+            self._settings[guild_id] = GuildSettings()
+            return self._settings[guild_id]
         values = {}
         for name, value in zip(_SETTINGS_COLUMNS, row, strict=True):
             if name in _JSON_SETTINGS:
@@ -771,7 +777,8 @@ class Store:
             elif name in _BOOL_SETTINGS and value is not None:
                 value = bool(value)
             values[name] = value
-        return GuildSettings(**values)
+        self._settings[guild_id] = GuildSettings(**values)
+        return self._settings[guild_id]
 
     async def update_guild_settings(self, guild_id: int, **changes: Any) -> GuildSettings:
         """Change some of a server's settings (the others stay); returns them all."""
@@ -789,6 +796,7 @@ class Store:
             row.append(value)
         await self._db.execute(_UPSERT_SETTINGS, (guild_id, *row))
         await self._db.commit()
+        self._settings[guild_id] = current
         return current
 
     async def blocked_words(self, guild_id: int) -> list[str]:

@@ -368,3 +368,26 @@ async def test_queue_lists_only_this_servers_jobs(simcord_env, world, gated):
     gated.hold = False
     gated.release(1)
     await simcord_env.settle()
+
+
+async def test_an_imagine_reads_the_servers_settings_once_at_most(simcord_env, world, monkeypatch):
+    """Every door reads the server's settings several times on its way in (gate, caps, thread, timelapse); the store
+    keeps them, so the database is asked once per server, and a change through /settings is seen at once."""
+    from storage import store as store_module
+
+    guild, channel, studio, u = world
+    db, reads = simcord_env.bot.store._db, []
+    execute = db.execute
+
+    def counting(sql, *args, **kwargs):
+        if sql == store_module._SELECT_SETTINGS:
+            reads.append(sql)
+        return execute(sql, *args, **kwargs)
+
+    monkeypatch.setattr(db, "execute", counting)
+    await _made(simcord_env, u["alice"], channel, prompt="a castle")
+    await _made(simcord_env, u["alice"], channel, prompt="a tower")
+    assert len(reads) <= 1
+    await u["admin"].slash(channel, "settings limits", max_steps=20)
+    refused = await u["alice"].slash(channel, "imagine", prompt="a bridge", steps=30)
+    assert "at most 20 steps" in refused.response.content and len(reads) <= 1
