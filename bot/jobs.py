@@ -19,9 +19,11 @@ from bot.presenter import Presenter
 from bot.queue import Cooldown, Entry, FairQueue, QueueFull, RateLimiter, member_full, queue_full
 from bot.timelapse import frame_paths, save_frame
 from engine.errors import EngineError, InvalidSpec, public_message
+from engine.files import write_atomically
 from engine.moderation import LEVELS, checks_images, checks_previews, decide
 from engine.snapshots import SnapshotHistory
 from engine.spec import MAX_STEPS, Finished, JobSpec, Progress, Result, Snapshotted
+from engine.uploads import check_image, stored_name
 from storage import GuildSettings, Job, JobKind, JobState, StorageError, Store, TopEntry
 
 log = logging.getLogger(__name__)
@@ -389,6 +391,16 @@ class JobService:
         """Whether a button carrying `install` belongs to this database."""
         return self.store.accepts(install)
 
+    async def keep_picture(self, data: bytes, what: str) -> str:
+        """Check an uploaded picture completely (size, format, metadata, dimensions, frames, decoding; InvalidSpec
+        naming `what`) before anything is queued, and keep it under a name made from its content (never the member's
+        file name; the same picture is kept once). Returns the name a spec reads it by."""
+        await asyncio.to_thread(check_image, data, f"the {what}")
+        path = self.data_dir / "inputs" / stored_name(data)
+        if not path.is_file():
+            await asyncio.to_thread(write_atomically, path, data)
+        return str(path)
+
     async def get(self, job_id: int) -> Job | None:
         """The job with this id, or None."""
         return await self.store.get_job(job_id)
@@ -627,7 +639,7 @@ class JobService:
     async def _finish(self, job: Job, result: Result, image_path: Path) -> None:
         """Save the image, then post it: the job is `posting` until its message exists, `done` after, so a stop in
         between leaves it for `recover` to post (never lost, never posted twice)."""
-        await asyncio.to_thread(_write_atomically, image_path, result.image)
+        await asyncio.to_thread(write_atomically, image_path, result.image)
         fields = dict(
             image_path=str(image_path),
             steps_done=result.steps_done,
@@ -760,7 +772,7 @@ class JobService:
                     await self.store.update_job(job.id, timelapse_message_id=message_id)
                     if made.ext in ("webp", "gif"):
                         path = self.data_dir / "timelapses" / f"{job.id}.{made.ext}"
-                        await asyncio.to_thread(_write_atomically, path, made.data)
+                        await asyncio.to_thread(write_atomically, path, made.data)
             except StorageError:
                 raise
             except Exception:  # the image is posted; the timelapse is a bonus
@@ -793,14 +805,6 @@ def _verdict_line(verdict) -> str:
     label = f" ({verdict.label})" if verdict.label else ""
     threshold = f" against {verdict.threshold:.2f}" if verdict.threshold is not None else ""
     return f"{verdict.action}: unsafe {verdict.unsafe:.3f}{threshold} at level {verdict.level}{label}"
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary name and rename, so a stop mid-write never leaves a truncated image under `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(path)
 
 
 def _stored_result(job: Job, image: bytes) -> Result:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -26,6 +24,7 @@ from types import MappingProxyType
 import torch
 from PIL import Image
 
+from engine.files import replacing
 from engine.uploads import check_size, open_image
 
 log = logging.getLogger(__name__)
@@ -223,19 +222,11 @@ class Describer:
             "weights": self.fingerprint,
             "embeddings": embeddings,
         }
-        tmp = None
         try:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.cache_path.parent, suffix=".tmp", delete=False) as f:
-                tmp = Path(f.name)
+            with replacing(self.cache_path) as f:
                 torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.cache_path)
         except OSError as exc:
             log.warning("could not write the description cache %s: %s", self.cache_path, exc)
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
 
     # --- matching --------------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from engine.cutouts import Augment, Cutouts
 from engine.errors import Diverged, InvalidSpec, OutOfMemory
 from engine.fast import FastModels
+from engine.files import write_atomically
 from engine.generators import Generator, generator_key, make_generator
 from engine.images import encode_png, fit, from_pil, load_image, recipe, snapshot_bytes, to_pil
 from engine.losses import (
@@ -520,10 +521,7 @@ class Engine:
 
 def save_snapshot(snapshot: dict[str, Any], path) -> None:
     """Write a snapshot atomically (a crash mid-write leaves the previous one)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(snapshot_bytes(snapshot))
-    tmp.replace(path)
+    write_atomically(path, snapshot_bytes(snapshot))
 
 
 def load_snapshot(source) -> dict[str, Any]:

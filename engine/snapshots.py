@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.files import write_atomically
+
 
 class SnapshotHistory:
     """One run's snapshots in a directory, as the bytes the loop emits (`engine.spec.Snapshotted`).
@@ -45,9 +47,9 @@ class SnapshotHistory:
         """Keep the state at `step` (and its thumbnail), written atomically, then thin."""
         self.directory.mkdir(parents=True, exist_ok=True)
         if thumbnail is not None:
-            _write_atomically(self.thumbnail(step), thumbnail)
+            write_atomically(self.thumbnail(step), thumbnail)
         path = self.path(step)
-        _write_atomically(path, state)
+        write_atomically(path, state)
         self.thin()
         return path
 
@@ -80,9 +82,3 @@ class SnapshotHistory:
     def disk_bytes(self) -> int:
         """Bytes of every file in the directory (0 if it does not exist)."""
         return sum(p.stat().st_size for p in self.directory.iterdir()) if self.directory.is_dir() else 0
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -23,6 +23,7 @@ STDLIB_ONLY = {
     "engine/memory.py",
     "engine/moderation.py",
     "engine/wire.py",
+    "engine/files.py",
 }
 PIL_ONLY = {"engine/uploads.py"}  # usable from the bot at module level: no torch, no numpy
 # CLIP's text cleaning and BPE for the word filter: the standard library and ftfy (which open_clip's tokenizer uses

@@ -6,7 +6,6 @@ import asyncio
 import io
 import logging
 import time
-from pathlib import Path
 from typing import Literal
 
 import discord
@@ -23,7 +22,6 @@ from cogs.imagine._views import branch_view, running_view, tournament_view
 from engine.errors import InvalidSpec, OutOfMemory, public_message
 from engine.models import registry
 from engine.spec import JobSpec, random_seed, split_regions
-from engine.uploads import check_image, stored_name
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +38,6 @@ STYLES = {
 StyleChoice = Literal["artstation", "unreal", "gurney", "matte", "watercolor", "pixel"]
 MAX_ATTACHMENT = 10 * 1024 * 1024
 BUTTON_RATE, BUTTON_PER = 3, 10.0  # Steer and the Branch menu (which make no job): a member's clicks, together
-
-
-def _keep(path: Path, data: bytes) -> None:
-    """Write an upload once (the name is its content's digest: the same picture is kept once)."""
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
 
 
 def _parent(interaction: discord.Interaction) -> int | None:
@@ -289,8 +278,8 @@ class Imagine(commands.Cog):
         return self.settings.default_model()
 
     async def _save_attachment(self, attachment: discord.Attachment, what: str) -> str:
-        """Check an uploaded picture completely (size, format, metadata, dimensions, frames, decoding) before
-        anything is queued, and keep it under a name made from its content (never the member's file name)."""
+        """Check an uploaded picture's declared size and type, then read it and let the job service check it
+        completely and keep it (`JobService.keep_picture`); returns the name a spec reads it by."""
         if attachment.size > MAX_ATTACHMENT:
             raise InvalidSpec(f"The {what} is {attachment.size / 1024 / 1024:.0f} MB; the limit is 10 MB.")
         if attachment.content_type and not attachment.content_type.startswith("image/"):
@@ -298,11 +287,7 @@ class Imagine(commands.Cog):
         data = await attachment.read()
         if len(data) > MAX_ATTACHMENT:  # the declared size was wrong
             raise InvalidSpec(f"The {what} is more than 10 MB; the limit is 10 MB.")
-        await asyncio.to_thread(check_image, data, f"the {what}")
-        folder = self.settings.data_dir / "inputs"
-        path = folder / stored_name(data)
-        await asyncio.to_thread(_keep, path, data)
-        return str(path)
+        return await self.bot.jobs.keep_picture(data, what)
 
     async def _open_thread(self, interaction: discord.Interaction, message, job, spec: JobSpec) -> int | None:
         channel = interaction.channel

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from engine.errors import CheckpointError
+from engine.files import replacing
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,8 @@ def convert(directory: str | Path, force: bool = False) -> list[Path]:
             raise CheckpointError(f"{source} is not a dall_e {part} (it holds a {type(module).__name__}).", str(source))
         config = {k: int(getattr(module, k)) for k in keys}
         state = {k: v.detach().float().contiguous() for k, v in module.state_dict().items()}
-        tmp = dest.with_name(dest.name + ".tmp")
-        torch.save({"config": config, "state_dict": state}, tmp)
-        tmp.replace(dest)
+        with replacing(dest) as f:
+            torch.save({"config": config, "state_dict": state}, f)
         log.info("converted %s to %s", source, dest)
         written.append(dest)
     return written
