@@ -46,19 +46,53 @@ class JobHandle(Protocol):
 
 
 class Backend(Protocol):
-    """`budget` (optional): an `engine.memory.Budget`, the memory one job may use where this backend runs; the job
-    service refuses a job that cannot fit it at submit time. None (or absent): not checked."""
+    """Everything the job service uses of a backend. `BackendBase` gives the defaults of all but `submit`."""
 
     capacity: int  # jobs run at once
+    remote: bool  # its jobs outlive this process (a stop does not cancel them) and its engine cannot read our disk
+    budget: Any  # an engine.memory.Budget: the memory one job may use there (refused at submit time); None: unchecked
+    owner: str | None  # set by the job service: the database's install token, for keys kept outside the database
+    on_capacity: Callable[[], None] | None  # set by the job service: called when room for more jobs appears
+    can_describe: bool  # whether `describe` runs here (it needs the engine in this process)
 
     def submit(self, job_id: int, spec: JobSpec, resume: bytes | None, snapshot_every: int) -> JobHandle:
         """A handle for a job starting from `resume` (snapshot bytes, or None) that snapshots every `snapshot_every`
         steps; nothing runs until its events are read."""
         ...
 
+    def need_capacity(self, still_needed: Callable[[], bool]) -> None:
+        """Jobs wait for room: call `on_capacity` when some appears, for as long as `still_needed()` says so."""
+        ...
+
+    async def describe(self, image: bytes, clip_model: str, cache_dir: Path):
+        """What CLIP sees in `image` (an `engine.describe.Description`); only where `can_describe`."""
+        ...
+
     async def close(self) -> None:
         """Release what the backend holds (threads, connections) as the bot stops."""
         ...
+
+
+class BackendBase:
+    """The defaults of a backend: local, unbudgeted, a fixed capacity (nothing to wait for), no /describe."""
+
+    remote = False
+    budget = None
+    owner: str | None = None
+    on_capacity: Callable[[], None] | None = None
+    can_describe = False
+
+    def need_capacity(self, still_needed: Callable[[], bool]) -> None:
+        """Nothing to do: a fixed capacity frees up only as jobs end, and the job service starts the next then."""
+
+    async def describe(self, image: bytes, clip_model: str, cache_dir: Path):
+        """Not here: /describe needs the engine in the bot's own process."""
+        from engine.errors import InvalidSpec
+
+        raise InvalidSpec("/describe needs the engine in the bot's own process; this bot runs it on workers.")
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
 class EngineBridge:
@@ -132,9 +166,11 @@ def _encode_preview(progress: Progress, image) -> Progress:
     return dataclasses.replace(progress, preview=buffer.getvalue())
 
 
-class EmbeddedBackend:
+class EmbeddedBackend(BackendBase):
     """Runs the engine in this process: one engine thread advances every running job in `engine.loop` (several
     jobs of the same size in one batched step, up to `max_batch`); previews are encoded on another thread."""
+
+    can_describe = True
 
     def __init__(self, pool, max_batch: int = 1) -> None:
         self.pool = pool

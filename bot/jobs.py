@@ -112,10 +112,8 @@ class JobService:
         self.data_dir = Path(data_dir)
         self.queue = FairQueue(max_queued_per_user, max_queue)
         self._max_concurrent = max_concurrent  # None: as many as the backend has room for, asked each time
-        if hasattr(backend, "on_capacity"):
-            backend.on_capacity = self.pump  # a worker joined: start what waits
-        if hasattr(backend, "owner"):
-            backend.owner = store.install  # a job's keys in Redis are this database's
+        backend.on_capacity = self.pump  # a worker joined: start what waits
+        backend.owner = store.install  # a job's keys kept outside the database (Redis) are this database's
         self.timelapse = timelapse
         self.snapshot_every, self.snapshot_budget = snapshot_every, snapshot_budget
         self.ended_hooks: list = []  # async callables(job), run after each job reaches a final state
@@ -181,7 +179,7 @@ class JobService:
             if parent is None or parent.guild_id != origin.guild_id or parent.deleted_at is not None:
                 raise InvalidSpec("That image was deleted or is not of this server; nothing can go on from it.")
         spec = await self.prepare(origin, spec, limits=check_limits)
-        budget = getattr(self.backend, "budget", None)
+        budget = self.backend.budget
         if budget is not None:  # refused now, not out of memory later in the thread
             scale = 2 ** len(spec.upscales)  # the last stage is the largest
             budget.check(spec.width * scale, spec.height * scale, spec.cutn)
@@ -282,7 +280,7 @@ class JobService:
                 return
             self._waiting_steps.pop(entry.job_id, None)
             self._tasks[entry.job_id] = asyncio.create_task(self._run(entry.job_id), name=f"job-{entry.job_id}")
-        if len(self.queue) and not self._closing and hasattr(self.backend, "need_capacity"):
+        if len(self.queue) and not self._closing:
             self.backend.need_capacity(lambda: bool(len(self.queue)) and len(self._tasks) >= self.max_concurrent)
 
     async def recover(self) -> int:
@@ -475,7 +473,7 @@ class JobService:
         """Start nothing more, cancel the local runs (a remote backend's go on), and cancel and await the job and repost
         tasks."""
         self._closing = True
-        if not getattr(self.backend, "remote", False):  # remote jobs go on without us; a restart reads on
+        if not self.backend.remote:  # remote jobs go on without us; a restart reads on
             for handle in self._handles.values():
                 handle.cancel()
         tasks = [*self._tasks.values(), *self._reposts.values()]
@@ -586,7 +584,7 @@ class JobService:
                 job = await self.store.update_job(job.id, status_message_id=status)
             state = await asyncio.to_thread(resume.read_bytes) if resume is not None else None
             handle = self.backend.submit(job.id, spec, state, self.snapshot_every)
-            if getattr(self.backend, "remote", False):  # its engine cannot read our disk: the pictures travel
+            if self.backend.remote:  # its engine cannot read our disk: the pictures travel
                 handle.files = await asyncio.to_thread(_read_pictures, spec)
             self._handles[job.id] = handle
             hidden = await self.from_flagged(job)
@@ -726,7 +724,7 @@ class JobService:
     @property
     def can_describe(self) -> bool:
         """Whether /describe can run here: it needs the engine in this process (the embedded backend)."""
-        return hasattr(self.backend, "describe")
+        return self.backend.can_describe
 
     async def check_describe(self, origin: Origin) -> None:
         """Whether the member may describe a picture here and now: in the server's picture channels (InvalidSpec),

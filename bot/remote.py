@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from bot import celery_app as wire_keys
+from bot.backends import BackendBase
 from bot.celery_app import QUEUE
 from bot.logs import redact, url_secrets
 from engine.errors import InvalidSpec
@@ -269,7 +270,7 @@ async def _pipeline(r, *calls) -> list:
     return await pipe.execute()
 
 
-class CeleryBackend:
+class CeleryBackend(BackendBase):
     """Jobs go to Celery workers on any host; see the module's docstring."""
 
     remote = True  # its jobs outlive the bot's process: a restart reads on, a shutdown does not cancel them

@@ -9,6 +9,7 @@ import io
 import pytest
 from PIL import Image
 
+from bot.backends import BackendBase
 from bot.config import Settings
 from engine.spec import Finished, Progress, Result, Snapshotted
 from tests.bot.cluster import redis_server, secure_redis, start_worker  # noqa: F401 - fixtures of the distributed backend
@@ -58,7 +59,7 @@ class GatedHandle:
         yield Finished(dataclasses.replace(result, unsafe=unsafe, unsafe_label="a test label" if unsafe else None))
 
 
-class GatedBackend:
+class GatedBackend(BackendBase):
     """A fake that implements the Backend interface; jobs can be held mid-run until the test releases them."""
 
     def __init__(self):

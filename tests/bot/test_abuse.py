@@ -201,13 +201,17 @@ async def test_bots_do_not_vote_in_tournaments(simcord_env, world, gated):
 async def test_simultaneous_submissions_cannot_overshoot_the_cap(tmp_path):
     """The job service's own race: submissions that all pass a check before any of them is recorded."""
     from bot.jobs import JobService, Origin
-    from bot.queue import QueueFull
+    from bot.queue import Cooldown, QueueFull
     from engine.spec import JobSpec
     from storage import Store
+    from tests.bot.conftest import GatedBackend
 
     store = await Store.open(tmp_path / "db.sqlite")
     try:
-        service = JobService(store, backend=None, presenter=None, data_dir=tmp_path, max_queued_per_user=2)
+        # the cooldown let through: the caps alone must hold (the store checks them in the statement that records)
+        service = JobService(
+            store, GatedBackend(), presenter=None, data_dir=tmp_path, max_queued_per_user=2, cooldown=(100, 10.0)
+        )
         spec = JobSpec("a castle", steps=10)
 
         async def admit():  # the door without the start (there is no backend here)
@@ -216,7 +220,9 @@ async def test_simultaneous_submissions_cannot_overshoot_the_cap(tmp_path):
 
         results = await asyncio.gather(*(admit() for _ in range(12)), return_exceptions=True)
         assert sum(not isinstance(r, Exception) for r in results) == 2
-        assert all(isinstance(r, QueueFull) for r in results if isinstance(r, Exception))
+        assert all(
+            isinstance(r, QueueFull) and not isinstance(r, Cooldown) for r in results if isinstance(r, Exception)
+        )
         assert service.queue.waiting_for(3) == 2 and await store.waiting(3) == (2, 2)
     finally:
         await store.close()

@@ -28,6 +28,7 @@ class Described:
 class DescribingBackend(GatedBackend):
     """The gated fake with a describe: it answers at once, or waits for `describe_gate` (a call the test makes)."""
 
+    can_describe = True
     describe_gate: asyncio.Future | None = None
     described = 0
 
