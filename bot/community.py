@@ -42,12 +42,6 @@ def spec_texts(spec: JobSpec) -> str:
     return "\n".join([spec.prompt, *(text for _, text in spec.prompt_schedule)])
 
 
-def final_size(spec: JobSpec) -> tuple[int, int]:
-    """The size of the picture a spec ends with (after its upscales)."""
-    scale = 2 ** len(spec.upscales)
-    return spec.width * scale, spec.height * scale
-
-
 class Community:
     """Per-server settings and word lists, cached (they are read on every submission, changed rarely)."""
 
@@ -130,7 +124,7 @@ class Community:
         only its model's own size: it passes when that fits within an allowed size."""
         if not settings.sizes:
             return
-        width, height = final_size(spec)
+        width, height = spec.final_size
         allowed = [SIZES[name] for name in settings.sizes if name in SIZES]
         fits = (width, height) in allowed
         if spec.generator == "biggan" and not spec.upscales:

@@ -20,7 +20,7 @@ from bot.queue import Cooldown, Entry, FairQueue, QueueFull, RateLimiter, member
 from bot.timelapse import frame_paths, save_frame
 from engine.errors import EngineError, InvalidSpec, public_message
 from engine.files import write_atomically
-from engine.moderation import LEVELS, checks_images, checks_previews, decide
+from engine.moderation import LEVELS, checks_images, checks_previews, decide, valid_score
 from engine.snapshots import SnapshotHistory
 from engine.spec import MAX_STEPS, Finished, JobSpec, Progress, Result, Snapshotted
 from engine.uploads import check_image, stored_name
@@ -130,7 +130,6 @@ class JobService:
         self.cooldown = RateLimiter(*cooldown)
         self._describe_cooldown = RateLimiter(*DESCRIBE_COOLDOWN)
         self._describing = asyncio.Lock()  # one /describe at a time: the engine's thread is the jobs' first
-        self._no_previews: set[int] = set()  # running jobs that go on from a flagged image: nothing of them shown
         self._guilds: dict[int, int | None] = {}  # waiting and running job id -> its server (for /queue)
 
     @property
@@ -181,8 +180,7 @@ class JobService:
         spec = await self.prepare(origin, spec, limits=check_limits)
         budget = self.backend.budget
         if budget is not None:  # refused now, not out of memory later in the thread
-            scale = 2 ** len(spec.upscales)  # the last stage is the largest
-            budget.check(spec.width * scale, spec.height * scale, spec.cutn)
+            budget.check(*spec.final_size, spec.cutn)  # the last stage is the largest
         limits = await self.limits(origin.guild_id) if check_limits else Limits(None, None, None)
         job = await self.store.admit_job(
             guild_id=origin.guild_id,
@@ -550,7 +548,6 @@ class JobService:
             self._tasks.pop(job_id, None)
             self._handles.pop(job_id, None)
             self._progress.pop(job_id, None)
-            self._no_previews.discard(job_id)
             self._guilds.pop(job_id, None)
             self.pump()
 
@@ -588,8 +585,6 @@ class JobService:
                 handle.files = await asyncio.to_thread(_read_pictures, spec)
             self._handles[job.id] = handle
             hidden = await self.from_flagged(job)
-            if hidden:
-                self._no_previews.add(job.id)
             keep_frames = not hidden and await self._wants_timelapse(job)
             self._progress[job.id] = (job.author_id, job.steps_done, spec.total_steps)
             async for event in handle.events():
@@ -782,8 +777,7 @@ def _preview_passes(level: str, progress: Progress) -> bool:
     where it does (strict), only one scored and not flagged (no score counts as flagged)."""
     if progress.preview is None or not checks_previews(level):
         return True
-    unsafe = 1.0 if progress.unsafe is None else progress.unsafe
-    return decide(level, unsafe).action == "post"
+    return decide(level, valid_score(progress.unsafe)).action == "post"
 
 
 def _verdict(level: str, result: Result):
@@ -792,10 +786,9 @@ def _verdict(level: str, result: Result):
     None where the level is "off" and no score came."""
     if not checks_images(level):
         return decide(level, result.unsafe, result.unsafe_label) if result.unsafe is not None else None
-    unsafe, label = result.unsafe, result.unsafe_label
-    if isinstance(unsafe, bool) or not isinstance(unsafe, int | float) or not 0.0 <= unsafe <= 1.0:
-        unsafe, label = 1.0, "no usable score from the output check"
-    return decide(level, float(unsafe), label)
+    unsafe = valid_score(result.unsafe)  # None, NaN or out of range: 1.0
+    label = result.unsafe_label if unsafe == result.unsafe else "no usable score from the output check"
+    return decide(level, unsafe, label)
 
 
 def _verdict_line(verdict) -> str:

@@ -11,14 +11,13 @@ token's task, should it ever come back, is dropped. While Redis cannot be reache
 Redis must stay private, yet nothing read from it is trusted: a heartbeat whose slots are not a small number is not
 counted (with a warning), and an event that `engine.wire` cannot read, or that does not fit its job (a steer answer
 that is not the job's spec with the requested prompt, a result of another moderation level), fails that one job with
-a sentence and tells its worker to stop. A preview without the unsafe score its level asks for is not passed on.
+a sentence and tells its worker to stop.
 The Redis URL's password never reaches a log line or a sentence (`bot.logs.redact`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 import logging
@@ -33,8 +32,7 @@ from bot.backends import BackendBase
 from bot.celery_app import QUEUE
 from bot.logs import redact, url_secrets
 from engine.errors import InvalidSpec
-from engine.moderation import checks_previews
-from engine.spec import Event, Failed, Finished, JobSpec, Progress
+from engine.spec import Event, Failed, Finished, JobSpec
 
 if TYPE_CHECKING:
     from engine.wire import Steered
@@ -198,11 +196,7 @@ class CeleryHandle:
             raise
         if isinstance(event, Steered) and event.nonce not in self._steers:
             return None
-        unscored = isinstance(event, Progress) and event.preview is not None and event.unsafe is None
-        if unscored and checks_previews(self.spec.moderation):  # its level shows no preview without a score
-            log.warning("job %d: a preview came without its unsafe score; not shown", self.job_id)
-            event = dataclasses.replace(event, preview=None)
-        return event
+        return event  # a preview without the score its level asks for: the job service drops it, for every backend
 
     def _fits(self, event: Event | Steered) -> Event | Steered:
         """`event` if it belongs to this job, else MalformedEvent. A steer answer becomes this job's spec with the

@@ -21,7 +21,7 @@ from storage import Job, JobKind, JobState, Store, Tournament, TournamentState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Tournaments", "Tournament", "TournamentState", "pick_winner"]
+__all__ = ["Tournaments", "Tournament", "TournamentState", "is_choosable", "is_withheld", "pick_winner"]
 
 MIN_CANDIDATES, MAX_CANDIDATES = 2, 9
 
@@ -112,9 +112,9 @@ class Tournaments:
         candidates = await self.store.tournament_jobs(tournament.id)
         if any(c.state.active for c in candidates):
             return
-        if not any(_choosable(c) for c in candidates):
+        if not any(is_choosable(c) for c in candidates):
             tournament = await self.store.update_tournament(tournament.id, state=TournamentState.FAILED)
-            await self.presenter.tournament_failed(tournament, withheld=sum(_withheld(c) for c in candidates))
+            await self.presenter.tournament_failed(tournament, withheld=sum(is_withheld(c) for c in candidates))
             return
         tournament = await self.store.update_tournament(
             tournament.id, state=TournamentState.VOTING, decide_at=time.time() + self.wait
@@ -146,7 +146,7 @@ class Tournaments:
         tournament = await self.store.get_tournament(tournament_id)
         if tournament is None or tournament.state != TournamentState.VOTING:
             return None
-        finished = {c.candidate: c for c in await self.store.tournament_jobs(tournament_id) if _choosable(c)}
+        finished = {c.candidate: c for c in await self.store.tournament_jobs(tournament_id) if is_choosable(c)}
         if number is None:
             votes = await self.presenter.tournament_votes(tournament)
             number, by = pick_winner(finished, votes)
@@ -195,13 +195,14 @@ class Tournaments:
         self._timers.clear()
 
 
-def _withheld(job: Job) -> bool:
+def is_withheld(job: Job) -> bool:
+    """A candidate that finished and that the output check withheld: never shown, never chosen."""
     return job.state == JobState.DONE and job.moderation == "withhold"
 
 
-def _choosable(job: Job) -> bool:
+def is_choosable(job: Job) -> bool:
     """A candidate that finished and that the output check did not withhold: only these are shown and can go on."""
-    return job.state == JobState.DONE and not _withheld(job)
+    return job.state == JobState.DONE and not is_withheld(job)
 
 
 def pick_winner(finished: dict[int, Job], votes: dict[int, int]) -> tuple[int, str]:

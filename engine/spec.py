@@ -358,12 +358,18 @@ class JobSpec:
                 "BigGAN makes only its model's native size, so its images cannot be upscaled; "
                 "use biggan-deep-512 for a larger picture."
             )
-        scale = 2 ** len(upscales)
-        if max(self.width, self.height) * scale > MAX_SIDE:
+        width, height = self.final_size
+        if max(width, height) > MAX_SIDE:
             raise InvalidSpec(
                 f"Upscaling {self.width}x{self.height} {len(upscales)} time(s) would make "
-                f"{self.width * scale}x{self.height * scale}; the largest side allowed is {MAX_SIDE}."
+                f"{width}x{height}; the largest side allowed is {MAX_SIDE}."
             )
+
+    @property
+    def final_size(self) -> tuple[int, int]:
+        """The size of the picture the run ends with: the requested size doubled by each upscale."""
+        scale = 2 ** len(self.upscales)
+        return self.width * scale, self.height * scale
 
     @property
     def total_steps(self) -> int:

@@ -335,8 +335,7 @@ class Imagine(commands.Cog):
         label = {
             "reroll": "Reroll",
             "continue": f"Continue (+{self.settings.continue_steps} steps)",
-            "upscale": f"Upscale to {spec.width * 2 ** len(spec.upscales)}x{spec.height * 2 ** len(spec.upscales)} "
-            f"(+{self.settings.upscale_steps} steps)",
+            "upscale": f"Upscale to {'x'.join(map(str, spec.final_size))} (+{self.settings.upscale_steps} steps)",
         }[kind]
 
         async def announce(ticket: Ticket) -> Posted:

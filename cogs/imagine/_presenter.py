@@ -11,15 +11,14 @@ from pathlib import Path
 import discord
 from PIL import Image
 
-from bot.jobs import Job, JobKind, JobState
+from bot.jobs import Job, JobKind
 from bot.timelapse import Timelapse, make_mp4, make_timelapse
-from bot.tournaments import Tournament
+from bot.tournaments import Tournament, is_choosable, is_withheld
 from cogs.imagine._audience import audience
 from cogs.imagine._embeds import duration, jump_url, result_embed, short, status_embed
 from cogs.imagine._grid import contact_sheet
 from cogs.imagine._pacing import EditPacer
 from cogs.imagine._views import NUMBER_EMOJI, custom_id, pick_view, result_view, running_view
-from engine.moderation import checks_previews, decide
 from engine.spec import Progress, Result
 
 log = logging.getLogger(__name__)
@@ -112,11 +111,7 @@ class DiscordPresenter:
             history.append(progress.similarities)
             del history[:-SPARK_POINTS]
         if job.status_message_id is None or progress.preview is None:
-            return
-        if checks_previews(job.spec.moderation):  # the strict level: a preview is shown only when checked and safe
-            unsafe = 1.0 if progress.unsafe is None else progress.unsafe  # no score: as if flagged (fail closed)
-            if decide(job.spec.moderation, unsafe).action != "post":
-                return
+            return  # a preview the output check did not pass never gets here (the job service drops it)
         if job.id in self._inflight and not self._inflight[job.id].done():
             return  # an edit is still on its way: drop this one, the next will carry a newer preview
         if not self.pacer.allow(job.post_channel_id, job.status_message_id, self._now()):
@@ -323,15 +318,14 @@ class DiscordPresenter:
         """Post the finished candidates' contact sheet with the pick buttons and seed the number reactions; returns the
         message id."""
         channel = await self._channel(tournament.thread_id or tournament.channel_id)
-        done = [c for c in candidates if c.state == JobState.DONE and c.image_path]
-        finished = [c for c in done if c.moderation != "withhold"]  # a withheld candidate is never shown
+        finished = [c for c in candidates if is_choosable(c) and c.image_path]  # a withheld candidate is never shown
         items = [(f"{c.candidate} · CLIP {c.score or 0:.3f}", Path(c.image_path)) for c in finished]
         sheet = await asyncio.to_thread(contact_sheet, items, 256)
         numbers = [c.candidate for c in finished]
         wait = max(0, round((tournament.decide_at or 0) - time.time()))
         spec = tournament.spec
-        withheld = len(done) - len(finished)
-        note = f" ({withheld} withheld by this server's output check)" if withheld else ""
+        hidden = sum(is_withheld(c) for c in candidates)
+        note = f" ({hidden} withheld by this server's output check)" if hidden else ""
         spoiler = any(c.moderation == "spoiler" for c in finished)  # one flagged tile hides the whole sheet
         message = await channel.send(
             f"<@{tournament.author_id}> the candidates of **{short(spec.prompt, 200)}** after their first "
