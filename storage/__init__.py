@@ -1,16 +1,16 @@
 """Persistence: the only package that speaks SQL (aiosqlite, numbered migrations, dataclasses out)."""
 
-from storage.store import (
+from storage.models import (
     GuildSettings,
     Job,
     JobKind,
     JobState,
     StorageError,
-    Store,
     TopEntry,
     Tournament,
     TournamentState,
 )
+from storage.store import Store
 
 __all__ = [
     "GuildSettings",

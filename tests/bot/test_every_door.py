@@ -373,7 +373,7 @@ async def test_queue_lists_only_this_servers_jobs(simcord_env, world, gated):
 async def test_an_imagine_reads_the_servers_settings_once_at_most(simcord_env, world, monkeypatch):
     """Every door reads the server's settings several times on its way in (gate, caps, thread, timelapse); the store
     keeps them, so the database is asked once per server, and a change through /settings is seen at once."""
-    from storage import store as store_module
+    from storage import sql as store_module
 
     guild, channel, studio, u = world
     db, reads = simcord_env.bot.store._db, []
