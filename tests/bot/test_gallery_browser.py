@@ -1,6 +1,6 @@
-"""The gallery in a real browser: headless Chromium loads a demo server's page and an image's page from the
-gallery on 127.0.0.1, under the real Content-Security-Policy. Skipped where no Chromium is installed, unless
-IMAGINE_REQUIRE_BROWSER=1 (CI sets it), which makes a missing browser a failure."""
+"""The gallery in a real browser: headless Chromium (the system's, driven by Playwright) loads a demo server's page
+and an image's page from the gallery on 127.0.0.1, under the real Content-Security-Policy. Skipped where no Chromium
+is installed, unless IMAGINE_REQUIRE_BROWSER=1 (CI sets it), which makes a missing browser a failure."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from bot.gallery import Gallery
-from bot.gallery.screenshot import DEMO_GUILD, DEMO_NAME, DEMO_PROMPTS, Chromium, build_demo, find_chromium
+from tests.bot.browser import DEMO_GUILD, DEMO_NAME, DEMO_PROMPTS, build_demo, find_chromium, load, open_page
 
 BACKGROUND = "rgb(20, 21, 26)"  # --bg in gallery.css: the stylesheet loaded and was allowed
 
@@ -51,20 +51,20 @@ def _assert_drawn(png: bytes, size: tuple[int, int]) -> None:
 
 async def test_pages_render_with_their_images_and_recipe(chromium, gallery):
     async def visit():
-        async with Chromium(chromium, size=(1024, 768)) as browser:
-            server = await browser.load(f"{gallery.url}/g/{DEMO_GUILD}")
-            image = await browser.load(f"{gallery.url}/i/{gallery.job_ids[0]}")
+        async with open_page(chromium, size=(1024, 768)) as page:
+            server = await load(page, f"{gallery.url}/g/{DEMO_GUILD}")
+            image = await load(page, f"{gallery.url}/i/{gallery.job_ids[0]}")
         return server, image
 
     server, image = await asyncio.wait_for(visit(), 30)
 
-    assert len(server.images) == 5
+    assert server.status == 200 and len(server.images) == 5
     assert all(complete and width > 0 for complete, width in server.images), server.images
     assert DEMO_NAME in server.text and DEMO_PROMPTS[0] in server.text and "5 votes" in server.text
     assert server.background == BACKGROUND and server.errors == []
     _assert_drawn(server.screenshot, (1024, 768))
 
-    assert len(image.images) == 2  # the picture and its timelapse
+    assert image.status == 200 and len(image.images) == 2  # the picture and its timelapse
     assert all(complete and width > 0 for complete, width in image.images), image.images
     assert DEMO_PROMPTS[0] in image.text and '"seed": 1000' in image.text and "Timelapse" in image.text
     assert image.background == BACKGROUND and image.errors == []
@@ -72,7 +72,7 @@ async def test_pages_render_with_their_images_and_recipe(chromium, gallery):
 
 
 def test_the_screenshot_command_writes_a_picture(chromium, tmp_path):
-    from bot.gallery.screenshot import main
+    from tests.bot.browser import main
 
     assert main([]) == 2
     out = tmp_path / "gallery.png"
