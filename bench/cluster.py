@@ -1,7 +1,7 @@
 """`python -m bench.cluster`: the distributed backend on this machine: jobs per hour with 1 and 2 worker
 processes, dispatch latency (a job handed to the workers -> its first step), and how long a killed worker's job
-takes to resume on another worker. A real redis-server and real `python -m bot.worker` processes (one thread
-each) on the tiny models; the bot's job service and Celery backend in this process.
+takes to resume on another worker. A real redis-server and real `python -m bot.backends.celery.worker` processes
+(one thread each) on the tiny models; the bot's job service and Celery backend in this process.
 
     python -m bench.cluster --workers 1 2 --jobs 8 --steps 40
 """
@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bot.backends.celery.backend import CeleryBackend
 from bot.jobs import JobService, Origin
-from bot.remote import CeleryBackend
 from engine.models.tiny import write_tiny_models
 from engine.spec import JobSpec
 from storage import Store

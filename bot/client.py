@@ -9,7 +9,8 @@ from collections.abc import Callable
 import discord
 from discord.ext import commands
 
-from bot.backends import Backend, EmbeddedBackend
+from bot.backends import Backend
+from bot.backends.embedded import EmbeddedBackend
 from bot.community import Community
 from bot.config import Settings
 from bot.jobs import JobService
@@ -44,7 +45,7 @@ def embedded_backend(settings: Settings, pool=None) -> Backend:
 
 def celery_backend(settings: Settings) -> Backend:
     """The distributed backend: GPU workers on other hosts, through Celery and Redis."""
-    from bot.remote import CeleryBackend
+    from bot.backends.celery.backend import CeleryBackend
 
     return CeleryBackend(settings.redis_url)
 

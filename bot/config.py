@@ -41,7 +41,7 @@ KEYS: dict[str, tuple[str, str]] = {
         "redis://localhost:6379/0",
         "the Redis of the celery backend (broker, events, snapshots): redis://, or rediss:// for TLS",
     ),
-    "IMAGINE_WORKER_SLOTS": ("1", "jobs one GPU worker (python -m bot.worker) runs at once, batched"),
+    "IMAGINE_WORKER_SLOTS": ("1", "jobs one GPU worker (python -m bot.backends.celery.worker) runs at once, batched"),
     "IMAGINE_MAX_STEPS": ("500", "the most steps a member may ask for"),
     "IMAGINE_DEFAULT_STEPS": ("300", "steps when a member does not say"),
     "IMAGINE_MAX_QUEUED_PER_USER": ("3", "waiting jobs one member may have at once"),

@@ -106,7 +106,7 @@ def _redis(settings: Settings) -> str | None:
     """The celery backend's Redis answers (the models load on the workers, not here)."""
     import redis
 
-    from bot.celery_app import unreachable
+    from bot.backends.celery.protocol import unreachable
 
     try:
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5).ping()

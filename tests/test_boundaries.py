@@ -22,7 +22,7 @@ STDLIB_ONLY = {
     "engine/models/__init__.py",
     "engine/memory.py",
     "engine/moderation.py",
-    "engine/wire.py",
+    "bot/backends/celery/wire.py",  # the bot reads workers' events with it: no torch
     "engine/files.py",
 }
 PIL_ONLY = {"engine/uploads.py"}  # usable from the bot at module level: no torch, no numpy

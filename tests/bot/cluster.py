@@ -1,4 +1,5 @@
-"""Real components for the distributed backend's tests: a `redis-server` and `python -m bot.worker` processes.
+"""Real components for the distributed backend's tests: a `redis-server` and
+`python -m bot.backends.celery.worker` processes.
 
 Both are started by the fixtures and stopped at the end; tests skip (with the reason) only where `redis-server` is
 not installed (`apt-get install redis-server`; `.ci/run` installs it).
@@ -94,7 +95,7 @@ def _make_certificates(directory: Path) -> None:
 
 
 class Worker:
-    """One `python -m bot.worker` process on the tiny models, on the CPU."""
+    """One `python -m bot.backends.celery.worker` process on the tiny models, on the CPU."""
 
     def __init__(self, redis_url: str, models: Path, log: Path, slots: int = 1, threads: int | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "DISCORD_"))}
@@ -110,7 +111,7 @@ class Worker:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot.worker", "--slots", str(slots), "--loglevel", "INFO"],
+            [sys.executable, "-m", "bot.backends.celery.worker", "--slots", str(slots), "--loglevel", "INFO"],
             cwd=log.parent, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
 

@@ -12,8 +12,8 @@ import time
 import numpy as np
 from PIL import Image
 
+from bot.backends.celery.backend import CeleryBackend
 from bot.jobs import JobService, Origin
-from bot.remote import CeleryBackend
 from engine.spec import Finished, JobSpec
 from storage import JobState, Store
 from tests.bot.cluster import Worker, free_port, wait_for_workers

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.backends import EmbeddedBackend
+from bot.backends.embedded import EmbeddedBackend
 from bot.jobs import JobService, Origin
 from engine.spec import JobSpec
 from storage import JobState, Store

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.backends import EmbeddedBackend
+from bot.backends.embedded import EmbeddedBackend
 from engine.loop import run_to_end
 from engine.spec import Finished, JobSpec
 

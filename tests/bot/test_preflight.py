@@ -204,7 +204,7 @@ def test_the_check_with_a_password_and_tls(tmp_path, secure_redis):
 )
 def test_a_redis_url_that_cannot_work_is_one_sentence_without_its_password(tmp_path, url, said):
     env = _env(tmp_path / "no-models", tmp_path / "data", IMAGINE_BACKEND="celery", IMAGINE_REDIS_URL=url)
-    for command in (["-m", "bot", "--check"], ["-m", "bot.worker"]):
+    for command in (["-m", "bot", "--check"], ["-m", "bot.backends.celery.worker"]):
         proc, _ = _run(command, env, tmp_path)
         assert proc.returncode == 2
         assert said in proc.stderr and "hunter22" not in proc.stdout + proc.stderr

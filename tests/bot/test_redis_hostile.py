@@ -17,12 +17,12 @@ import pytest
 import redis
 from PIL import Image
 
-from bot.celery_app import QUEUE, TASK, key, make_app, worker_key
+from bot.backends.celery.backend import CeleryBackend
+from bot.backends.celery.protocol import QUEUE, TASK, key, make_app, worker_key
+from bot.backends.celery.wire import MalformedEvent, Steered, check_pictures, decode, encode
 from bot.jobs import JobService, Origin
-from bot.remote import CeleryBackend
 from engine.errors import InvalidSpec
 from engine.spec import Failed, Finished, JobSpec, Progress, Result, Snapshotted
-from engine.wire import MalformedEvent, Steered, check_pictures, decode, encode
 from storage import JobState, Store
 from tests.bot.cluster import until, wait_for_workers
 from tests.bot.test_concurrency import RecordingPresenter

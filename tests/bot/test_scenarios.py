@@ -13,7 +13,8 @@ pytestmark = pytest.mark.simcord(settle_timeout=180)
 @pytest.fixture(params=["embedded", "celery"])
 def simcord_bot(request, settings):
     """Every scenario runs twice: with the engine in the bot's process, and with it in a Celery worker process
-    (a real redis-server and `python -m bot.worker`; skipped only where redis-server is not installed)."""
+    (a real redis-server and `python -m bot.backends.celery.worker`; skipped only where redis-server is not
+    installed)."""
     import dataclasses
 
     from bot.client import ImagineBot, backend_for

@@ -231,7 +231,7 @@ def test_continue_grows_the_last_stage_and_upscale_adds_one():
 @pytest.mark.parametrize(
     ("argv", "key", "code"),
     [
-        (["-m", "bot.worker"], "IMAGINE_WORKER_SLOTS", 2),  # read while importing (Celery's app needs Redis's address)
+        (["-m", "bot.backends.celery.worker"], "IMAGINE_WORKER_SLOTS", 2),  # read as the worker starts
         (["-m", "engine.models", "list"], "IMAGINE_PRECISION", 1),  # the engine's reader checks the speed keys too
     ],
 )

@@ -1,6 +1,8 @@
-"""What the bot and its GPU workers share: the Celery app's settings, the task's name, the Redis keys.
+"""What the bot and its GPU workers agree on: the Celery app's settings, the task's name and queue, the heartbeat's
+timing, and the names of the Redis keys (the events on a job's stream are `bot.backends.celery.wire`'s).
 
-No torch here: the bot imports it to send tasks; `bot.worker` runs them.
+No torch here: the bot imports it to send tasks (`bot.backends.celery.backend`); the worker runs them
+(`bot.backends.celery.worker`).
 """
 
 from __future__ import annotations
@@ -78,4 +80,4 @@ def make_app(redis_url: str) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
-    return app  # the task itself is registered by the worker (`bot.worker.worker_app`); the bot sends it by name
+    return app  # the task is registered by the worker (`worker.worker_app`); the bot sends it by name

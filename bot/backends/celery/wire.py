@@ -1,10 +1,12 @@
-"""The engine's events as flat fields of bytes, for a message stream between hosts (a Redis Stream entry).
+"""The engine's events as flat fields of bytes, for a message stream between hosts (a job's Redis Stream entry: the
+Celery worker writes them, the bot's Celery backend reads them).
 
     fields = encode(event)          # {b"type": b"progress", b"data": b"{json}", b"blob": png, ...}
     event = decode(fields)          # the same event back, or MalformedEvent
     check_pictures(event)           # its PNGs are PNGs of the size they say, or MalformedEvent
 
-Standard library only. Binary parts (previews, snapshot states, thumbnails, the final PNG) travel as raw bytes
+Standard library only (with `engine.spec` and `engine.errors`, which are too): the bot imports it without torch.
+Binary parts (previews, snapshot states, thumbnails, the final PNG) travel as raw bytes
 beside a JSON part; an engine error travels as its class name and sentence and comes back as that class.
 
 Whoever can write to the stream can write anything there, so `decode` trusts nothing: every part and field must be

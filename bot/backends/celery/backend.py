@@ -1,5 +1,5 @@
-"""The distributed backend: jobs run on GPU workers on other hosts (`python -m bot.worker`), through Celery with
-a Redis broker; progress, previews, snapshots and results come back on a Redis Stream per job.
+"""The distributed backend: jobs run on GPU workers on other hosts (`python -m bot.backends.celery.worker`), through
+Celery with a Redis broker; progress, previews, snapshots and results come back on a Redis Stream per job.
 
 Fairness stays in the bot: the job service hands a job to Celery only when a worker slot is free (`capacity` is
 the sum of the live workers' slots, from their heartbeats), so the broker queue stays shallow. Each job is sent
@@ -9,7 +9,7 @@ heart-beating is sent again with a new token and resumes from its newest snapsho
 token's task, should it ever come back, is dropped. While Redis cannot be reached, jobs wait; they are not failed.
 
 Redis must stay private, yet nothing read from it is trusted: a heartbeat whose slots are not a small number is not
-counted (with a warning), and an event that `engine.wire` cannot read, or that does not fit its job (a steer answer
+counted (with a warning), and an event that `wire` cannot read, or that does not fit its job (a steer answer
 that is not the job's spec with the requested prompt, a result of another moderation level), fails that one job with
 a sentence and tells its worker to stop.
 The Redis URL's password never reaches a log line or a sentence (`bot.logs.redact`).
@@ -25,17 +25,14 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
 
-from bot import celery_app as wire_keys
 from bot.backends import BackendBase
-from bot.celery_app import QUEUE
+from bot.backends.celery import protocol
+from bot.backends.celery.protocol import QUEUE
+from bot.backends.celery.wire import MalformedEvent, Steered, check_pictures, decode
 from bot.logs import redact, url_secrets
 from engine.errors import InvalidSpec
 from engine.spec import Event, Failed, Finished, JobSpec
-
-if TYPE_CHECKING:
-    from engine.wire import Steered
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +57,14 @@ class CeleryHandle:
         self.files: dict[str, bytes] = {}  # the spec's pictures (name -> bytes): workers share no disk with us
 
     def _key(self, part: str) -> str:
-        return wire_keys.key(self.job_id, part)
+        return protocol.key(self.job_id, part)
 
     def cancel(self) -> None:
         """Set the job's cancel key in Redis (in the background); its worker stops between steps."""
         self.backend._spawn(self._set_cancel())
 
     async def _set_cancel(self) -> None:
-        await self.backend._retry(lambda r: r.set(self._key("cancel"), b"1", ex=wire_keys.KEEP))
+        await self.backend._retry(lambda r: r.set(self._key("cancel"), b"1", ex=protocol.KEEP))
 
     async def steer(self, text: str) -> str | None:
         """Ask the job's worker to aim at `text`: the new spec (JSON: the job's spec with the step the worker
@@ -91,21 +88,21 @@ class CeleryHandle:
         a job sent again keeps the newest snapshot its last worker left in Redis."""
         attempt = uuid.uuid4().hex
         keys = {
-            name: wire_keys.file_key(self.job_id, hashlib.sha256(data).hexdigest()) for name, data in self.files.items()
+            name: protocol.file_key(self.job_id, hashlib.sha256(data).hexdigest()) for name, data in self.files.items()
         }
 
         async def prepare(r) -> None:
             pipe = r.pipeline()
             for name, data in self.files.items():
-                pipe.set(keys[name], data, ex=wire_keys.KEEP)
-            pipe.set(self._key("attempt"), attempt, ex=wire_keys.KEEP)
+                pipe.set(keys[name], data, ex=protocol.KEEP)
+            pipe.set(self._key("attempt"), attempt, ex=protocol.KEEP)
             if self.backend.owner:
-                pipe.set(self._key("owner"), self.backend.owner, ex=wire_keys.KEEP)
+                pipe.set(self._key("owner"), self.backend.owner, ex=protocol.KEEP)
             pipe.delete(self._key("cancel"))
             if fresh:
                 pipe.delete(self._key("snapshot"), self._key("events"), self._key("cursor"), self._key("steer"))
                 if self.resume is not None:
-                    pipe.set(self._key("resume"), self.resume, ex=wire_keys.KEEP)
+                    pipe.set(self._key("resume"), self.resume, ex=protocol.KEEP)
                 else:
                     pipe.delete(self._key("resume"))
             await pipe.execute()
@@ -119,8 +116,6 @@ class CeleryHandle:
     async def events(self) -> AsyncIterator[Event]:
         """Send the job (or, after a restart, read on from the kept cursor) and yield its events up to Finished; a
         Failed raises its error, and a job whose worker is lost is sent again."""
-        from engine.wire import Steered
-
         backend = self.backend
         try:
             alive = await backend._retry(lambda r: r.exists(self._key("worker"), self._key("attempt")))
@@ -164,7 +159,7 @@ class CeleryHandle:
                             if isinstance(event, Finished):
                                 self._ended = True
                             yield event
-                            await backend._retry(lambda r, c=cursor: r.set(self._key("cursor"), c, ex=wire_keys.KEEP))
+                            await backend._retry(lambda r, c=cursor: r.set(self._key("cursor"), c, ex=protocol.KEEP))
                             if isinstance(event, Finished):
                                 await self._close_out()
                                 return
@@ -184,8 +179,6 @@ class CeleryHandle:
         """The event of one stream entry, checked against this job; None for one to pass over (a steer answer
         nobody waits for). An entry that cannot be read or does not fit fails the job: its worker is told to stop,
         and MalformedEvent (a sentence for the member) is raised."""
-        from engine.wire import MalformedEvent, Steered, check_pictures, decode
-
         try:
             event = self._fits(check_pictures(decode(fields)))
         except MalformedEvent as exc:
@@ -201,8 +194,6 @@ class CeleryHandle:
     def _fits(self, event: Event | Steered) -> Event | Steered:
         """`event` if it belongs to this job, else MalformedEvent. A steer answer becomes this job's spec with the
         worker's new prompt schedule (never the worker's own spec: its pictures are in the worker's folders)."""
-        from engine.wire import MalformedEvent, Steered
-
         if isinstance(event, Finished) and event.result.spec.moderation != self.spec.moderation:
             raise MalformedEvent(f"a result checked at level {event.result.spec.moderation!r:.20}, not the job's")
         if isinstance(event, Steered) and event.nonce in self._steers:
@@ -282,7 +273,7 @@ class CeleryBackend(BackendBase):
         self.redis_url = redis_url
         self.where, self.secrets = redact(redis_url), url_secrets(redis_url)  # what logs and sentences may show
         self.redis = redis.asyncio.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
-        self.app = wire_keys.make_app(redis_url)
+        self.app = protocol.make_app(redis_url)
         self.lost_after, self.steer_timeout, self.keep_after_end = lost_after, steer_timeout, keep_after_end
         self.on_capacity: Callable[[], None] | None = None  # the job service's pump
         # The database's install token (set by the job service): job ids begin again with a new database, and a
@@ -317,7 +308,7 @@ class CeleryBackend(BackendBase):
         try:
             await asyncio.wait_for(self.redis.ping(), 10)
         except Exception as exc:  # redis raises several kinds for a refused or unresolvable host
-            return redact(wire_keys.unreachable(self.where, exc), self.secrets)
+            return redact(protocol.unreachable(self.where, exc), self.secrets)
         return None
 
     async def workers(self) -> dict[str, int]:
@@ -326,14 +317,14 @@ class CeleryBackend(BackendBase):
         import redis
 
         found = {}
-        prefix = len(wire_keys.worker_key(""))
-        async for name in self.redis.scan_iter(match=wire_keys.worker_key("*")):
+        prefix = len(protocol.worker_key(""))
+        async for name in self.redis.scan_iter(match=protocol.worker_key("*")):
             worker = name[prefix:].decode(errors="replace")
             try:
                 raw = await self.redis.hget(name, "slots")
             except redis.ResponseError:  # a key of another type under the heartbeats' names
                 raw = b"(not a heartbeat)"
-            slots = wire_keys.parse_slots(raw)
+            slots = protocol.parse_slots(raw)
             if slots is not None:
                 found[worker] = slots
             elif raw is not None and worker not in self._miscounted:
@@ -364,7 +355,7 @@ class CeleryBackend(BackendBase):
 
     def _warn(self, exc: BaseException) -> None:
         if time.monotonic() - self._warned > 30:
-            log.warning("%s Jobs wait until it answers.", redact(wire_keys.unreachable(self.where, exc), self.secrets))
+            log.warning("%s Jobs wait until it answers.", redact(protocol.unreachable(self.where, exc), self.secrets))
             self._warned = time.monotonic()
 
     async def _retry(self, call):
@@ -384,7 +375,7 @@ class CeleryBackend(BackendBase):
         delay = 0.5
         while True:
             try:
-                await asyncio.to_thread(self.app.send_task, wire_keys.TASK, args=args, queue=wire_keys.QUEUE)
+                await asyncio.to_thread(self.app.send_task, protocol.TASK, args=args, queue=protocol.QUEUE)
                 return
             except Exception as exc:  # kombu raises its own kinds for a broker that is away
                 self._warn(exc)

@@ -1,13 +1,15 @@
-"""`python -m bot.worker`: a GPU worker of the distributed backend (Celery 5, Redis broker), one per GPU.
+"""`python -m bot.backends.celery.worker`: a GPU worker of the distributed backend (Celery 5, Redis broker), one
+per GPU.
 
-    IMAGINE_REDIS_URL=redis://queue-host:6379/0 IMAGINE_DEVICE=cuda:0 python -m bot.worker --slots 4
+    IMAGINE_REDIS_URL=redis://queue-host:6379/0 IMAGINE_DEVICE=cuda:0 python -m bot.backends.celery.worker --slots 4
 
-The same as `celery -A bot.worker:app worker --pool threads --concurrency 4`. The models load once per process.
-Each Celery task is one job: it adds its run to the process's one loop (`engine.loop`, continuous batching, as the
-embedded backend does) and waits for it to end, while the loop thread publishes the run's events to the job's
-Redis Stream (`engine.wire`). Cancel and Steer arrive through Redis keys read between steps; the latest snapshot
-is kept in Redis, so a job whose worker died resumes from it on another worker. A task whose attempt token is no
-longer the job's (the bot sent the job again after this worker was taken for lost) is dropped at once.
+`main` reads the settings, makes the process's one `Runner` (the models load once per process) and runs Celery's
+worker (`--pool threads --concurrency <slots>`) with the job task bound to that Runner (`worker_app`). Each Celery
+task is one job: it adds its run to the process's one loop (`engine.loop`, continuous batching, as the embedded
+backend does) and waits for it to end, while the loop thread publishes the run's events to the job's Redis Stream
+(`wire`). Cancel and Steer arrive through Redis keys read between steps; the latest snapshot is kept in Redis, so a
+job whose worker died resumes from it on another worker. A task whose attempt token is no longer the job's (the bot
+sent the job again after this worker was taken for lost) is dropped at once.
 
 Redis keys, all under `imagine:`: `workers:<id>` (heartbeat: slots, TTL), `job:<id>:attempt`, `:worker` (which
 worker runs it, TTL), `:events` (the stream), `:snapshot` (newest state), `:resume` (the state to start from),
@@ -39,11 +41,23 @@ import time
 import uuid
 from pathlib import Path
 
-from bot.celery_app import ALIVE_TTL, HEARTBEAT, KEEP, MAX_SLOTS, QUEUE, TASK, is_file_key, key, make_app, worker_key
-from bot.config import KEYS
+from bot.backends.celery.protocol import (
+    ALIVE_TTL,
+    HEARTBEAT,
+    KEEP,
+    MAX_SLOTS,
+    QUEUE,
+    TASK,
+    is_file_key,
+    key,
+    make_app,
+    worker_key,
+)
+from bot.backends.celery.wire import Steered, encode
 
 log = logging.getLogger(__name__)
 
+PROG = "python -m bot.backends.celery.worker"
 TASK_ARGS = ("job_id", "attempt", "spec_json", "snapshot_every", "files")
 _TOKEN = re.compile(r"[0-9a-f]{32}")  # an attempt token, a steering request's nonce (uuid4().hex)
 MAX_STEER_BYTES = 16 * 1024  # a steering request: a nonce and a prompt
@@ -110,14 +124,12 @@ class _Job:
 
 
 class Runner:
-    """The worker process's engine: one loop thread, one heartbeat thread, the models loaded once."""
+    """The worker process's engine: one loop thread, one heartbeat thread, the models loaded once. `main` makes one
+    per process and binds the job task to it (`worker_app`)."""
 
-    _instance: Runner | None = None
-    _instance_lock = threading.Lock()
-
-    def __init__(self, redis_url: str, slots: int, worker_id: str | None = None, models=None) -> None:
+    def __init__(self, redis_url: str, slots: int, models, worker_id: str | None = None) -> None:
         """Connect to `redis_url` and start the loop and heartbeat threads; `models` is the engine's
-        `ModelSettings` (default: from the worker's settings)."""
+        `ModelSettings`."""
         import redis
 
         from engine.loading import EnginePool
@@ -126,30 +138,13 @@ class Runner:
         self.publisher = Publisher(self.redis)
         self.slots = slots
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.pool = EnginePool(models or _settings().model_settings())
+        self.pool = EnginePool(models)
         self.jobs: dict[int, _Job] = {}
         self._commands: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
         self._loop_thread = threading.Thread(target=self._drive, name="imagine-loop", daemon=True)
         self._loop_thread.start()
         threading.Thread(target=self._beat, name="imagine-heartbeat", daemon=True).start()
-
-    @classmethod
-    def configure(cls, redis_url: str, slots: int, models=None) -> Runner:
-        """The process's one Runner, made on the first call; later calls return it unchanged."""
-        with cls._instance_lock:
-            if cls._instance is None:
-                cls._instance = cls(redis_url, slots, models=models)
-            return cls._instance
-
-    @classmethod
-    def instance(cls) -> Runner:
-        """The process's Runner (made from the worker's settings when a task arrives before `main` made it, as
-        under `celery -A bot.worker:app worker`)."""
-        if cls._instance is None:
-            settings = _settings()
-            return cls.configure(settings.redis_url, settings.worker_slots, settings.model_settings())
-        return cls._instance
 
     # -- a task ---------------------------------------------------------------------------------------------
     def take(self, args: tuple, kwargs: dict) -> None:
@@ -175,7 +170,6 @@ class Runner:
         interval or pictures that cannot be used fail the job (a Failed event with the sentence)."""
         from engine.errors import InvalidSpec
         from engine.spec import MAX_STEPS, Failed, JobSpec
-        from engine.wire import encode
 
         if self._get(key(job_id, "attempt")) != attempt.encode():
             log.info("job %d: attempt %s is no longer the job's; dropped", job_id, attempt[:8])
@@ -204,7 +198,7 @@ class Runner:
 
     def _fetch_files(self, job_id: int, files: dict[str, str], folder: Path) -> dict[str, str]:
         """Write each picture's bytes (from Redis) into `folder`, under the file name the spec gives it. InvalidSpec
-        unless `files` maps picture names to keys of this job's pictures (`celery_app.file_key`)."""
+        unless `files` maps picture names to keys of this job's pictures (`protocol.file_key`)."""
         from engine.errors import InvalidSpec
 
         if not isinstance(files, dict) or not all(
@@ -308,8 +302,6 @@ class Runner:
         return Callbacks(on_progress, on_event, lambda: self._should_stop(job), job.snapshot_every)
 
     def _emit(self, job: _Job, event, snapshot: bytes | None = None) -> None:
-        from engine.wire import encode
-
         if not job.superseded:
             self.publisher.publish(job.job_id, encode(event), snapshot)
 
@@ -331,7 +323,6 @@ class Runner:
         import redis
 
         from engine.errors import EngineError
-        from engine.wire import Steered
 
         for job in list(self.jobs.values()):
             try:
@@ -409,55 +400,33 @@ def _is_engine_error(exc: BaseException) -> bool:
     return isinstance(exc, EngineError)
 
 
-def _read_settings():
-    """The worker's settings by the bot's reader (`bot.config`, `.env` included; no token needed here), or the
-    ConfigError of a setting that cannot be used (`main` says it in a sentence)."""
-    from bot.config import ConfigError, Settings
+def worker_app(redis_url: str, runner: Runner):
+    """The Celery application of a worker: the shared configuration with the job task registered (`TASK`), each
+    task run by `runner`."""
 
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        return exc
+    def run_job(task, *args, **kwargs) -> None:
+        """One job: (job_id, attempt, spec_json, snapshot_every, files), as `CeleryHandle` sends it. The arguments
+        come from Redis, so the worker checks each before using it (`Runner.take`)."""
+        runner.take(args, kwargs)
 
-
-_SETTINGS = _read_settings()  # once per process: `app` below needs the Redis address at import
-
-
-def _settings():
-    """The worker's settings; raises the ConfigError of a setting that cannot be used."""
-    if isinstance(_SETTINGS, Exception):
-        raise _SETTINGS
-    return _SETTINGS
-
-
-def _run_task(task, *args, **kwargs) -> None:
-    """One job: (job_id, attempt, spec_json, snapshot_every, files), as `CeleryHandle` sends it. The arguments come
-    from Redis, so the worker checks each before using it (`Runner.take`)."""
-    Runner.instance().take(args, kwargs)
-
-
-def worker_app(redis_url: str):
-    """The Celery application of a worker: the shared configuration with the job task registered (`TASK`)."""
     app = make_app(redis_url)
-    app.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True)(_run_task)
+    app.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True)(run_job)
     return app
 
 
-app = worker_app(getattr(_SETTINGS, "redis_url", KEYS["IMAGINE_REDIS_URL"][0]))
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Load the models, announce this worker and take tasks until stopped."""
-    from bot.config import ConfigError
+    """Read the settings (the bot's reader, `.env` included; no token needed here), load the models, announce this
+    worker and take tasks until stopped."""
+    from bot.config import ConfigError, Settings
     from bot.logs import install, redact
     from engine.env import quiet_libraries
 
     try:
-        settings = _settings()
+        settings = Settings.from_env()
     except ConfigError as exc:
         print(redact(f"error: {exc} (see .env.example)"), file=sys.stderr)
         return 2
-    parser = argparse.ArgumentParser(prog="python -m bot.worker", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--slots", type=int, default=settings.worker_slots, help="jobs at once (IMAGINE_WORKER_SLOTS)")
     parser.add_argument("--name", help="the Celery node name (default: imagine@<host>-<pid>)")
     parser.add_argument("--loglevel", default=settings.log_level, help="DEBUG, INFO, WARNING (IMAGINE_LOG_LEVEL)")
@@ -465,11 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install(*settings.secrets())  # the Redis password never reaches a log line, at any level
     quiet_libraries()
-    celery = worker_app(settings.redis_url)
     if not 1 <= args.slots <= MAX_SLOTS:
         print(f"error: --slots must be from 1 to {MAX_SLOTS}, not {args.slots}.", file=sys.stderr)
         return 2
-    runner = Runner.configure(settings.redis_url, args.slots, settings.model_settings())
+    runner = Runner(settings.redis_url, args.slots, settings.model_settings())
+    celery = worker_app(settings.redis_url, runner)
     runner.pool.engine_for(_default_spec(settings))  # load the models before taking any task
     runner.announce()
     name = args.name or f"imagine@{runner.worker_id}"
