@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from engine import generators
 from engine.models.tiny import real_size_biggan, real_size_clip, real_size_dvae, real_size_vqgan
 from engine.run import Engine, pick_device
 from engine.spec import JobSpec
@@ -114,7 +115,7 @@ def _peak_tflops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
-GENERATORS = ("vqgan", "fourier", "siren", "biggan", "dalle")
+GENERATORS = generators.NAMES
 
 
 def _other_engines(args, device, perceptor, speed, pool=None) -> dict:
@@ -124,6 +125,7 @@ def _other_engines(args, device, perceptor, speed, pool=None) -> dict:
         return {
             "fourier": (tiny(generator="fourier"), "-"),
             "siren": (tiny(generator="siren"), "-"),
+            "pixels": (tiny(generator="pixels"), "-"),
             "biggan": (tiny(generator="biggan", model="tiny-biggan", width=32, height=32), "tiny-biggan"),
             "dalle": (tiny(generator="dalle", model="tiny-dvae"), "tiny-dvae"),
         }
@@ -133,14 +135,20 @@ def _other_engines(args, device, perceptor, speed, pool=None) -> dict:
     def biggan(size: int) -> Engine:
         if size not in bigs:
             bigs.clear()  # one BigGAN in memory at a time
-            bigs[size] = Engine(perceptor, device=device, speed=speed, biggan=real_size_biggan(size, device))
+            bigs[size] = Engine(
+                perceptor, device=device, speed=speed, weights={"biggan": real_size_biggan(size, device)}
+            )
         return bigs[size]
 
     return {
         "fourier": (plain(), "-"),
         "siren": (plain(), "8 x 256 sine layers"),
+        "pixels": (plain(), "-"),
         "biggan": (biggan, "biggan-deep-<size> (random weights)"),
-        "dalle": (plain(dvae=real_size_dvae(device)) if "dalle" in args.generators else None, "dVAE (random weights)"),
+        "dalle": (
+            plain(weights={"dalle": real_size_dvae(device)}) if "dalle" in args.generators else None,
+            "dVAE (random weights)",
+        ),
     }
 
 

@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot.backends import Backend
 from bot.backends.embedded import EmbeddedBackend
+from bot.catalog import Catalog
 from bot.community import Community
 from bot.config import Settings
 from bot.jobs import JobService
@@ -77,6 +78,7 @@ class ImagineBot(commands.Bot):
         self.jobs: JobService | None = None
         self.tournaments: Tournaments | None = None
         self.community: Community | None = None
+        self.catalog: Catalog | None = None
         self.gallery = None  # bot.gallery.Gallery when IMAGINE_GALLERY_PORT is set
         self.presenter = None  # the Discord presenter, attached by cogs.imagine
         self.storage_error: StorageError | None = None
@@ -155,6 +157,7 @@ class ImagineBot(commands.Bot):
         )
         self.jobs.on_storage_error = self.storage_failed
         self.community = self.jobs.community = Community(self.store, self.settings)
+        self.catalog = Catalog(self.settings)
         log.info("running up to %d jobs at once", self.jobs.max_concurrent)
         self.tournaments = Tournaments(self.store, self.jobs, None, wait=self.settings.tournament_wait)
         for extension in EXTENSIONS:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from bot.catalog import SIZES
 from bot.config import Settings
 from bot.wordfilter import WordFilter, normalise, refusal
 from engine.errors import InvalidSpec
@@ -24,17 +25,6 @@ log = logging.getLogger(__name__)
 MAX_WORDS = 200  # blocked words per server
 MAX_WORD_LENGTH = 60
 MAX_CHANNELS = 25
-
-# The picture sizes members choose from, by name: /imagine offers them, /settings sizes restricts them.
-SIZES = {
-    "square": (512, 512),
-    "square-small": (256, 256),
-    "landscape": (512, 288),
-    "portrait": (288, 512),
-    "wide": (640, 320),
-    "panorama": (768, 256),
-    "tall": (320, 640),
-}
 
 
 def spec_texts(spec: JobSpec) -> str:

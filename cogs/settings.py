@@ -10,7 +10,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.community import SIZES, Community
+from bot.catalog import SIZES
+from bot.community import Community
 from cogs.errors import reply
 from engine.moderation import load_data
 

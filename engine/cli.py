@@ -12,10 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
+from engine import generators
 from engine.env import load_env, quiet_libraries
 from engine.errors import Cancelled, EngineError
 from engine.models import registry
-from engine.spec import GENERATORS, JobSpec, parse_prompt, random_seed
+from engine.spec import JobSpec, parse_prompt, random_seed
 
 log = logging.getLogger("engine.cli")
 
@@ -65,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cut-pow", type=float, default=1.0)
     p.add_argument(
         "--generator",
-        choices=GENERATORS,
+        choices=generators.NAMES,
         default="vqgan",
-        help="vqgan; fourier and siren (no weights); biggan (Big Sleep, its native size only); dalle (DALL-E's dVAE)",
+        help="; ".join(f"{d.name}: {d.summary}" for d in generators.REGISTRY.values()),
     )
     p.add_argument(
         "--model",
@@ -75,11 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the generator's weights in the models directory (default {registry.DEFAULT_VQGAN}, biggan-deep-256, "
         "dalle-dvae)",
     )
-    p.add_argument("--truncation", type=float, default=1.0, help="biggan: noise truncation in (0, 1] (default 1)")
-    p.add_argument("--class", dest="class_name", help="biggan: start from this ImageNet class, e.g. goldfish")
-    p.add_argument("--temperature", type=float, default=1.0, help="dalle: softmax temperature over the codes")
-    p.add_argument("--siren-layers", type=int, default=8, help="siren: sine layers (default 8)")
-    p.add_argument("--siren-hidden", type=int, default=256, help="siren: width of each layer (default 256)")
+    for found in generators.REGISTRY.values():  # each generator's own flags, as it declares them
+        for flag in found.flags:
+            p.add_argument(flag.flag, dest=_flag_dest(found.name, flag.option), type=flag.type, help=flag.help)
     p.add_argument(
         "--upscale",
         type=int,
@@ -119,6 +118,25 @@ def parse_schedule(items: list[str]) -> tuple[tuple[int, str], ...]:
     return tuple(sorted(schedule))
 
 
+def _flag_dest(generator: str, option: str) -> str:
+    return f"option_{generator}_{option}"
+
+
+def _options(args: argparse.Namespace, generator: str, base: dict) -> dict:
+    """The generator's options: a recipe's (of the same generator), then the flags given; a flag of another
+    generator is refused, since it would do nothing."""
+    options = dict(base.get("options") or {}) if base.get("generator") == generator else {}
+    for found in generators.REGISTRY.values():
+        for flag in found.flags:
+            value = getattr(args, _flag_dest(found.name, flag.option))
+            if value is None:
+                continue
+            if found.name != generator:
+                raise EngineError(f"{flag.flag} is an option of the {found.name} generator; this run uses {generator}.")
+            options[flag.option] = value
+    return options
+
+
 def spec_from_args(args: argparse.Namespace, argv: list[str], default_clip: str = registry.DEFAULT_CLIP) -> JobSpec:
     """The job the flags (and a --recipe, whose fields the flags given override) describe. `default_clip` is the
     CLIP of a run that names none (IMAGINE_CLIP_MODEL, read by the caller)."""
@@ -150,11 +168,6 @@ def spec_from_args(args: argparse.Namespace, argv: list[str], default_clip: str 
         "cut_pow": args.cut_pow if flag("--cut-pow") else base["cut_pow"],
         "generator": args.generator if flag("--generator") else base["generator"],
         "model": None,
-        "truncation": args.truncation if flag("--truncation") else base.get("truncation", 1.0),
-        "class_name": args.class_name if flag("--class") else base.get("class_name"),
-        "temperature": args.temperature if flag("--temperature") else base.get("temperature", 1.0),
-        "siren_layers": args.siren_layers if flag("--siren-layers") else base.get("siren_layers", 8),
-        "siren_hidden": args.siren_hidden if flag("--siren-hidden") else base.get("siren_hidden", 256),
         "upscales": tuple(base.get("upscales", ())) + tuple(args.upscale),
         "clip_model": (args.clip or default_clip) if flag("--clip") else base["clip_model"],
         # A recipe is shared: it names models (JobSpec checks they are plain names, looked up in the models
@@ -164,6 +177,7 @@ def spec_from_args(args: argparse.Namespace, argv: list[str], default_clip: str 
         "init_weight": args.init_weight if flag("--init-weight") else base.get("init_weight", 0.0),
         "image_prompts": tuple(args.image_prompt) if flag("--image-prompt") else tuple(base.get("image_prompts", ())),
     }
+    fields["options"] = _options(args, fields["generator"], base)
     if args.model and flag("--model"):
         fields["model"] = args.model
     elif base and fields["generator"] == base["generator"]:
@@ -235,7 +249,7 @@ def _check_before_loading(spec: JobSpec, pool, speed) -> None:
         load_image(target.text, f"the image prompt {target.text}")
     budget = device_budget(pool.device, speed, free=True)
     if budget is not None:
-        budget.check(spec.width, spec.height, spec.cutn)
+        budget.check(spec.width, spec.height, spec.cutn, spec.generator)
 
 
 def _generate(args: argparse.Namespace, argv: list[str]) -> int:

@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import generators
 from engine.errors import CheckpointError
 from engine.memory import MODELS_BYTES, Budget, cpu_budget, step_bytes, uses_half
 from engine.models import registry
@@ -63,8 +64,7 @@ class EnginePool:
         self.settings = settings
         self._engines: dict[tuple[str, str], object] = {}
         self._perceptors: dict[str, object] = {}
-        self._vqgans: dict[str, object] = {}
-        self._others: dict[tuple[str, str], object] = {}  # (generator, name) -> a loaded BigGAN or dVAE
+        self._weights: dict[tuple[str, str], object] = {}  # (generator, model) -> its loaded weights
         self._safety: dict[str, object] = {}  # CLIP name -> the SafetyCheck its engines share
         self._lock = threading.Lock()
         self._device = None
@@ -90,87 +90,58 @@ class EnginePool:
                 )
             return self._perceptors[name]
 
+    def weights(self, generator: str, model: str):
+        """The weights `model` of `generator` (as its declaration loads them), loaded on first use; None for a
+        generator that needs none."""
+        found = generators.declaration(generator)
+        if found.load is None:
+            return None
+        with self._lock:
+            if (generator, model) not in self._weights:
+                log.info("loading the %s model %s on %s", generator, model, self.device)
+                self._weights[generator, model] = found.load(self.settings, model, self.device)
+            return self._weights[generator, model]
+
     def vqgan(self, name: str):
         """The VQGAN `name` (from the models directory, or the explicit files), loaded on first use."""
-        from engine.models.vqgan import load_vqgan
-
-        with self._lock:
-            if name not in self._vqgans:
-                config, checkpoint = self.settings.vqgan_files(name)
-                log.info("loading VQGAN %s from %s on %s", name, checkpoint, self.device)
-                self._vqgans[name] = load_vqgan(config, checkpoint, self.device)
-            return self._vqgans[name]
-
-    def _model_dir(self, generator: str, name: str) -> Path:
-        try:
-            return registry.generator_model_dir(generator, name, self.settings.models_dir)
-        except ValueError as exc:
-            raise CheckpointError(str(exc)) from None
-
-    def biggan(self, name: str):
-        """The BigGAN `name` (a folder of the models directory), loaded on first use."""
-        from engine.models.biggan import load_biggan
-
-        with self._lock:
-            if ("biggan", name) not in self._others:
-                directory = self._model_dir("biggan", name)
-                log.info("loading BigGAN %s from %s on %s", name, directory, self.device)
-                self._others["biggan", name] = load_biggan(directory, self.device)
-            return self._others["biggan", name]
-
-    def dvae(self, name: str):
-        """The DALL-E dVAE `name` (a folder of the models directory), loaded on first use."""
-        from engine.models.dvae import load_dvae
-
-        with self._lock:
-            if ("dalle", name) not in self._others:
-                log.info("loading the DALL-E dVAE %s on %s", name, self.device)
-                self._others["dalle", name] = load_dvae(name, self.settings.models_dir, self.device)
-            return self._others["dalle", name]
+        return self.weights("vqgan", name)
 
     def engine_for(self, spec: JobSpec):
         """The Engine for `spec`'s models (loading them if needed)."""
         from engine.run import Engine
         from engine.safety import SafetyCheck
 
-        model = spec.model if spec.generator in ("vqgan", "biggan", "dalle") else ""
-        key = (model, spec.clip_model) if spec.generator == "vqgan" else (spec.generator, model, spec.clip_model)
+        found = generators.declaration(spec.generator)
+        key = (spec.generator, spec.model if found.weights else "", spec.clip_model)
         if key not in self._engines:
             perceptor = self.perceptor(spec.clip_model)
-            loaded = {
-                "vqgan": lambda: {"vqgan": self.vqgan(model)},
-                "biggan": lambda: {"biggan": self.biggan(model)},
-                "dalle": lambda: {"dvae": self.dvae(model)},
-            }.get(spec.generator, dict)()
+            weights = self.weights(spec.generator, spec.model)
+            vqgan = weights if spec.generator == "vqgan" else None  # the engine's faster decode is VQGAN's
             with self._lock:
                 safety = self._safety.setdefault(spec.clip_model, SafetyCheck(perceptor))
                 self._engines.setdefault(
-                    key, Engine(perceptor, device=self.device, speed=self.settings.speed, safety=safety, **loaded)
+                    key,
+                    Engine(
+                        perceptor,
+                        vqgan,
+                        device=self.device,
+                        speed=self.settings.speed,
+                        weights={spec.generator: weights},
+                        safety=safety,
+                    ),
                 )
         return self._engines[key]
 
     def check(self, spec: JobSpec) -> None:
         """Raise CheckpointError now if the files `spec` needs are absent (before a job is queued)."""
-        if spec.generator == "vqgan":
-            for path in self.settings.vqgan_files(spec.model):
-                if not path.is_file():
-                    raise CheckpointError(
-                        f"The model {spec.model} is not installed ({path} is missing). "
-                        f"Run `python -m engine.models download {spec.model}`.",
-                        str(path),
-                    )
-        elif spec.generator in ("biggan", "dalle"):
-            directory = self._model_dir(spec.generator, spec.model)
-            needed = ("config.json", "pytorch_model.bin") if spec.generator == "biggan" else ("decoder", "encoder")
-            for name in needed:
-                candidates = (name, f"{name}.pt", f"{name}.pkl")
-                present = any((directory / c).is_file() for c in candidates)
-                if not present:
-                    raise CheckpointError(
-                        f"The model {spec.model} is not installed ({directory / name} is missing). "
-                        f"Run `python -m engine.models download {spec.model}`.",
-                        str(directory / name),
-                    )
+        found = generators.declaration(spec.generator)
+        missing = found.missing(self.settings, spec.model) if found.missing else None
+        if missing is not None:
+            raise CheckpointError(
+                f"The model {spec.model} is not installed ({missing} is missing). "
+                f"Run `python -m engine.models download {spec.model}`.",
+                str(missing),
+            )
 
 
 MAX_CONCURRENT = 8

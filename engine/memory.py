@@ -4,7 +4,7 @@ Standard library only, so the bot checks a spec at submit time without torch. Th
 memory) comes from `engine.loading.device_budget`; on a CPU it is the machine's available RAM, read here.
 
     budget = Budget(available=20 * 2**30, half=True, where="the GPU")
-    budget.check(spec.width, spec.height, spec.cutn)   # InvalidSpec: "... needs about 470 GB ..."
+    budget.check(*spec.final_size, spec.cutn, spec.generator)   # InvalidSpec: "... needs about 470 GB ..."
 """
 
 from __future__ import annotations
@@ -14,26 +14,26 @@ import os
 from dataclasses import dataclass
 
 from engine.errors import InvalidSpec
+from engine.generators import declaration
+from engine.generators.base import Memory
 
 # Memory one run's step needs on top of the models, in bytes: activations kept for the backward grow with the
-# image's pixels (the decoder) and with the cutouts (CLIP). Read off the autograd graph of real-size steps
-# (imagenet f16 VQGAN + ViT-B/32, fp32; see `bench/memory.py`), halved for bf16/fp16 activations.
-BYTES_PER_PIXEL_FP32 = 21_500
-BYTES_PER_CUTOUT_FP32 = 18_000_000
+# image's pixels (the decoder) and with the cutouts (CLIP). Each generator declares its costs (`Memory`; the
+# defaults were read off the autograd graph of real-size steps, imagenet f16 VQGAN + ViT-B/32, fp32, see
+# `bench/memory.py`); bf16/fp16 activations take about 0.6 of them.
 MODELS_BYTES = 1_500_000_000  # the VQGAN and CLIP weights plus the CUDA context, roughly
 
 
-def step_bytes(width: int, height: int, cutn: int, half: bool) -> int:
+def step_bytes(width: int, height: int, cutn: int, half: bool, cost: Memory = Memory()) -> int:
     """Estimated memory of one run's step at this size (activations for the backward, plus headroom)."""
-    fp32 = BYTES_PER_PIXEL_FP32 * width * height + BYTES_PER_CUTOUT_FP32 * cutn
+    fp32 = cost.bytes_per_pixel * width * height + cost.bytes_per_cutout * cutn
     return int(fp32 * (0.6 if half else 1.0) * 1.2)
 
 
-# The decoder's self-attention runs at the latent grid (one token per 16x16 pixels): each of its four attention
-# layers keeps a tokens x tokens matrix for the backward, and the softmax and its gradient add about two more at
-# the peak. Negligible at the sizes the bot offers (12 MB at 512x512), it is 100 GB at 4096x4096.
-ATTENTION_MATRICES = 6
-LATENT_STRIDE = 16
+# A decoder's self-attention runs at its latent grid (VQGAN's: one token per 16x16 pixels): each of its four
+# attention layers keeps a tokens x tokens matrix for the backward, and the softmax and its gradient add about two
+# more at the peak (`Memory.attention_matrices`). Negligible at the sizes the bot offers (12 MB at 512x512), it is
+# 100 GB at 4096x4096.
 
 
 def uses_half(precision: str, device_type: str) -> bool:
@@ -41,12 +41,14 @@ def uses_half(precision: str, device_type: str) -> bool:
     return precision in ("bf16", "fp16") or (precision == "auto" and device_type == "cuda")
 
 
-def job_bytes(width: int, height: int, cutn: int, half: bool) -> int:
+def job_bytes(width: int, height: int, cutn: int, half: bool, cost: Memory = Memory()) -> int:
     """Estimated memory of one job's step at this size, beyond the models: the measured per-pixel and per-cutout
-    costs (`step_bytes`) plus the decoder's attention matrices, which grow with the pixels squared."""
-    tokens = math.ceil(width / LATENT_STRIDE) * math.ceil(height / LATENT_STRIDE)
-    attention = ATTENTION_MATRICES * tokens * tokens * (2 if half else 4)
-    return step_bytes(width, height, cutn, half) + attention
+    costs (`step_bytes`) plus a decoder's attention matrices, which grow with the pixels squared."""
+    attention = 0
+    if cost.attention_stride:
+        tokens = math.ceil(width / cost.attention_stride) * math.ceil(height / cost.attention_stride)
+        attention = cost.attention_matrices * tokens * tokens * (2 if half else 4)
+    return step_bytes(width, height, cutn, half, cost) + attention
 
 
 def gigabytes(n: int) -> str:
@@ -62,9 +64,9 @@ class Budget:
     half: bool = False
     where: str = "this machine"
 
-    def check(self, width: int, height: int, cutn: int) -> None:
-        """Raise InvalidSpec with a sentence when a job of this size cannot fit."""
-        need = job_bytes(width, height, cutn, self.half)
+    def check(self, width: int, height: int, cutn: int, generator: str = "vqgan") -> None:
+        """Raise InvalidSpec with a sentence when a job of this size cannot fit (at `generator`'s declared costs)."""
+        need = job_bytes(width, height, cutn, self.half, declaration(generator).memory)
         if need > self.available:
             room = gigabytes(max(0, self.available))
             raise InvalidSpec(

@@ -25,7 +25,8 @@ from engine.cutouts import Augment, Cutouts
 from engine.errors import Diverged, InvalidSpec, OutOfMemory
 from engine.fast import FastModels
 from engine.files import write_atomically
-from engine.generators import Generator, generator_key, make_generator
+from engine.generators import declaration, generator_key, make_generator
+from engine.generators.parts import Generator
 from engine.images import encode_png, fit, from_pil, load_image, recipe, snapshot_bytes, to_pil
 from engine.losses import (
     cosine_scores,
@@ -85,8 +86,9 @@ class Run:
             params = self.generator.encode(self.init_image)
         else:
             params = self.generator.init_params(1, self.width, self.height, self.gen)
-            if spec.class_name:
-                params = self.generator.with_class(params, spec.class_name)
+            start = declaration(spec.generator).start
+            if start is not None:
+                params = start(self.generator, params, spec.options)
         self.params = params.detach().clone().requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.params], lr=spec.lr)
         self.step_index = 0
@@ -232,15 +234,14 @@ class Engine:
         device: torch.device | str | None = None,
         augment: Augment = Augment(),
         speed: Speed = Speed(),
-        biggan=None,
-        dvae=None,
+        weights: dict[str, object] | None = None,
         safety: SafetyCheck | None = None,
     ):
         self.device = torch.device(device) if device is not None else perceptor.device
         self.perceptor = perceptor
         self.vqgan = vqgan
-        self.biggan = biggan
-        self.dvae = dvae
+        # the loaded weights of each generator this engine runs, by generator name (`engine.generators`)
+        self.weights = {"vqgan": vqgan, **(weights or {})}
         self.augment = augment
         self.speed = speed
         self.fast = FastModels(speed, self.device, perceptor, vqgan)
@@ -255,9 +256,7 @@ class Engine:
         width, height = width or spec.width, height or spec.height
         key = generator_key(spec, width, height)
         if key not in self._generators:
-            self._generators[key] = make_generator(
-                spec, width, height, self.vqgan, self.fast.decode, biggan=self.biggan, dvae=self.dvae
-            )
+            self._generators[key] = make_generator(spec, width, height, self.weights.get(spec.generator), self)
         return self._generators[key]
 
     def free_bytes(self) -> int | None:
@@ -282,7 +281,7 @@ class Engine:
         free = self.free_bytes()
         if free is None:
             return
-        need = step_bytes(width, height, spec.cutn, self.fast.dtype is not None)
+        need = step_bytes(width, height, spec.cutn, self.fast.dtype is not None, declaration(spec.generator).memory)
         if need > free:
             what = f"{spec.width}x{spec.height} upscaled to " if (width, height) != (spec.width, spec.height) else ""
             raise OutOfMemory(

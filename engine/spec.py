@@ -15,6 +15,8 @@ from pathlib import PurePath
 from typing import Any
 
 from engine.errors import InvalidSpec
+from engine.generators import NAMES, declaration
+from engine.generators.base import Options, check_range
 from engine.moderation import check_level
 
 ENGINE_VERSION = "0.2.0"
@@ -25,13 +27,10 @@ MIN_SIDE, MAX_SIDE = 16, 4096
 MAX_STEPS = 10_000
 MAX_CUTN = 256
 MAX_SEED = 2**32 - 1
-GENERATORS = ("vqgan", "fourier", "biggan", "dalle", "siren")
-# The weights each generator loads by default when the spec names none of its own (the VQGAN default stands for
-# "none given", so specs written before these generators existed stay valid). Fourier and SIREN need no weights.
-DEFAULT_MODELS = {"biggan": "biggan-deep-256", "dalle": "dalle-dvae"}
+# The VQGAN default also stands for "no model given": a generator with weights of its own gets its declared default
+# then, so specs written before the other generators existed stay valid.
 DEFAULT_VQGAN_MODEL = "vqgan_imagenet_f16_16384"
 MAX_UPSCALES = 3  # each doubles both sides
-MAX_SIREN_LAYERS, MAX_SIREN_HIDDEN = 32, 1024
 MAX_REGIONS = 4
 # A weight scales its prompt's loss (and an init weight the pull towards the init image): past 100 one prompt drowns
 # every other, and numbers like 1e308 become inf in float32, which turns the whole run into NaN.
@@ -44,11 +43,8 @@ MAX_STOP = 5.0
 # top to bottom; each cutout's loss against each part is weighted by where its centre lies. "mirror": cutouts
 # come in mirrored pairs; `A / B` puts A on the left and B on the right (a juxtaposition).
 LAYOUTS = ("single", "panorama", "vertical", "mirror")
-DEFAULT_LR = 0.1
+DEFAULT_LR = 0.1  # each generator declares its own (engine.generators); this is VQGAN's and Fourier's
 COMPOSITION_LR = 0.05  # the extra constraints make the optimisation harder: smaller steps
-# Generators whose parameters want other step sizes: SIREN's weights feed sines at 30x frequency (deep-daze uses
-# 1e-5 on 16 layers), Big Sleep used 0.07 on BigGAN's noise and class vectors.
-GENERATOR_LR = {"siren": 1e-4, "biggan": 0.07}
 MIRROR_TONE_WEIGHT = 0.5
 MIRROR_SEMANTIC_WEIGHT = 0.1
 # A slash with whitespace on both sides separates the parts of a composition ("AC/DC" and URLs stay whole).
@@ -166,12 +162,6 @@ def random_seed() -> int:
     return random.SystemRandom().randint(0, MAX_SEED)
 
 
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not (low <= value <= high):
-        shown = f"{value:g}" if abs(value) < 1e15 else "a number that large"  # a huge int cannot become a float
-        raise InvalidSpec(f"{name} must be between {low:g} and {high:g}, not {shown}.")
-
-
 def check_model_name(field_name: str, value: object) -> None:
     """Raise InvalidSpec unless `value` is a plain model name (no path: the models directory decides where)."""
     if not isinstance(value, str) or not _MODEL_NAME.fullmatch(value) or ".." in value:
@@ -179,6 +169,31 @@ def check_model_name(field_name: str, value: object) -> None:
             f"{field_name} must be the name of an installed model (letters, digits, '_', '-', '.'), "
             f"not a path: {value!r}."
         )
+
+
+# The generators' settings as flat fields, as specs kept them before each generator declared its options, with
+# their defaults then: an old recipe holds them all, whatever its generator.
+LEGACY_FIELDS = {"truncation", "class_name", "temperature", "siren_layers", "siren_hidden"}
+_LEGACY_DEFAULTS = {"truncation": 1.0, "class_name": None, "temperature": 1.0, "siren_layers": 8, "siren_hidden": 256}
+
+
+def _options_from_flat_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """A spec dict with an older recipe's flat generator fields moved into `options` (those of its generator; the
+    others dropped where they hold their old default, refused otherwise, as they were then)."""
+    data = dict(data)
+    flat = {name: data.pop(name) for name in LEGACY_FIELDS & set(data)}
+    if not flat:
+        return data
+    found = declaration(data.get("generator", "vqgan"))
+    options = dict(data.get("options") or {}) if isinstance(data.get("options") or {}, dict) else data["options"]
+    for name, value in flat.items():
+        if name in found.legacy_fields and isinstance(options, dict):
+            options.setdefault(found.legacy_fields[name], value)
+        elif value != _LEGACY_DEFAULTS[name]:
+            owner = next(d.name for d in map(declaration, NAMES) if name in d.legacy_fields)
+            raise InvalidSpec(f"{name} only means something to the {owner} generator.")
+    data["options"] = options
+    return data
 
 
 @dataclass(frozen=True)
@@ -209,14 +224,9 @@ class JobSpec:
     # Steering: (step, prompt) pairs; from `step` on (the step that step_index `step` computes) the run aims at
     # `prompt` instead, keeping its latent and optimiser state ("story mode").
     prompt_schedule: tuple[tuple[int, str], ...] = ()
-    # Generator settings (each ignored by the other generators). BigGAN: the truncation of its noise (0-1] and an
-    # optional ImageNet class to start from; DALL-E dVAE: the softmax temperature over its codes; SIREN: its depth
-    # and width.
-    truncation: float = 1.0
-    class_name: str | None = None
-    temperature: float = 1.0
-    siren_layers: int = 8
-    siren_hidden: int = 256
+    # The generator's own settings: its declared Options (engine.generators), given as that dataclass or a dict of
+    # its fields; None is its defaults. Older recipes kept them as flat fields, which `from_dict` still reads.
+    options: Options | dict | None = None
     # Upscaling: after `steps`, each entry doubles the image (re-encoded into the generator's latent) and runs that
     # many more steps with the same prompts. The recipe of an upscaled image replays every stage.
     upscales: tuple[int, ...] = ()
@@ -235,22 +245,22 @@ class JobSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise InvalidSpec(f"{name} must be a finite number, not {value!r}.")
-        _check_range("tone_weight", self.tone_weight, 0, 100)
-        _check_range("semantic_weight", self.semantic_weight, 0, 100)
-        _check_range("size_weight", self.size_weight, -4, 4)
-        _check_range("width", self.width, MIN_SIDE, MAX_SIDE)
-        _check_range("height", self.height, MIN_SIDE, MAX_SIDE)
-        _check_range("steps", self.steps, 1, MAX_STEPS)
-        _check_range("seed", self.seed, 0, MAX_SEED)
-        _check_range("cutn", self.cutn, 1, MAX_CUTN)
-        _check_range("progress_every", self.progress_every, 1, MAX_STEPS)
+        check_range("tone_weight", self.tone_weight, 0, 100)
+        check_range("semantic_weight", self.semantic_weight, 0, 100)
+        check_range("size_weight", self.size_weight, -4, 4)
+        check_range("width", self.width, MIN_SIDE, MAX_SIDE)
+        check_range("height", self.height, MIN_SIDE, MAX_SIDE)
+        check_range("steps", self.steps, 1, MAX_STEPS)
+        check_range("seed", self.seed, 0, MAX_SEED)
+        check_range("cutn", self.cutn, 1, MAX_CUTN)
+        check_range("progress_every", self.progress_every, 1, MAX_STEPS)
         if not (0 < self.lr <= 10):
             raise InvalidSpec(f"The learning rate must be above 0 and at most 10, not {self.lr:g}.")
         if self.cut_pow <= 0:
             raise InvalidSpec(f"cut_pow must be above 0, not {self.cut_pow:g}.")
         if self.init_weight < 0:
             raise InvalidSpec(f"init_weight cannot be negative ({self.init_weight:g}).")
-        _check_range("init_weight", self.init_weight, 0, MAX_WEIGHT)
+        check_range("init_weight", self.init_weight, 0, MAX_WEIGHT)
         for name in ("model", "clip_model"):
             value = getattr(self, name)
             check_model_name(name, value)
@@ -273,8 +283,7 @@ class JobSpec:
         check_level(self.moderation)
 
     def _check_generator_name(self) -> None:
-        if not isinstance(self.generator, str) or self.generator not in GENERATORS:
-            raise InvalidSpec(f"Unknown generator {self.generator!r}; choose one of {', '.join(GENERATORS)}.")
+        declaration(self.generator)
 
     def _resolve_layout(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
@@ -292,7 +301,7 @@ class JobSpec:
         if self.layout == "mirror" and len(regions) > 2:
             raise InvalidSpec("The mirror layout takes one prompt or two (left / right), not more.")
         if self.lr is None:
-            base = GENERATOR_LR.get(self.generator, DEFAULT_LR)
+            base = declaration(self.generator).lr
             composition = COMPOSITION_LR if base == DEFAULT_LR else base * COMPOSITION_LR / DEFAULT_LR
             set_("lr", base if self.layout == "single" else composition)
         if self.tone_weight is None:
@@ -323,25 +332,18 @@ class JobSpec:
             previous = step
 
     def _check_generator(self) -> None:
-        if self.generator in DEFAULT_MODELS and self.model == DEFAULT_VQGAN_MODEL:
-            object.__setattr__(self, "model", DEFAULT_MODELS[self.generator])
-        for name in ("siren_layers", "siren_hidden"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidSpec(f"{name} must be a whole number, not {value!r}.")
-        for name in ("truncation", "temperature"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise InvalidSpec(f"{name} must be a finite number, not {value!r}.")
-        if not 0 < self.truncation <= 1:
-            raise InvalidSpec(f"The truncation must be above 0 and at most 1, not {self.truncation:g}.")
-        _check_range("temperature", self.temperature, 0.01, 100)
-        _check_range("siren_layers", self.siren_layers, 2, MAX_SIREN_LAYERS)
-        _check_range("siren_hidden", self.siren_hidden, 4, MAX_SIREN_HIDDEN)
-        if self.class_name is not None and (not isinstance(self.class_name, str) or not self.class_name.strip()):
-            raise InvalidSpec("The class name must be the name of an ImageNet class, e.g. 'goldfish'.")
-        if self.class_name is not None and self.generator != "biggan":
-            raise InvalidSpec("A starting class only means something to the biggan generator.")
+        found = declaration(self.generator)
+        if found.weights and found.default_model and self.model == DEFAULT_VQGAN_MODEL:
+            object.__setattr__(self, "model", found.default_model)
+        options = self.options
+        if options is None or isinstance(options, dict):
+            options = found.options.from_dict(options, found.name)
+        elif type(options) is not found.options and options == type(options)():
+            options = found.options()  # another generator's defaults set nothing (a spec replaced to this one)
+        elif type(options) is not found.options:
+            raise InvalidSpec(f"Those are the {options.generator} generator's options, not the {found.name}'s.")
+        options.check()
+        object.__setattr__(self, "options", options)
         if not isinstance(self.upscales, tuple | list):
             raise InvalidSpec("upscales must be a list of step counts, one per doubling.")
         upscales = tuple(self.upscales)
@@ -351,13 +353,10 @@ class JobSpec:
         for steps in upscales:
             if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
                 raise InvalidSpec(f"An upscale runs between 1 and {MAX_STEPS} steps, not {steps!r}.")
-        if self.generator == "biggan" and self.init_image:
-            raise InvalidSpec("BigGAN has no encoder, so it cannot start from an init image; use an image prompt.")
-        if upscales and self.generator == "biggan":
-            raise InvalidSpec(
-                "BigGAN makes only its model's native size, so its images cannot be upscaled; "
-                "use biggan-deep-512 for a larger picture."
-            )
+        if not found.encodes and self.init_image:
+            raise InvalidSpec(found.no_encoder)
+        if not found.encodes and upscales:
+            raise InvalidSpec(found.no_upscale)
         width, height = self.final_size
         if max(width, height) > MAX_SIDE:
             raise InvalidSpec(
@@ -461,13 +460,13 @@ class JobSpec:
         or a bad value."""
         if not isinstance(data, dict):
             raise InvalidSpec("The spec must be a JSON object.")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} | LEGACY_FIELDS
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidSpec(f"Unknown spec fields: {', '.join(unknown)}.")
         if "prompt" not in data:
             raise InvalidSpec("The spec has no prompt.")
-        data = dict(data)
+        data = _options_from_flat_fields(data)
         if isinstance(data.get("image_prompts", ()), list | type(None)):
             data["image_prompts"] = tuple(data["image_prompts"] or ())
         schedule = data.get("prompt_schedule", ())

@@ -62,10 +62,10 @@ def test_bench_engine_runs_every_generator_on_tiny_models(tmp_path, capsys):
 
     out = tmp_path / "bench.json"
     argv = ["--tiny", "--tiny-dir", str(tmp_path / "m"), "--sizes", "32", "--cutn", "2", "--steps", "1"]
-    argv += ["--generators", "vqgan", "fourier", "siren", "biggan", "dalle", "--no-plain", "--json", str(out)]
+    argv += ["--generators", "vqgan", "fourier", "siren", "biggan", "dalle", "pixels", "--no-plain", "--json", str(out)]
     assert main(argv) == 0
     rows = json.loads(out.read_text())
-    assert [r["generator"] for r in rows] == ["vqgan", "fourier", "siren", "biggan", "dalle"]
+    assert [r["generator"] for r in rows] == ["vqgan", "fourier", "siren", "biggan", "dalle", "pixels"]
     assert all(r["ours_steps_per_s"] > 0 for r in rows)
 
 

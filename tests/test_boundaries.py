@@ -29,6 +29,11 @@ PIL_ONLY = {"engine/uploads.py"}  # usable from the bot at module level: no torc
 # CLIP's text cleaning and BPE for the word filter: the standard library and ftfy (which open_clip's tokenizer uses
 # and which imports no torch, no numpy); the merges file is found without importing open_clip.
 FTFY_ONLY = {"engine/cliptext.py"}
+# The generators' declarations: standard library at module level, torch only when a generator is built (the test
+# below checks it); the spec and the bot read them.
+DECLARATIONS = {"engine.generators"} | {
+    f"engine.generators.{p.stem}" for p in (ROOT / "engine" / "generators").glob("*.py") if p.stem != "parts"
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -83,7 +88,7 @@ def test_bot_side_loads_torch_side_engine_modules_only_lazily(package):
     """Module-level imports from engine/ are limited to the standard-library modules (spec, errors, registry).
     The embedded backend reaches the rest inside functions, when it runs its first job."""
     light = {rel[:-3].replace("/", ".") for rel in STDLIB_ONLY | PIL_ONLY | FTFY_ONLY}
-    light |= {"engine", "engine.models", "engine.__version__"}
+    light |= {"engine", "engine.models", "engine.__version__"} | DECLARATIONS
     light.add("engine.env")  # standard library and python-dotenv: reads .env for the bot and the command lines
     for path in _files(package):
         heavy = {m for m in _module_level_imports(path) if m.split(".")[0] == "engine" and m not in light}
@@ -137,7 +142,8 @@ def test_engine_spec_loads_without_torch():
 
     code = (
         "import sys, engine.spec, engine.errors, engine.models.registry, engine.memory, engine.uploads, "
-        "engine.moderation; "
+        "engine.moderation, engine.generators; "
+        "[d.options() for d in engine.generators.REGISTRY.values()]; "
         "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -176,3 +182,20 @@ def _undocumented(path: Path) -> list[str]:
 def test_public_classes_and_functions_say_what_they_do(package):
     missing = [item for path in _files(package) for item in _undocumented(path)]
     assert not missing, "no docstring: " + ", ".join(missing)
+
+
+def test_a_generator_module_loads_torch_only_when_it_builds():
+    """Each generator module declares itself with the standard library at module level (the spec and the bot read
+    the declarations) and names torch through `LazyModule`; only `engine/generators/parts.py` is torch at import."""
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    light = {r[:-3].replace("/", ".") for r in STDLIB_ONLY} | {"engine", "engine.models", "engine.generators"}
+    modules = sorted((ROOT / "engine" / "generators").glob("*.py"))
+    assert len(modules) >= 7
+    for path in modules:
+        if path.name == "parts.py":
+            continue
+        imported = _module_level_imports(path)
+        outside = {m for m in imported if m.split(".")[0] not in stdlib and m.split(".")[0] != "engine"}
+        engine_side = {m for m in imported if m.split(".")[0] == "engine"} - light
+        engine_side -= {f"engine.generators.{p.stem}" for p in modules if p.name != "parts.py"}
+        assert not outside and not engine_side, f"{path.relative_to(ROOT)} imports {sorted(outside | engine_side)}"

@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.community import SIZES
+from bot.catalog import SIZES, STYLES
 from bot.jobs import JobKind, Origin, Posted, Ticket, continue_spec, reroll_spec, upscale_spec
 from bot.queue import QueueFull, RateLimiter
 from cogs.errors import reply
@@ -20,22 +20,13 @@ from cogs.imagine._embeds import duration, jump_url, one_line, queued_line, shor
 from cogs.imagine._grid import contact_sheet
 from cogs.imagine._views import branch_view, running_view, tournament_view
 from engine.errors import InvalidSpec, OutOfMemory, public_message
-from engine.models import registry
 from engine.spec import JobSpec, random_seed, split_regions
 
 log = logging.getLogger(__name__)
 
-SizeChoice = Literal["square", "square-small", "landscape", "portrait", "wide", "panorama", "tall"]
+SIZE_CHOICES = [app_commands.Choice(name=name, value=name) for name in SIZES]  # the one list: bot.catalog's
+STYLE_CHOICES = [app_commands.Choice(name=name, value=name) for name in STYLES]
 LayoutChoice = Literal["auto", "single", "panorama", "vertical", "mirror"]
-STYLES = {
-    "artstation": "trending on artstation",
-    "unreal": "unreal engine",
-    "gurney": "oil painting by James Gurney",
-    "matte": "matte painting",
-    "watercolor": "watercolor painting",
-    "pixel": "pixel art",
-}
-StyleChoice = Literal["artstation", "unreal", "gurney", "matte", "watercolor", "pixel"]
 MAX_ATTACHMENT = 10 * 1024 * 1024
 BUTTON_RATE, BUTTON_PER = 3, 10.0  # Steer and the Branch menu (which make no job): a member's clicks, together
 
@@ -85,21 +76,22 @@ class Imagine(commands.Cog):
         style="Append a well-known style modifier",
         init_image="Start from this picture instead of noise",
         image_prompt="Aim towards this picture as well as the text",
-        model="Which generator to use: a VQGAN, BigGAN, the DALL-E dVAE, or fourier / siren (no weights)",
+        model="Which generator: a VQGAN, BigGAN, the DALL-E dVAE, or fourier / siren / pixels (no weights)",
         layout="Where A / B parts go: panorama (left to right), vertical, mirror (juxtaposed halves)",
         symmetry="Mirror layout: how strongly the two halves match in light and dark (default 0.5, 0 = off)",
         semantic="Mirror layout: how strongly objects on one side are translated to the other (default 0.1)",
         focus="Above 0 favours the overall composition, below 0 fine detail (default 0)",
         candidates="Seed tournament: start 2-9 seeds, see them side by side early, continue the best one",
     )
+    @app_commands.choices(size=SIZE_CHOICES, style=STYLE_CHOICES)
     async def imagine(
         self,
         interaction: discord.Interaction,
         prompt: app_commands.Range[str, 1, 1000],
         seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
         steps: app_commands.Range[int, 10, 2000] | None = None,
-        size: SizeChoice | None = None,
-        style: StyleChoice | None = None,
+        size: str | None = None,
+        style: str | None = None,
         init_image: discord.Attachment | None = None,
         image_prompt: discord.Attachment | None = None,
         model: str | None = None,
@@ -147,6 +139,7 @@ class Imagine(commands.Cog):
         symmetry="How strongly the halves match in light and dark (default 0.5, 0 = off)",
         semantic="How strongly objects on one side are translated to the other (default 0.1)",
     )
+    @app_commands.choices(size=SIZE_CHOICES, style=STYLE_CHOICES)
     async def juxtapose(
         self,
         interaction: discord.Interaction,
@@ -154,8 +147,8 @@ class Imagine(commands.Cog):
         right: app_commands.Range[str, 1, 400],
         seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
         steps: app_commands.Range[int, 10, 2000] | None = None,
-        size: SizeChoice = "wide",
-        style: StyleChoice | None = None,
+        size: str = "wide",
+        style: str | None = None,
         symmetry: app_commands.Range[float, 0.0, 10.0] | None = None,
         semantic: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
@@ -201,36 +194,9 @@ class Imagine(commands.Cog):
             announce=announce,
         )
 
-    def _spec(self, rules, prompt: str, *, seed, steps, size, style, model, **fields) -> JobSpec:
-        """A job spec from slash options, with this server's defaults (its limits are the job service's gate's)."""
-        settings = self.settings
-        model = model or self.default_model()
-        generator = self.available_models().get(model)
-        if generator is None:
-            raise InvalidSpec(f"The model {model!r} is not installed here; choose one from the list.")
-        if style:  # a style belongs to every part of a composition
-            prompt = " / ".join(f"{part} | {STYLES[style]}" for part in split_regions(prompt))
-        width, height = SIZES[size or (rules.sizes[0] if rules.sizes and "square" not in rules.sizes else "square")]
-        if generator == "biggan":  # one size per model: its own unless the member asked for another
-            native = registry.biggan_native_size(settings.models_dir, model) or width
-            if size is not None and (width, height) != (native, native):
-                raise InvalidSpec(
-                    f"{model} makes {native}x{native} images only, not {width}x{height}: leave the size empty, "
-                    "or pick another BigGAN (biggan-deep-128, -256 or -512) for another size."
-                )
-            width = height = native
-        return JobSpec(
-            prompt,
-            width=width,
-            height=height,
-            steps=steps or self.bot.community.default_steps(rules),
-            seed=random_seed() if seed is None else seed,
-            generator=generator,
-            model=model if generator in ("vqgan", "biggan", "dalle") else registry.DEFAULT_VQGAN,
-            lr=None,  # the generator's own learning rate
-            clip_model=settings.clip_model,
-            **fields,
-        )
+    def _spec(self, rules, prompt: str, **options) -> JobSpec:
+        """The job a request's options describe, with this server's defaults (its limits are the gate's)."""
+        return self.bot.catalog.spec(rules, prompt, default_steps=self.bot.community.default_steps(rules), **options)
 
     async def imagine_prompt(self, interaction: discord.Interaction, prompt: str) -> None:
         """/imagine `prompt` with the server's defaults, for a member who clicked a button proposing it (/describe's
@@ -257,25 +223,9 @@ class Imagine(commands.Cog):
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return [
             app_commands.Choice(name=name, value=name)
-            for name in self.available_models()
+            for name in self.bot.catalog.models()
             if current.lower() in name.lower()
         ][:25]
-
-    def available_models(self) -> dict[str, str]:
-        """Each model a member can choose, by name, with its generator: the installed VQGANs, BigGANs and dVAEs,
-        and fourier and siren (which need no weights)."""
-        directory = self.settings.models_dir
-        names = registry.installed_vqgans(directory)
-        if self.settings.vqgan_checkpoint and self.settings.vqgan_config:
-            names.append(self.default_model())
-        models = {name: "vqgan" for name in sorted(set(names))}
-        for generator in ("biggan", "dalle"):
-            models.update({name: generator for name in registry.installed_generator_models(directory, generator)})
-        return {**models, "fourier": "fourier", "siren": "siren"}
-
-    def default_model(self) -> str:
-        """The VQGAN a member gets without choosing (see `Settings.default_model`)."""
-        return self.settings.default_model()
 
     async def _save_attachment(self, attachment: discord.Attachment, what: str) -> str:
         """Check an uploaded picture's declared size and type, then read it and let the job service check it

@@ -18,9 +18,9 @@ def main(argv: list[str]) -> int:
     point_at(api_base, gateway_url)
 
     import bot.client
+    from bot.catalog import SIZES
     from bot.client import ImagineBot
     from bot.config import Settings
-    from cogs.imagine._cog import SIZES
     from storage import StorageError
 
     SIZES["square-small"] = (64, 64)  # tiny models on a shared CPU: a job takes seconds, not half a minute

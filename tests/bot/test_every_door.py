@@ -227,14 +227,13 @@ async def test_an_unscored_or_broken_result_is_withheld_where_a_check_is_asked(s
 
 
 def test_the_size_choices_are_the_sizes_the_gate_knows():
-    """/imagine's size choices (a Literal, as discord.py needs) and the gate's table name the same sizes."""
-    import typing
-
-    from bot.community import SIZES
-    from cogs.imagine._cog import SizeChoice
+    """/imagine's and /juxtapose's size choices and /settings' size names are the gate's table of sizes."""
+    from bot.catalog import SIZES
+    from cogs.imagine._cog import Imagine
     from cogs.settings import SIZE_NAMES
 
-    assert typing.get_args(SizeChoice) == tuple(SIZES) == SIZE_NAMES
+    for command in (Imagine.imagine, Imagine.juxtapose):
+        assert [choice.value for choice in command._params["size"].choices] == list(SIZES) == list(SIZE_NAMES)
 
 
 # -- tried again as a hostile member, after the gate -------------------------------------------------------------

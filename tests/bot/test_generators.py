@@ -17,9 +17,9 @@ pytestmark = pytest.mark.simcord(settle_timeout=180)
 @pytest.fixture(autouse=True)
 def small(monkeypatch):
     """ "square-small" is 64x64 here: SIREN and the upscales stay quick on a CPU."""
-    from cogs.imagine import _cog
+    from bot import catalog
 
-    monkeypatch.setitem(_cog.SIZES, "square-small", (64, 64))
+    monkeypatch.setitem(catalog.SIZES, "square-small", (64, 64))
 
 
 def _world(env):
@@ -40,7 +40,7 @@ async def _png_size(message) -> tuple[int, int]:
 
 async def test_model_choices_list_every_generator(simcord_env):
     guild, channel, alice, bob = _world(simcord_env)
-    models = simcord_env.bot.get_cog("Imagine").available_models()
+    models = simcord_env.bot.catalog.models()
     assert models["tiny-biggan"] == "biggan" and models["tiny-dvae"] == "dalle"
     assert models["fourier"] == "fourier" and models["siren"] == "siren"
     assert {name for name, generator in models.items() if generator == "vqgan"} >= {"tiny_f16"}

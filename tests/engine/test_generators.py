@@ -15,7 +15,7 @@ from engine.spec import JobSpec
 SPECS = {
     "biggan": dict(generator="biggan", model="tiny-biggan", width=32, height=32),
     "dalle": dict(generator="dalle", model="tiny-dvae", width=32, height=24),
-    "siren": dict(generator="siren", width=32, height=24, siren_layers=3, siren_hidden=32),
+    "siren": dict(generator="siren", width=32, height=24, options={"layers": 3, "hidden": 32}),
 }
 
 
@@ -135,17 +135,19 @@ def test_biggan_refuses_other_sizes_init_images_and_upscales(gpool):
 
 
 def test_biggan_starts_from_an_imagenet_class(gpool):
-    from engine.biggan import imagenet_class
+    from engine.generators.biggan import imagenet_class
 
     assert imagenet_class("goldfish", 1000) == 1 and imagenet_class("Tabby cat", 1000) == 281
-    spec = spec_for("biggan", class_name="goldfish")
+    spec = spec_for("biggan", options={"class_name": "goldfish"})
     run = gpool.engine_for(spec).start(spec)
     classes = torch.softmax(run.params[0, 16:], dim=0)
     assert classes.argmax() == 1 and classes[1] > 0.9
     with pytest.raises(InvalidSpec, match="not one ImageNet class"):
-        gpool.engine_for(spec).start(spec.replace(class_name="dragon"))
-    with pytest.raises(InvalidSpec, match="biggan"):
-        spec_for("siren", class_name="goldfish")
+        gpool.engine_for(spec).start(spec.replace(options={"class_name": "dragon"}))
+    with pytest.raises(InvalidSpec, match="siren generator has no option class_name"):
+        spec_for("siren", options={"class_name": "goldfish"})
+    with pytest.raises(InvalidSpec, match="class_name only means something to the biggan generator"):
+        JobSpec.from_dict({"prompt": "x", "generator": "siren", "class_name": "goldfish"})
 
 
 def test_siren_renders_any_size_and_fits_an_init_image(gpool, tmp_path):

@@ -143,7 +143,7 @@ def test_unreadable_init_image(engine, tiny_spec, tmp_path):
 
 
 def test_size_smaller_than_the_grid():
-    from engine.generator_parts import check_size
+    from engine.generators.base import check_size
 
     assert check_size(72, 40, 16, "vqgan") == (64, 32)
     with pytest.raises(InvalidSpec, match="needs at least 32x32 pixels, not 24x64"):

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from engine.cutouts import NO_AUGMENT, Augment, Cutouts
-from engine.generator_parts import clamp_with_grad
-from engine.generators import FourierGenerator, quantize_straight_through
+from engine.generators.fourier import FourierGenerator
+from engine.generators.parts import clamp_with_grad
+from engine.generators.vqgan import quantize_straight_through
 from engine.losses import cosine_scores, prompt_losses, spherical_distance
 
 

@@ -40,7 +40,7 @@ def _pixels(picture) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", ["fourier", "siren"])
 def test_the_first_upscaled_preview_resembles_the_source(gpool, name):
-    fields = {"generator": "fourier", "width": 32, "height": 24} if name == "fourier" else {}
+    fields = {"generator": "fourier", "width": 32, "height": 24, "options": None} if name == "fourier" else {}
     spec = spec_for("siren", steps=3, upscales=(2,), progress_every=1, **fields)
     engine = gpool.engine_for(spec)
     source, preview = _first_upscaled_preview(engine, spec)
@@ -137,7 +137,7 @@ def test_old_specs_stay_valid_and_new_fields_round_trip():
     old = {"prompt": "a cat", "width": 64, "height": 64, "generator": "fourier", "model": "vqgan_imagenet_f16_16384"}
     spec = JobSpec.from_json(json.dumps(old))
     assert spec.upscales == () and spec.total_steps == spec.steps and spec.model == "vqgan_imagenet_f16_16384"
-    new = JobSpec("a cat", generator="biggan", truncation=0.5, class_name="goldfish")
+    new = JobSpec("a cat", generator="biggan", options={"truncation": 0.5, "class_name": "goldfish"})
     assert new.model == "biggan-deep-256" and new.lr == 0.07
     again = JobSpec.from_json(new.to_json())
     assert again == new and JobSpec.from_json(JobSpec("x", upscales=[3, 4]).to_json()).upscales == (3, 4)

@@ -1,6 +1,5 @@
-"""The interface every generator implements (`Generator`) and the pieces they share: a clamp that keeps useful
-gradients, the size rule of grid generators and the generic upscale. A leaf module: the generators
-(`engine.generators`, `engine.biggan`, `engine.dvae`, `engine.siren`) import it, it imports none of them.
+"""The torch side every generator shares: the interface they implement (`Generator`), a clamp that keeps useful
+gradients and the generic upscale. The generator modules beside it use it; it imports none of them.
 """
 
 from __future__ import annotations
@@ -9,8 +8,6 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-
-from engine.errors import InvalidSpec
 
 
 class Generator(Protocol):
@@ -71,11 +68,3 @@ class _ClampWithGrad(torch.autograd.Function):
 def clamp_with_grad(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """`x` clamped to [low, high], with a gradient that can still move a clamped value back in range."""
     return _ClampWithGrad.apply(x, low, high)
-
-
-def check_size(width: int, height: int, factor: int, name: str) -> tuple[int, int]:
-    """The largest multiple of `factor` in each side; InvalidSpec (a sentence naming the generator) below one cell."""
-    w, h = width // factor * factor, height // factor * factor
-    if w < factor or h < factor:
-        raise InvalidSpec(f"The {name} generator needs at least {factor}x{factor} pixels, not {width}x{height}.")
-    return w, h
