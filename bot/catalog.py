@@ -16,7 +16,8 @@ from typing import Any
 from engine import generators
 from engine.errors import InvalidSpec
 from engine.models import registry
-from engine.spec import JobSpec, random_seed, split_regions
+from engine.prompts import split_regions
+from engine.spec import JobSpec, random_seed
 
 # The picture sizes members choose from, by name: /imagine offers them, /settings sizes restricts them.
 SIZES = {

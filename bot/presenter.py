@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.timelapse import Timelapse
-from engine.spec import Progress, Result
+from engine.events import Progress, Result
 from storage import Job
 
 

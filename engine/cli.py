@@ -16,7 +16,8 @@ from engine import generators
 from engine.env import load_env, quiet_libraries
 from engine.errors import Cancelled, EngineError
 from engine.models import registry
-from engine.spec import JobSpec, parse_prompt, random_seed
+from engine.prompts import parse_prompt
+from engine.spec import JobSpec, random_seed
 
 log = logging.getLogger("engine.cli")
 

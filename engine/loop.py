@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import Cancelled, EngineError
+from engine.events import Event, Failed, Finished, Progress, Result, Snapshotted
 from engine.images import snapshot_bytes
-from engine.spec import Event, Failed, Finished, JobSpec, Progress, Result, Snapshotted
+from engine.spec import JobSpec
 
 if TYPE_CHECKING:  # the loop advances runs of engines; engine.run starts the loop lazily (Engine.generate)
     from engine.run import Engine, Run

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from engine.cutouts import Augment, Cutouts
 from engine.errors import Diverged, InvalidSpec, OutOfMemory
+from engine.events import Progress, Result, Snapshotted
 from engine.fast import FastModels
 from engine.files import write_atomically
 from engine.generators import declaration, generator_key, make_generator
@@ -37,8 +38,9 @@ from engine.losses import (
     tone_asymmetry,
 )
 from engine.moderation import checks_images, checks_previews
+from engine.prompts import parse_regions
 from engine.safety import SafetyCheck
-from engine.spec import JobSpec, Progress, Result, Snapshotted, parse_regions
+from engine.spec import JobSpec
 from engine.speed import Speed
 
 log = logging.getLogger(__name__)

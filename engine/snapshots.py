@@ -15,7 +15,7 @@ from engine.files import write_atomically
 
 
 class SnapshotHistory:
-    """One run's snapshots in a directory, as the bytes the loop emits (`engine.spec.Snapshotted`).
+    """One run's snapshots in a directory, as the bytes the loop emits (`engine.events.Snapshotted`).
 
     Standard library only: the bot keeps its jobs' histories with it, wherever the engine ran."""
 

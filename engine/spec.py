@@ -10,7 +10,7 @@ import json
 import math
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
@@ -18,11 +18,10 @@ from engine.errors import InvalidSpec
 from engine.generators import NAMES, declaration
 from engine.generators.base import Options, check_range
 from engine.moderation import check_level
+from engine.prompts import MAX_PROMPTS, MAX_WEIGHT, Prompt, check_text, parse_prompt, parse_regions
 
 ENGINE_VERSION = "0.2.0"
 
-MAX_PROMPTS = 8
-MAX_PROMPT_CHARS = 1000
 MIN_SIDE, MAX_SIDE = 16, 4096
 MAX_STEPS = 10_000
 MAX_CUTN = 256
@@ -31,13 +30,6 @@ MAX_SEED = 2**32 - 1
 # then, so specs written before the other generators existed stay valid.
 DEFAULT_VQGAN_MODEL = "vqgan_imagenet_f16_16384"
 MAX_UPSCALES = 3  # each doubles both sides
-MAX_REGIONS = 4
-# A weight scales its prompt's loss (and an init weight the pull towards the init image): past 100 one prompt drowns
-# every other, and numbers like 1e308 become inf in float32, which turns the whole run into NaN.
-MAX_WEIGHT = 100.0
-# A stop is a signed distance between a cutout and its prompt (theta^2 / 2, at most pi^2 / 2 ~ 4.93): a stop beyond
-# +-5 would cut every gradient or none.
-MAX_STOP = 5.0
 
 # Compositions. "single": one prompt everywhere. "panorama": `A / B / ...` from left to right, "vertical": from
 # top to bottom; each cutout's loss against each part is weighted by where its centre lies. "mirror": cutouts
@@ -47,114 +39,9 @@ DEFAULT_LR = 0.1  # each generator declares its own (engine.generators); this is
 COMPOSITION_LR = 0.05  # the extra constraints make the optimisation harder: smaller steps
 MIRROR_TONE_WEIGHT = 0.5
 MIRROR_SEMANTIC_WEIGHT = 0.1
-# A slash with whitespace on both sides separates the parts of a composition ("AC/DC" and URLs stay whole).
-_REGION_SPLIT = re.compile(r"\s+/\s+")
-
-# A trailing ":<one token that starts like a number>" is a weight (or stop); anything else stays text, so
-# "12 o'clock: noon", "http://x" and "16:9 poster" keep their colons. A part that ends in ":number" ("at 12:30")
-# reads as a weight, as in the syntax the community uses; write "12.30" or put words after it.
-_NUMBERISH = re.compile(r"^\s*[-+]?(\d|\.\d)\S*\s*$")
 # A model is named, never pointed at: the name is looked up inside the models directory, so a spec (a shared
 # recipe) cannot make anyone load a file of its choosing. Letters, digits, "_", "-", "." and no "..".
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One weighted target: text (or an image path), a weight (negative pushes away) and an optional stop."""
-
-    text: str
-    weight: float = 1.0
-    stop: float | None = None
-
-    def __str__(self) -> str:
-        s = self.text
-        if self.weight != 1.0 or self.stop is not None:
-            s += f":{self.weight:g}"
-        if self.stop is not None:
-            s += f":{self.stop:g}"
-        return s
-
-
-def check_text(text: str, what: str = "The prompt") -> str:
-    """`text` if it can be stored and shown (valid Unicode); InvalidSpec otherwise (a lone surrogate, for one)."""
-    if not isinstance(text, str):
-        raise InvalidSpec(f"{what} must be text.")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidSpec(f"{what} holds a character that is not valid text; type it again.") from None
-    return text
-
-
-def _number(token: str, whole: str, what: str, bound: float) -> float:
-    """The number `token` of the prompt part `whole` (its weight or its stop), within +-`bound`."""
-    shown, part = token.strip(), whole.strip()
-    if len(part) > 60:
-        part = part[:59] + "…"
-    try:
-        value = float(token)
-    except ValueError:
-        raise InvalidSpec(f"The {what} {shown!r} in {part!r} is not a number.") from None
-    if not math.isfinite(value):
-        raise InvalidSpec(f"The {what} {shown!r} in {part!r} must be a finite number.")
-    if abs(value) > bound:
-        raise InvalidSpec(f"The {what} {shown!r} in {part!r} must be between {-bound:g} and {bound:g}.")
-    return value
-
-
-def parse_prompt(part: str) -> Prompt:
-    """Parse one `text[:weight[:stop]]` part, reading numbers from the right and leaving the text alone."""
-    check_text(part)
-    numbers: list[str] = []
-    text = part
-    while len(numbers) < 2 and ":" in text:
-        head, tail = text.rsplit(":", 1)
-        if not _NUMBERISH.match(tail):
-            break
-        numbers.insert(0, tail)
-        text = head
-    text = text.strip()
-    if not text:
-        raise InvalidSpec(f"The prompt part {part.strip()!r} has a weight but no text.")
-    if len(text) > MAX_PROMPT_CHARS:
-        raise InvalidSpec(f"A prompt part is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}.")
-    weight = _number(numbers[0], part, "weight", MAX_WEIGHT) if numbers else 1.0
-    stop = _number(numbers[1], part, "stop", MAX_STOP) if len(numbers) > 1 else None
-    return Prompt(text=text, weight=weight, stop=stop)
-
-
-def parse_prompts(text: str) -> tuple[Prompt, ...]:
-    """Parse `a | b:0.5 | c:-1` into prompts; raises InvalidSpec with a sentence a member understands."""
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidSpec("The prompt is empty: describe what you want to see.")
-    parts = [p for p in text.split("|") if p.strip()]
-    if not parts:
-        raise InvalidSpec("The prompt is empty: describe what you want to see.")
-    if len(parts) > MAX_PROMPTS:
-        raise InvalidSpec(f"The prompt has {len(parts)} parts; at most {MAX_PROMPTS} are allowed.")
-    prompts = tuple(parse_prompt(p) for p in parts)
-    if all(p.weight == 0 for p in prompts):
-        raise InvalidSpec("Every prompt part has weight 0, so there is nothing to aim for.")
-    return prompts
-
-
-def split_regions(text: str) -> tuple[str, ...]:
-    """`A / B / C` -> ("A", "B", "C"): the parts of a composition, each a `|`-separated prompt of its own."""
-    check_text(text)
-    parts = tuple(p for p in _REGION_SPLIT.split(text.strip()) if p.strip())
-    if len(parts) > MAX_REGIONS:
-        raise InvalidSpec(f"The prompt has {len(parts)} parts separated by ' / '; at most {MAX_REGIONS} are allowed.")
-    return parts or (text,)
-
-
-def parse_regions(text: str) -> tuple[tuple[Prompt, ...], ...]:
-    """The prompts of each part of a composition, in order (left to right, or top to bottom)."""
-    regions = tuple(parse_prompts(part) for part in split_regions(text))
-    total = sum(len(r) for r in regions)
-    if total > MAX_PROMPTS:
-        raise InvalidSpec(f"The prompt has {total} parts; at most {MAX_PROMPTS} are allowed.")
-    return regions
 
 
 def random_seed() -> int:
@@ -338,6 +225,8 @@ class JobSpec:
         options = self.options
         if options is None or isinstance(options, dict):
             options = found.options.from_dict(options, found.name)
+        elif not isinstance(options, Options):
+            raise InvalidSpec(f"The {found.name} generator's options must be a JSON object, not {options!r}.")
         elif type(options) is not found.options and options == type(options)():
             options = found.options()  # another generator's defaults set nothing (a spec replaced to this one)
         elif type(options) is not found.options:
@@ -489,73 +378,3 @@ class JobSpec:
         if not isinstance(data, dict):
             raise InvalidSpec("The spec must be a JSON object.")
         return cls.from_dict(data)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A report from a running job; `preview` is a PNG of the current image when one was made."""
-
-    step: int
-    steps: int
-    loss: float
-    losses: tuple[float, ...]
-    elapsed: float
-    preview: bytes | None = field(default=None, repr=False)
-    width: int = 0
-    height: int = 0
-    similarities: tuple[float, ...] = ()  # mean cosine similarity of this step's cutouts to each text prompt
-    prompt: str = ""  # the prompt aimed at now (differs from the spec's once the run was steered)
-    unsafe: float | None = None  # the preview's unsafe probability, where the spec's moderation checks previews
-
-
-@dataclass(frozen=True)
-class Result:
-    """A finished (or stopped) job: the PNG with its recipe, the real size and the CLIP score per text prompt."""
-
-    spec: JobSpec
-    image: bytes = field(repr=False)
-    width: int
-    height: int
-    steps_done: int
-    scores: tuple[tuple[str, float], ...]
-    elapsed: float
-    cancelled: bool = False
-    # The image's unsafe probability and the unsafe description it looked most like (engine.safety), where the
-    # spec's moderation checks images; None where it does not. `engine.moderation.decide` turns them into an action.
-    unsafe: float | None = None
-    unsafe_label: str | None = None
-
-    @property
-    def score(self) -> float:
-        """Mean cosine similarity over the positively weighted text prompts (the leaderboard's number)."""
-        weights = {p.text: p.weight for p in self.spec.prompts}
-        good = [s for text, s in self.scores if weights.get(text, 1.0) > 0]
-        return sum(good) / len(good) if good else 0.0
-
-
-# -- what a run tells its owner: the one event vocabulary of the loop, the backends and the bot ----------------
-@dataclass(frozen=True)
-class Snapshotted:
-    """The run's state at `step` (torch.save bytes; `engine.run.load_snapshot` reads them) and a small WebP
-    thumbnail: enough to continue exactly from there on any host."""
-
-    step: int
-    state: bytes = field(repr=False)
-    thumbnail: bytes | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class Finished:
-    """The run ended; `result.cancelled` says whether it was stopped early."""
-
-    result: Result
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The run could not go on; `error` is an `EngineError` (a sentence for the member) or another exception."""
-
-    error: BaseException
-
-
-Event = Progress | Snapshotted | Finished | Failed

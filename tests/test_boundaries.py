@@ -15,6 +15,8 @@ DISCORD_SIDE = {"discord", "asyncio", "aiosqlite", "aiohttp", "storage", "bot", 
 SQL = {"sqlite3", "aiosqlite"}
 STDLIB_ONLY = {
     "engine/spec.py",
+    "engine/prompts.py",
+    "engine/events.py",
     "engine/errors.py",
     "engine/snapshots.py",
     "engine/speed.py",

@@ -4,7 +4,7 @@
     async for event in handle.events(): ...                         # Progress, Snapshotted, then Finished
     handle.cancel()                                                 # stop between steps: Finished(cancelled)
 
-The events are the engine's own (`engine.spec`): one vocabulary from the loop to the job service. Bytes cross this
+The events are the engine's own (`engine.events`): one vocabulary from the loop to the job service. Bytes cross this
 seam, never paths: a resumed job gets its snapshot's bytes, and snapshots come back as bytes the job service
 keeps; so a backend whose engine runs on another host needs no shared filesystem. A `Failed` run raises its error
 from `events()` (an `EngineError` is a sentence for the member). `capacity` is how many jobs the backend runs at
@@ -24,7 +24,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.spec import Event, Failed, Finished, JobSpec, Progress, Snapshotted
+from engine.events import Event, Failed, Finished, Progress, Snapshotted
+from engine.spec import JobSpec
 
 __all__ = ["Backend", "BackendBase", "Event", "Failed", "Finished", "JobHandle", "Progress", "Snapshotted"]
 

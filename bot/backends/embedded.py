@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.backends import BackendBase
-from engine.spec import Event, Failed, Finished, JobSpec, Progress
+from engine.events import Event, Failed, Finished, Progress
+from engine.spec import JobSpec
 
 log = logging.getLogger(__name__)
 

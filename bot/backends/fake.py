@@ -28,7 +28,8 @@ from typing import Any
 from PIL import Image
 
 from bot.backends import BackendBase
-from engine.spec import Event, Finished, JobSpec, Progress, Result, Snapshotted
+from engine.events import Event, Finished, Progress, Result, Snapshotted
+from engine.spec import JobSpec
 
 __all__ = ["FakeBackend", "FakeHandle"]
 

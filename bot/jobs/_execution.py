@@ -18,8 +18,8 @@ from bot.jobs._posting import Posting
 from bot.presenter import Presenter
 from bot.timelapse import save_frame
 from engine.errors import EngineError, public_message
+from engine.events import Finished, Progress, Snapshotted
 from engine.snapshots import SnapshotHistory
-from engine.spec import Finished, Progress, Snapshotted
 from storage import Job, JobState, StorageError, Store
 
 log = logging.getLogger(__name__)

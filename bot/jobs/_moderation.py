@@ -3,8 +3,8 @@ states may be shown, and the verdict on its result (failing closed), with the li
 
 from __future__ import annotations
 
+from engine.events import Progress, Result
 from engine.moderation import LEVELS, checks_images, checks_previews, decide, valid_score
-from engine.spec import Progress, Result
 from storage import Job, JobKind, JobState, Store
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from bot.jobs._models import RunningInfo
 from bot.queue import Entry
-from engine.spec import Progress
+from engine.events import Progress
 
 DEFAULT_SECONDS_PER_STEP = 0.5
 

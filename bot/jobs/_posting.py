@@ -14,8 +14,8 @@ from bot.jobs._files import JobFiles
 from bot.jobs._moderation import current_level, verdict, verdict_line
 from bot.presenter import Presenter
 from bot.timelapse import frame_paths
+from engine.events import Result
 from engine.files import write_atomically
-from engine.spec import Result
 from storage import Job, JobKind, JobState, StorageError, Store
 
 log = logging.getLogger(__name__)

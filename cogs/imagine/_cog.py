@@ -20,7 +20,8 @@ from cogs.imagine._embeds import duration, jump_url, one_line, queued_line, shor
 from cogs.imagine._grid import contact_sheet
 from cogs.imagine._views import branch_view, running_view, tournament_view
 from engine.errors import InvalidSpec, OutOfMemory, public_message
-from engine.spec import JobSpec, random_seed, split_regions
+from engine.prompts import split_regions
+from engine.spec import JobSpec, random_seed
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,9 @@ import unicodedata
 import discord
 
 from bot.jobs import Job
-from engine.spec import JobSpec, Progress, Result, parse_regions
+from engine.events import Progress, Result
+from engine.prompts import parse_regions
+from engine.spec import JobSpec
 
 COLOR = discord.Color.from_rgb(114, 92, 255)
 MAX_PROMPT_SHOWN = 200

@@ -19,7 +19,7 @@ from cogs.imagine._embeds import duration, jump_url, result_embed, short, status
 from cogs.imagine._grid import contact_sheet
 from cogs.imagine._pacing import EditPacer
 from cogs.imagine._views import NUMBER_EMOJI, custom_id, pick_view, result_view, running_view
-from engine.spec import Progress, Result
+from engine.events import Progress, Result
 
 log = logging.getLogger(__name__)
 

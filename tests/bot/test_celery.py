@@ -14,7 +14,8 @@ from PIL import Image
 
 from bot.backends.celery.backend import CeleryBackend
 from bot.jobs import JobService, Origin
-from engine.spec import Finished, JobSpec
+from engine.events import Finished
+from engine.spec import JobSpec
 from storage import JobState, Store
 from tests.bot.cluster import Worker, free_port, wait_for_workers
 from tests.bot.cluster import until as _until
@@ -231,8 +232,8 @@ async def test_two_workers_take_members_in_turn(redis_server, start_worker, tmp_
 async def test_pictures_and_snapshots_travel_as_bytes(redis_server, start_worker, tmp_path, pool):
     """The worker shares no disk with the bot: the spec's pictures name folders that exist nowhere here, and it
     still runs from their bytes, giving the picture the engine gives with the same files on its own disk."""
+    from engine.events import Snapshotted
     from engine.images import read_recipe
-    from engine.spec import Snapshotted
 
     start_worker()
     wait_for_workers(redis_server.client(), 1)

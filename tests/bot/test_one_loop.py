@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from bot.backends.embedded import EmbeddedBackend
+from engine.events import Finished
 from engine.loop import run_to_end
-from engine.spec import Finished, JobSpec
+from engine.spec import JobSpec
 
 
 async def test_every_way_of_running_a_spec_makes_the_same_png(tiny_models, pool, tmp_path):

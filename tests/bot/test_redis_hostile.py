@@ -22,7 +22,8 @@ from bot.backends.celery.protocol import QUEUE, TASK, key, make_app, worker_key
 from bot.backends.celery.wire import MalformedEvent, Steered, check_pictures, decode, encode
 from bot.jobs import JobService, Origin
 from engine.errors import InvalidSpec
-from engine.spec import Failed, Finished, JobSpec, Progress, Result, Snapshotted
+from engine.events import Failed, Finished, Progress, Result, Snapshotted
+from engine.spec import JobSpec
 from storage import JobState, Store
 from tests.bot.cluster import until, wait_for_workers
 from tests.bot.test_concurrency import RecordingPresenter

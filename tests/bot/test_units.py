@@ -154,7 +154,8 @@ def test_upload_fits_the_limit():
 
 def test_sparkline_and_similarity_lines():
     from cogs.imagine._embeds import SPARKS, similarity_lines, sparkline, status_embed
-    from engine.spec import JobSpec, Progress
+    from engine.events import Progress
+    from engine.spec import JobSpec
     from storage import Job, JobState
 
     rising = sparkline([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])

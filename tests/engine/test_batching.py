@@ -3,8 +3,8 @@
 import torch
 
 from engine.errors import OutOfMemory
+from engine.events import Failed, Finished, Snapshotted
 from engine.loop import Callbacks, Loop, run_to_end
-from engine.spec import Failed, Finished, Snapshotted
 
 
 class _Recorder:

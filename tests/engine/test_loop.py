@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from engine.errors import Cancelled, InvalidSpec, OutOfMemory
+from engine.events import Failed, Finished, Snapshotted
 from engine.images import read_recipe
 from engine.run import load_snapshot, save_snapshot
-from engine.spec import Failed, Finished, Snapshotted
 
 
 def _clip_loss(engine, run):

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import InvalidSpec
-from engine.spec import MAX_PROMPT_CHARS, MAX_PROMPTS, JobSpec, parse_prompts, parse_regions
+from engine.prompts import MAX_PROMPT_CHARS, MAX_PROMPTS, parse_prompts, parse_regions
+from engine.spec import JobSpec
 
 # Text drawn from everything, and text drawn from the characters the grammar cares about (so that weights,
 # stops, parts and compositions come up often), lone surrogates included.

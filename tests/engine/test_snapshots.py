@@ -42,8 +42,8 @@ def test_default_settings_for_a_300_step_job(tmp_path):
 
 
 def test_branching_from_a_snapshot_equals_continuing_from_it(engine, tiny_spec, tmp_path):
+    from engine.events import Snapshotted
     from engine.run import load_snapshot
-    from engine.spec import Snapshotted
 
     spec = tiny_spec("a red apple", steps=10, progress_every=5)
     history = SnapshotHistory(tmp_path, every=3, budget=4)

@@ -4,7 +4,9 @@ import math
 import pytest
 
 from engine.errors import InvalidSpec
-from engine.spec import JobSpec, Prompt, Result, parse_prompt, parse_prompts
+from engine.events import Result
+from engine.prompts import Prompt, parse_prompt, parse_prompts
+from engine.spec import JobSpec
 
 
 @pytest.mark.parametrize(
@@ -173,3 +175,27 @@ def test_the_bounds_themselves_are_allowed():
 def test_every_weight_of_a_spec_is_bounded(changes, message):
     with pytest.raises(InvalidSpec, match=message):
         JobSpec("a cat", **changes)
+
+
+def test_generator_options_are_the_generators_own_and_old_flat_fields_still_load():
+    from engine.generators.biggan import BigGANOptions
+
+    spec = JobSpec("a cat", generator="biggan", options={"truncation": 0.4})
+    assert spec.options == BigGANOptions(truncation=0.4) and JobSpec.from_json(spec.to_json()) == spec
+    old = {"prompt": "a cat", "generator": "siren", "siren_layers": 3, "siren_hidden": 16, "truncation": 1.0}
+    assert (JobSpec.from_dict(old).options.layers, JobSpec.from_dict(old).options.hidden) == (3, 16)
+    for bad, said in [
+        (3, "options must be a JSON object"),
+        ({"layers": 3}, "biggan generator has no option layers"),
+        ({"truncation": 0}, "truncation must be above 0"),
+        (BigGANOptions(truncation=0.5), None),
+    ]:
+        if said is None:
+            assert JobSpec("x", generator="biggan", options=bad).options.truncation == 0.5
+            with pytest.raises(InvalidSpec, match="biggan generator's options, not the siren's"):
+                JobSpec("x", generator="siren", options=bad)
+            continue
+        with pytest.raises(InvalidSpec, match=said):
+            JobSpec("x", generator="biggan", options=bad)
+    with pytest.raises(InvalidSpec, match="temperature only means something to the dalle generator"):
+        JobSpec.from_dict({"prompt": "x", "generator": "vqgan", "temperature": 0.5})

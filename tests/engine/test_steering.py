@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from engine.errors import InvalidSpec
+from engine.events import Finished
 from engine.images import read_recipe
 from engine.loop import Callbacks, Loop
-from engine.spec import Finished, JobSpec
+from engine.spec import JobSpec
 
 
 def test_schedule_parsing_and_validation():

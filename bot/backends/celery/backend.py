@@ -32,7 +32,8 @@ from bot.backends.celery.protocol import QUEUE
 from bot.backends.celery.wire import MalformedEvent, Steered, check_pictures, decode
 from bot.logs import redact, url_secrets
 from engine.errors import InvalidSpec
-from engine.spec import Event, Failed, Finished, JobSpec
+from engine.events import Event, Failed, Finished
+from engine.spec import JobSpec
 
 log = logging.getLogger(__name__)
 

@@ -24,18 +24,8 @@ import struct
 from typing import Any
 
 from engine import errors
-from engine.spec import (
-    MAX_SIDE,
-    MAX_STEPS,
-    MAX_UPSCALES,
-    Event,
-    Failed,
-    Finished,
-    JobSpec,
-    Progress,
-    Result,
-    Snapshotted,
-)
+from engine.events import Event, Failed, Finished, Progress, Result, Snapshotted
+from engine.spec import MAX_SIDE, MAX_STEPS, MAX_UPSCALES, JobSpec
 
 _ERRORS = {
     cls.__name__: cls for cls in (errors.InvalidSpec, errors.Diverged, errors.CheckpointError, errors.OutOfMemory)

@@ -169,7 +169,8 @@ class Runner:
         spec names to the Redis key of its bytes: they are written to a folder of this worker's own. A spec, an
         interval or pictures that cannot be used fail the job (a Failed event with the sentence)."""
         from engine.errors import InvalidSpec
-        from engine.spec import MAX_STEPS, Failed, JobSpec
+        from engine.events import Failed
+        from engine.spec import MAX_STEPS, JobSpec
 
         if self._get(key(job_id, "attempt")) != attempt.encode():
             log.info("job %d: attempt %s is no longer the job's; dropped", job_id, attempt[:8])
@@ -262,7 +263,7 @@ class Runner:
                 loop = Loop(self.slots)
 
     def _end(self, job: _Job, exc: BaseException) -> None:
-        from engine.spec import Failed
+        from engine.events import Failed
 
         try:
             self._emit(job, Failed(exc))
@@ -270,8 +271,8 @@ class Runner:
             job.done.set()
 
     def _start(self, loop, job: _Job) -> None:
+        from engine.events import Failed
         from engine.run import load_snapshot
-        from engine.spec import Failed
 
         try:
             engine = self.pool.engine_for(job.spec)
@@ -286,8 +287,8 @@ class Runner:
         loop.add(job.job_id, engine, run, self._callbacks(job))
 
     def _callbacks(self, job: _Job):
+        from engine.events import Failed, Finished, Snapshotted
         from engine.loop import Callbacks
-        from engine.spec import Failed, Finished, Snapshotted
 
         def on_progress(progress, preview) -> None:
             buffer = io.BytesIO()
