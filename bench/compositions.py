@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from engine.engine import Engine
 from engine.models.tiny import real_size_clip, real_size_vqgan
-from engine.run import Engine, pick_device
+from engine.run import pick_device
 from engine.spec import JobSpec
 
 CASES = {

@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from engine import generators
+from engine.engine import Engine
 from engine.models.tiny import real_size_biggan, real_size_clip, real_size_dvae, real_size_vqgan
-from engine.run import Engine, pick_device
+from engine.run import pick_device
 from engine.spec import JobSpec
 from engine.speed import PLAIN, PRECISIONS, Speed
 

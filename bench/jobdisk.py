@@ -18,11 +18,12 @@ import tempfile
 from pathlib import Path
 
 from bot.timelapse import frame_paths, make_timelapse, save_frame
+from engine.engine import Engine
 from engine.events import Snapshotted
 from engine.loading import EnginePool, ModelSettings
 from engine.loop import Callbacks, run_to_end
 from engine.models.tiny import real_size_clip, real_size_vqgan, write_tiny_models
-from engine.run import Engine, save_snapshot
+from engine.run import save_snapshot
 from engine.snapshots import SnapshotHistory
 from engine.spec import JobSpec
 

@@ -108,7 +108,7 @@ class EnginePool:
 
     def engine_for(self, spec: JobSpec):
         """The Engine for `spec`'s models (loading them if needed)."""
-        from engine.run import Engine
+        from engine.engine import Engine
         from engine.safety import SafetyCheck
 
         found = generators.declaration(spec.generator)

@@ -30,7 +30,8 @@ from engine.images import snapshot_bytes
 from engine.spec import JobSpec
 
 if TYPE_CHECKING:  # the loop advances runs of engines; engine.run starts the loop lazily (Engine.generate)
-    from engine.run import Engine, Run
+    from engine.engine import Engine
+    from engine.run import Run
 
 log = logging.getLogger(__name__)
 

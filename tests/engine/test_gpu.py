@@ -15,7 +15,7 @@ def models():
 
 
 def test_real_size_cuda_run(models):
-    from engine.run import Engine
+    from engine.engine import Engine
     from engine.spec import JobSpec
 
     perceptor, vqgan, device = models
@@ -34,7 +34,7 @@ def test_real_size_cuda_run(models):
 def test_mixed_precision_stays_within_tolerance_of_fp32(models, precision):
     """One step's losses and gradient under autocast match fp32 closely, and a 20-step run's loss curve follows
     the fp32 one."""
-    from engine.run import Engine
+    from engine.engine import Engine
     from engine.spec import JobSpec
     from engine.speed import Speed
 
@@ -71,7 +71,7 @@ def test_mixed_precision_stays_within_tolerance_of_fp32(models, precision):
 
 
 def test_compiled_step_matches_eager(models):
-    from engine.run import Engine
+    from engine.engine import Engine
     from engine.spec import JobSpec
     from engine.speed import Speed
 
@@ -88,7 +88,7 @@ def test_compiled_step_matches_eager(models):
 
 
 def test_decoder_checkpointing_gives_the_same_step(models):
-    from engine.run import Engine
+    from engine.engine import Engine
     from engine.spec import JobSpec
     from engine.speed import Speed
 

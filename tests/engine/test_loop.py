@@ -185,7 +185,7 @@ def test_gumbel_model_generates(pool, tiny_spec):
 
 
 def test_text_embeddings_are_cached_within_a_bound(engine, monkeypatch):
-    import engine.run as run_module
+    import engine.engine as run_module
 
     monkeypatch.setattr(run_module, "TEXT_CACHE", 3)
     engine._text_cache.clear()

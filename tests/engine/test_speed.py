@@ -5,8 +5,8 @@ import logging
 import pytest
 import torch
 
+from engine.engine import Engine
 from engine.fast import ClassTokenBlock, PackedSelfAttention, PatchEmbed, autocast_dtype, fast_image_tower, loss_scale
-from engine.run import Engine
 from engine.speed import PLAIN, Speed
 
 
