@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from engine.cutouts import Augment, Cutouts
 from engine.errors import Diverged, OutOfMemory
 from engine.events import Progress, Result, Snapshotted
-from engine.fast import FastModels
 from engine.generators import declaration, generator_key, make_generator
 from engine.generators.parts import Generator
 from engine.images import encode_png, fit, from_pil, recipe, to_pil
@@ -35,10 +34,11 @@ from engine.losses import (
     tone_asymmetry,
 )
 from engine.moderation import checks_images, checks_previews
+from engine.moderation_check import SafetyCheck
 from engine.run import Run
-from engine.safety import SafetyCheck
 from engine.spec import JobSpec
 from engine.speed import Speed
+from engine.speed.fast import FastModels
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,9 @@ class Result:
     scores: tuple[tuple[str, float], ...]
     elapsed: float
     cancelled: bool = False
-    # The image's unsafe probability and the unsafe description it looked most like (engine.safety), where the
-    # spec's moderation checks images; None where it does not. `engine.moderation.decide` turns them into an action.
+    # The image's unsafe probability and the unsafe description it looked most like (engine.moderation_check),
+    # where the spec's moderation checks images; None where it does not. `engine.moderation.decide` turns them into
+    # an action.
     unsafe: float | None = None
     unsafe_label: str | None = None
 

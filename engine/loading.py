@@ -109,7 +109,7 @@ class EnginePool:
     def engine_for(self, spec: JobSpec):
         """The Engine for `spec`'s models (loading them if needed)."""
         from engine.engine import Engine
-        from engine.safety import SafetyCheck
+        from engine.moderation_check import SafetyCheck
 
         found = generators.declaration(spec.generator)
         key = (spec.generator, spec.model if found.weights else "", spec.clip_model)
@@ -151,7 +151,7 @@ def suggest_concurrency(device, width: int = 512, height: int = 512, cutn: int =
     """How many runs of this size fit on `device` at once (1 on CPU, where batching adds latency, not speed)."""
     import torch
 
-    from engine.fast import autocast_dtype
+    from engine.speed.fast import autocast_dtype
 
     device = torch.device(device)
     if device.type != "cuda":

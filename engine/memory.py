@@ -37,7 +37,7 @@ def step_bytes(width: int, height: int, cutn: int, half: bool, cost: Memory = Me
 
 
 def uses_half(precision: str, device_type: str) -> bool:
-    """Whether activations are bf16/fp16 under this precision setting on this kind of device (as engine.fast)."""
+    """Whether activations are bf16/fp16 under this precision setting on this kind of device (as engine.speed.fast)."""
     return precision in ("bf16", "fp16") or (precision == "auto" and device_type == "cuda")
 
 

@@ -5,7 +5,7 @@ without torch.
     if verdict.action == "withhold": ...          # "post", "spoiler" or "withhold"
 
 The levels, their thresholds and the descriptions CLIP compares an image with live in `engine/data/safety.json`
-(`engine.safety.SafetyCheck` computes the score). Levels, mildest first:
+(`engine.moderation_check.SafetyCheck` computes the score). Levels, mildest first:
 
     off        no check
     spoiler    a finished image at or above the threshold is posted behind a spoiler

@@ -14,7 +14,7 @@ from bot.backends.celery.wire import decode, encode
 from engine.events import Finished, Progress, Result
 from engine.images import encode_png, from_pil, to_pil
 from engine.moderation import decide, load_data
-from engine.safety import SafetyCheck
+from engine.moderation_check import SafetyCheck
 
 CANDIDATES = ["a red apple", "a blue sky", "a green forest", "a yellow car", "a black cat", "a white house"]
 

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from engine.engine import Engine
-from engine.fast import ClassTokenBlock, PackedSelfAttention, PatchEmbed, autocast_dtype, fast_image_tower, loss_scale
 from engine.speed import PLAIN, Speed
+from engine.speed.fast import (
+    ClassTokenBlock,
+    PackedSelfAttention,
+    PatchEmbed,
+    autocast_dtype,
+    fast_image_tower,
+    loss_scale,
+)
 
 
 def _rel(a, b):
@@ -111,7 +118,7 @@ def test_compile_failure_falls_back_to_eager(engine, tiny_spec, monkeypatch, cap
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     spec = tiny_spec(steps=2)
-    with caplog.at_level(logging.WARNING, logger="engine.fast"):
+    with caplog.at_level(logging.WARNING, logger="engine.speed.fast"):
         compiled = _steps(_engine(engine, precision="fp32", compile=True), spec, 2)
     plain = _steps(_engine(engine, precision="fp32"), spec, 2)
     assert torch.allclose(compiled.params, plain.params)

@@ -1,6 +1,6 @@
 """Speed settings of the loop: precision, memory layout, compilation and checkpointing, none of which changes
 what it computes beyond a tolerance. Standard library only (the settings travel with the bot's configuration);
-`engine.fast` applies them to the loaded models.
+`engine.speed.fast` applies them to the loaded models.
 """
 
 from __future__ import annotations
