@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench.machine import cpu_name
 from engine import generators
 from engine.engine import Engine
 from engine.models.tiny import real_size_biggan, real_size_clip, real_size_dvae, real_size_vqgan
@@ -180,7 +181,7 @@ def bench(args: argparse.Namespace) -> list[dict]:
     plain_engine = None if args.no_plain else Engine(*plain_models, device=device, speed=PLAIN)
     engine = Engine(perceptor, vqgan=vqgan, device=device, speed=speed)
     eager = Engine(perceptor, vqgan=vqgan, device=device, speed=dataclasses.replace(speed, compile=False))
-    print(f"device {device}, speed {speed}, autocast {engine.fast.dtype}", flush=True)
+    print(f"device {device} ({cpu_name()}), speed {speed}, autocast {engine.fast.dtype}", flush=True)
     others = _other_engines(args, device, perceptor, speed, pool)
     peak = _peak_tflops(device)
     rows = []
@@ -227,6 +228,8 @@ def _bench_size(args, device, engine, eager, plain_engine, peak, speed, model, c
             "device": torch.cuda.get_device_name(device)
             if device.type == "cuda"
             else f"cpu x{torch.get_num_threads()}",
+            "cpu": cpu_name(),
+            "autocast": str(engine.fast.dtype).removeprefix("torch."),
             "generator": generator,
             "model": model.replace("<size>", str(size)),
             "clip": clip,

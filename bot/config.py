@@ -28,7 +28,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "HF_ENDPOINT": ("", "a Hugging Face Hub mirror for the CLIP download (empty: huggingface.co)"),
     "IMAGINE_DEVICE": ("auto", "cpu, cuda, cuda:1 or auto"),
     "IMAGINE_MAX_CONCURRENT": ("auto", "jobs advanced together in one batched step (auto: from GPU memory, 1 on CPU)"),
-    "IMAGINE_PRECISION": ("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16"),
+    "IMAGINE_PRECISION": ("auto", "auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32, bf16 or fp16"),
     "IMAGINE_COMPILE": ("0", "1 to torch.compile the decoder and CLIP (faster steps on GPU after a slow start)"),
     "IMAGINE_CHECKPOINT": ("0", "1 to recompute decoder activations in the backward (less memory, slower)"),
     "IMAGINE_CHANNELS_LAST": ("1", "1 to keep decoder activations channels-last on CUDA (0 to turn it off)"),

@@ -74,8 +74,10 @@ class EnginePool:
         """The torch device of every model here (the settings' choice, `auto` resolved once)."""
         if self._device is None:
             from engine.run import pick_device
+            from engine.speed.fast import precision_reason
 
             self._device = pick_device(self.settings.device)
+            log.info("device %s, precision %s", self._device, precision_reason(self.settings.speed, self._device))
         return self._device
 
     def perceptor(self, name: str):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from engine.errors import InvalidSpec
 from engine.generators import declaration
 from engine.generators.base import Memory
+from engine.speed import cpu_bf16_flags
 
 # Memory one run's step needs on top of the models, in bytes: activations kept for the backward grow with the
 # image's pixels (the decoder) and with the cutouts (CLIP). Each generator declares its costs (`Memory`; the
@@ -37,8 +38,11 @@ def step_bytes(width: int, height: int, cutn: int, half: bool, cost: Memory = Me
 
 
 def uses_half(precision: str, device_type: str) -> bool:
-    """Whether activations are bf16/fp16 under this precision setting on this kind of device (as engine.speed.fast)."""
-    return precision in ("bf16", "fp16") or (precision == "auto" and device_type == "cuda")
+    """Whether activations are bf16/fp16 under this precision setting on this kind of device (as engine.speed.fast:
+    `auto` is bf16 on CUDA and on a CPU with native bf16)."""
+    if precision in ("bf16", "fp16"):
+        return True
+    return precision == "auto" and (device_type == "cuda" or (device_type == "cpu" and bool(cpu_bf16_flags())))
 
 
 def job_bytes(width: int, height: int, cutn: int, half: bool, cost: Memory = Memory()) -> int:

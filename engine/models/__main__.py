@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from engine.env import load_env, quiet_libraries
-from engine.errors import CheckpointError, EngineError
+from engine.errors import CheckpointError, EngineError, InvalidSpec
 from engine.models import registry
+from engine.speed import Speed, cpu_precision
 
 
 def _progress(source) -> object:
@@ -159,6 +160,11 @@ def _list(args: argparse.Namespace) -> int:
     for path in sorted(clip_dir.iterdir()) if clip_dir.is_dir() else []:
         if path.suffix in (".pt", ".safetensors", ".bin"):
             print(f"  clip: {path.name}")
+    try:
+        precision = Speed.from_env().precision
+    except InvalidSpec as exc:
+        precision = f"auto ({exc})"
+    print(f"Precision on this machine's CPU: {cpu_precision(precision)}")
     return 0
 
 

@@ -12,8 +12,8 @@ decoder's weights, not their values.)
   patches (the backward of a stride-32 convolution is far slower than the same matmul on CPU).
 - The decoder: channels_last on CUDA (the tensor cores' layout), optional gradient checkpointing of its
   up-sampling blocks for large images.
-- Autocast to bf16 (or fp16 with a static loss scale) on CUDA; `torch.compile` of both, falling back to eager
-  (once, with a log line) if compilation fails.
+- Autocast to bf16 (or fp16 with a static loss scale) on CUDA, and to bf16 on a CPU that computes it natively;
+  `torch.compile` of both, falling back to eager (once, with a log line) if compilation fails.
 """
 
 from __future__ import annotations
@@ -26,20 +26,46 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from engine.speed import FP16_LOSS_SCALE, Speed
+from engine.speed import FP16_LOSS_SCALE, Speed, cpu_bf16_flags
 
 log = logging.getLogger(__name__)
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles), as torch itself tells (its oneDNN kernels
+    use them); the /proc/cpuinfo flags where this torch cannot say."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes
+        return bool(cpu_bf16_flags())
+
+
 def autocast_dtype(speed: Speed, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of `speed` on `device`, or None for plain fp32."""
-    if speed.precision == "fp32" or (speed.precision == "auto" and device.type != "cuda"):
-        return None  # auto: the CPUs this runs on have no fast half-precision matmul
+    """The autocast dtype of `speed` on `device`, or None for plain fp32. `auto` is bf16 on CUDA (fp16 where the
+    GPU lacks bf16) and on a CPU that computes bf16 natively; fp32 on other CPUs, where bf16 is emulated and slower."""
+    if speed.precision == "fp32":
+        return None
+    if speed.precision == "auto" and device.type != "cuda":
+        return torch.bfloat16 if device.type == "cpu" and cpu_computes_bf16() else None
     if speed.precision == "fp16":
         return torch.float16
     if speed.precision == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
+
+
+def precision_reason(speed: Speed, device: torch.device) -> str:
+    """The precision a run uses on `device` and why, in words for the start-up log and `python -m engine.models`."""
+    dtype = autocast_dtype(speed, device)
+    name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    if speed.precision != "auto":
+        return f"{name} (IMAGINE_PRECISION={speed.precision})"
+    if device.type == "cuda":
+        return f"{name} (auto on CUDA)"
+    if dtype is not None:
+        flags = ", ".join(cpu_bf16_flags()) or "torch's oneDNN says so"
+        return f"bf16 (auto: this CPU computes bf16 natively: {flags}; IMAGINE_PRECISION=fp32 forces fp32)"
+    return f"fp32 (auto: this {device.type.upper()} has no native bf16 arithmetic)"
 
 
 def loss_scale(speed: Speed, device: torch.device) -> float:

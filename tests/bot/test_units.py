@@ -105,7 +105,7 @@ def test_env_example_documents_every_key():
 def test_the_environment_is_read_in_one_place_per_side():
     """bot/config.py reads the environment for the bot and its workers; engine.loading.ModelSettings.from_env (and
     engine.speed, which it calls) for the engine's command lines. Nothing else looks at os.environ for settings."""
-    readers = {"bot/config.py", "engine/loading.py", "engine/speed.py", "engine/env.py", "bot/firstrun.py"}
+    readers = {"bot/config.py", "engine/loading.py", "engine/speed/__init__.py", "engine/env.py", "bot/firstrun.py"}
     found = set()
     for package in ("bot", "cogs", "engine", "storage"):
         for path in (ROOT / package).rglob("*.py"):
