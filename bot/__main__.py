@@ -22,11 +22,12 @@ log = logging.getLogger("bot")
 NETWORK_ERRORS = (OSError, discord.GatewayNotFound, discord.HTTPException, discord.ConnectionClosed)
 
 
-def _configure_logging(level: str, secrets: tuple[str, ...]) -> None:
-    from bot.logs import install
+def _configure_logging(level: str, secrets: tuple[str, ...], form: str = "text") -> None:
+    from bot.logs import JsonLines, install
     from engine.env import quiet_libraries
 
-    discord.utils.setup_logging(level=getattr(logging, level, logging.INFO))
+    formatter = JsonLines(*secrets) if form == "json" else discord.utils.MISSING  # MISSING: discord.py's own lines
+    discord.utils.setup_logging(level=getattr(logging, level, logging.INFO), formatter=formatter)
     install(*secrets)  # the token and the Redis password never reach a log line, at any level
     quiet_libraries()
     # Voice is not used: no warnings about its optional libraries.
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc} (see .env.example)", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level, settings.secrets())
+    _configure_logging(settings.log_level, settings.secrets(), settings.log_format)
 
     from bot.preflight import check
 

@@ -9,18 +9,21 @@ from collections.abc import Callable
 import discord
 from discord.ext import commands
 
+from bot import health, vitals
 from bot.backends import Backend
 from bot.backends.embedded import EmbeddedBackend
 from bot.catalog import Catalog
 from bot.community import Community
 from bot.config import Settings
 from bot.jobs import JobService
+from bot.metrics import Metrics
+from bot.stats import Stats
 from bot.tournaments import Tournaments
 from storage import StorageError, Store
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.votes", "cogs.settings", "cogs.describe")
+EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.votes", "cogs.settings", "cogs.describe", "cogs.stats")
 STORAGE_CHECK_EVERY = 30.0  # seconds between checks that the database is still there and writable
 MAINTENANCE_EVERY = 86400.0  # retention (bot.prune) and posting what could not be posted: on start, then daily
 
@@ -63,6 +66,7 @@ class ImagineBot(commands.Bot):
 
     def __init__(self, settings: Settings, backend_factory: Callable[[Settings], Backend] = embedded_backend) -> None:
         intents = discord.Intents.default()  # includes reactions; slash commands need no message content
+        self.metrics = Metrics()  # this bot's own registry (bot.metrics); its trace counts Discord's answers
         # Prompts and steer texts are members' words echoed by the bot: they ping nobody. The one exception, the
         # job author's own mention on their result, is allowed per message (see the presenter).
         super().__init__(
@@ -70,6 +74,7 @@ class ImagineBot(commands.Bot):
             intents=intents,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            http_trace=self.metrics.http_trace(),
         )
         self.settings = settings
         self._backend_factory = backend_factory
@@ -79,7 +84,9 @@ class ImagineBot(commands.Bot):
         self.tournaments: Tournaments | None = None
         self.community: Community | None = None
         self.catalog: Catalog | None = None
+        self.stats: Stats | None = None  # what /stats reads (bot.stats)
         self.gallery = None  # bot.gallery.Gallery when IMAGINE_GALLERY_PORT is set
+        self.health = None  # bot.health.HealthServer (/healthz, /readyz, /metrics) when IMAGINE_HEALTH_PORT is set
         self.presenter = None  # the Discord presenter, attached by cogs.imagine
         self.storage_error: StorageError | None = None
         self._background: list[asyncio.Task] = []
@@ -140,6 +147,9 @@ class ImagineBot(commands.Bot):
     async def setup_hook(self) -> None:
         """Open the store, make the backend, job service, community and tournaments, load the cogs, sync the commands,
         recover the jobs, and start the daily maintenance (and the gallery, if configured)."""
+        vitals.start(self)  # the process's event-loop lag monitor (bot.vitals), stopped in close()
+        if self.settings.health_port:  # first: a probe hears "alive, still starting" while the rest is set up
+            self.health = await health.serve(self, self.settings.health_host, self.settings.health_port)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await Store.open(self.settings.db_path)  # a StorageError escapes: the bot does not start
         self.backend = self._backend_factory(self.settings)
@@ -158,6 +168,8 @@ class ImagineBot(commands.Bot):
         self.jobs.on_storage_error = self.storage_failed
         self.community = self.jobs.community = Community(self.store, self.settings)
         self.catalog = Catalog(self.settings)
+        self.stats = Stats(self.store, self.jobs)
+        health.watch(self)  # the metrics follow the store's job states, the refusals and the live figures
         log.info("running up to %d jobs at once", self.jobs.max_concurrent)
         self.tournaments = Tournaments(self.store, self.jobs, None, wait=self.settings.tournament_wait)
         for extension in EXTENSIONS:
@@ -197,6 +209,8 @@ class ImagineBot(commands.Bot):
                 task.cancel()
         if self.gallery is not None:
             await self.gallery.stop()
+        if self.health is not None:
+            await self.health.stop()
         if self.tournaments is not None:
             await self.tournaments.close()
         if self.jobs is not None:
@@ -208,4 +222,5 @@ class ImagineBot(commands.Bot):
                 await self.store.close()
             except StorageError as exc:  # closing a failed database: nothing more to save
                 log.warning("%s", exc)
+        vitals.stop(self)
         await super().close()

@@ -39,6 +39,7 @@ class Community:
         self.store, self.bot_settings = store, settings
         self._filters: dict[int, WordFilter] = {}
         self._default_filter = WordFilter.default()
+        self.on_blocked = None  # called for each refusal for a blocked word (the bot counts them)
 
     # -- settings -------------------------------------------------------------------------------------------
     async def settings(self, guild_id: int | None) -> GuildSettings:
@@ -146,23 +147,24 @@ class Community:
         return await self.store.remove_blocked_word(guild_id, " ".join(word.split()))
 
     async def screen(self, guild_id: int | None, text: str, where: str) -> None:
-        """Raise InvalidSpec (a sentence that does not repeat the word) if `text` holds a blocked word here."""
+        """Raise InvalidSpec (a sentence that does not repeat the word) if `text` holds a blocked word here; the
+        refusal is counted (`on_blocked`, the bot's metrics)."""
+        if not await self.allows(guild_id, text):
+            if self.on_blocked is not None:
+                self.on_blocked()
+            raise InvalidSpec(refusal(where))
+
+    async def allows(self, guild_id: int | None, text: str) -> bool:
+        """Whether `text` holds no word blocked here (the test of `screen`, without the refusal)."""
         settings = await self.store.guild_settings(guild_id)
         if settings.builtin_words and self._default_filter.find(text) is not None:
-            raise InvalidSpec(refusal(where))
+            return False
         if guild_id is not None:
             words = self._filters.get(guild_id)
             if words is None:
                 words = self._filters[guild_id] = WordFilter(await self.store.blocked_words(guild_id))
             if len(words) and words.find(text) is not None:
-                raise InvalidSpec(refusal(where))
-
-    async def allows(self, guild_id: int | None, text: str) -> bool:
-        """Whether `text` holds no word blocked here (the test of `screen`, without the refusal)."""
-        try:
-            await self.screen(guild_id, text, "text")
-        except InvalidSpec:
-            return False
+                return False
         return True
 
     async def screen_description(self, guild_id: int | None, description):

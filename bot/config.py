@@ -64,6 +64,13 @@ KEYS: dict[str, tuple[str, str]] = {
     "IMAGINE_GALLERY_HOST": ("127.0.0.1", "address the gallery listens on (0.0.0.0 to serve other hosts)"),
     "IMAGINE_GALLERY_URL": ("", "the gallery's public address, for links from the Recipe button"),
     "IMAGINE_LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING"),
+    "IMAGINE_LOG_FORMAT": ("text", "text, or json: one JSON object a line, with the job's id on every line of a job"),
+    "IMAGINE_HEALTH_PORT": ("8081", "port of the bot's /healthz, /readyz and /metrics (0: none)"),
+    "IMAGINE_HEALTH_HOST": (
+        "127.0.0.1",
+        "address /healthz, /readyz and /metrics listen on, the bot's and a worker's (0.0.0.0 for a scraper elsewhere)",
+    ),
+    "IMAGINE_WORKER_HEALTH_PORT": ("8082", "port of a GPU worker's own /healthz, /readyz and /metrics (0: none)"),
 }
 
 
@@ -121,6 +128,11 @@ class Settings:
     gallery_host: str = "127.0.0.1"
     gallery_url: str = ""
     log_level: str = "INFO"
+    log_format: str = "text"  # text | json
+    # from_env's defaults are 8081 and 8082; settings built by hand (tests) open no port unless they say so
+    health_port: int = 0
+    health_host: str = "127.0.0.1"
+    worker_health_port: int = 0
 
     def __repr__(self) -> str:  # the dataclass repr already hides the token; say so explicitly
         shown = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if k != "token")
@@ -190,6 +202,11 @@ class Settings:
                 )
             return value
 
+        def log_format(value: str) -> str:
+            if value.lower() not in ("text", "json"):
+                raise ConfigError(f"IMAGINE_LOG_FORMAT must be text or json, not {value!r}")
+            return value.lower()
+
         try:
             edit_interval = float(get("IMAGINE_EDIT_INTERVAL"))
         except ValueError:
@@ -231,6 +248,10 @@ class Settings:
             gallery_host=get("IMAGINE_GALLERY_HOST"),
             gallery_url=get("IMAGINE_GALLERY_URL").rstrip("/"),
             log_level=get("IMAGINE_LOG_LEVEL").upper(),
+            log_format=log_format(get("IMAGINE_LOG_FORMAT")),
+            health_port=integer("IMAGINE_HEALTH_PORT", 0, 65535),
+            health_host=get("IMAGINE_HEALTH_HOST"),
+            worker_health_port=integer("IMAGINE_WORKER_HEALTH_PORT", 0, 65535),
         )
 
     def model_settings(self):

@@ -2,7 +2,11 @@
 URL (the Redis of the celery backend: `redis://:pw@host`, `rediss://user:pw@host`) are redacted at every level.
 
 `redact` is the one redactor; `RedactTokens` applies it to every log record, and the start-up check, the settings'
-repr and the worker's own sentences pass their text through it too. discord.py's DEBUG logs carry whole gateway
+repr and the worker's own sentences pass their text through it too. `JsonLines` (IMAGINE_LOG_FORMAT=json) writes each
+record as one JSON object, its text passed through `redact` again, with the id of the job whose work logged it
+(`job_scope` marks that work: a job's task, and the threads and tasks it starts, inherit the mark).
+
+discord.py's DEBUG logs carry whole gateway
 payloads (an INTERACTION_CREATE holds the interaction's token, good for 15 minutes of replies as the bot) and
 request URLs (`.../webhooks/<application id>/<token>/...`). The filter formats each record once, redacts the text
 and its traceback, and hands the handlers the clean version.
@@ -10,11 +14,16 @@ and its traceback, and hands the handlers the clean version.
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import re
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, unquote, urlsplit
 
 REDACTED = "[redacted]"
+# The job whose work runs in this context (asyncio tasks and `asyncio.to_thread` copy it); None outside any job.
+_JOB: contextvars.ContextVar[int | None] = contextvars.ContextVar("imagine_job", default=None)
 
 # "token": "..." in a payload, whether logged as a Python dict or as JSON.
 _PAYLOAD_TOKEN = re.compile(r"""(['"]token['"]\s*:\s*)(['"])[^'"]+\2""")
@@ -92,3 +101,50 @@ def install(*secrets: str | None, handlers: list[logging.Handler] | None = None)
         else:
             present.secrets = tuple(dict.fromkeys(present.secrets + redactor.secrets))
     return redactor
+
+
+def job_scope(job_id: int | None) -> contextvars.Token:
+    """Mark the current context (a job's task, a worker's thread running one job) as the work of `job_id`: every
+    record logged from it, and from the tasks and threads it starts, carries the id. Returns the token to reset."""
+    return _JOB.set(job_id)
+
+
+def leave_job_scope(token: contextvars.Token) -> None:
+    """Undo a `job_scope` (a worker's pool thread goes on to other work after its job)."""
+    _JOB.reset(token)
+
+
+def current_job() -> int | None:
+    """The job whose work runs in this context, if any."""
+    return _JOB.get()
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object a line: time (UTC, ISO 8601), level, logger, message, the job's id where the record was logged
+    in a job's work (`job_scope`, or `extra={"job_id": ...}`), and the traceback. Every text passes `redact` (with
+    `secrets`) here too, whatever filter ran before."""
+
+    def __init__(self, *secrets: str) -> None:
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage(), self.secrets),
+        }
+        job_id = getattr(record, "job_id", None)
+        if job_id is None:
+            job_id = _JOB.get()
+        if job_id is not None:
+            line["job_id"] = job_id
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            line["stack"] = redact(record.stack_info, self.secrets)
+        return json.dumps(line, ensure_ascii=False, default=str)

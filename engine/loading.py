@@ -80,6 +80,26 @@ class EnginePool:
             log.info("device %s, precision %s", self._device, precision_reason(self.settings.speed, self._device))
         return self._device
 
+    @property
+    def loaded(self) -> bool:
+        """Whether an engine is loaded (the start-up check loads the default one; a job loads its own)."""
+        return bool(self._engines)
+
+    def memory(self) -> dict[str, int]:
+        """The device's memory now, in bytes: allocated by tensors, reserved by the caching allocator, the peak
+        allocated and the total; empty on a CPU, or before anything was loaded (nothing imports torch for it)."""
+        if self._device is None or self._device.type != "cuda":
+            return {}
+        import torch
+
+        device = self._device
+        return {
+            "allocated": torch.cuda.memory_allocated(device),
+            "reserved": torch.cuda.memory_reserved(device),
+            "peak": torch.cuda.max_memory_allocated(device),
+            "total": torch.cuda.get_device_properties(device).total_memory,
+        }
+
     def perceptor(self, name: str):
         """The CLIP model `name`, loaded on first use."""
         from engine.models.clip import load_clip

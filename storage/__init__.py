@@ -10,9 +10,11 @@ from storage.models import (
     Tournament,
     TournamentState,
 )
+from storage.stats import Activity, Usage, Wait
 from storage.store import Store
 
 __all__ = [
+    "Activity",
     "GuildSettings",
     "Job",
     "JobKind",
@@ -22,4 +24,6 @@ __all__ = [
     "TopEntry",
     "Tournament",
     "TournamentState",
+    "Usage",
+    "Wait",
 ]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
 
 from storage.sql import _UPDATE_ROW
+
+log = logging.getLogger(__name__)
 
 
 class StorePart:
@@ -16,6 +19,20 @@ class StorePart:
 
     _db: aiosqlite.Connection
     _clock: Callable[[], float]
+    # Told of every job that entered a state (queued, running, ... done), with the time the store recorded: the bot's
+    # metrics count transitions here, where every one of them is written. None: nobody listens.
+    on_job_state: Callable[[Any, float], None] | None = None
+
+    def _job_entered(self, at: float, *jobs: Any) -> None:
+        """Tell `on_job_state` of `jobs` (rows as they are now) entering their state at `at`; a listener's failure is
+        logged, never raised into the write that was made."""
+        if self.on_job_state is None:
+            return
+        for job in jobs:
+            try:
+                self.on_job_state(job, at)
+            except Exception:
+                log.exception("a listener of job states failed on job %s", getattr(job, "id", "?"))
 
     async def _update_row(self, table: str, allowed: set[str], row_id: int, fields: dict[str, Any]) -> None:
         """Set `fields` (only column names from `allowed`) of one row of `table` and commit."""

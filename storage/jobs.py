@@ -75,7 +75,9 @@ class JobStore(StorePart):
             job_id = cur.lastrowid
         await self._db.execute(_INSERT_EVENT, (job_id, JobState.QUEUED, now, None))
         await self._db.commit()
-        return await self.get_job(job_id)
+        job = await self.get_job(job_id)
+        self._job_entered(now, job)
+        return job
 
     async def admit_job(
         self,
@@ -112,7 +114,9 @@ class JobStore(StorePart):
             return None
         await self._db.execute(_INSERT_EVENT, (job_id, JobState.QUEUED, now, None))
         await self._db.commit()
-        return await self.get_job(job_id)
+        job = await self.get_job(job_id)
+        self._job_entered(now, job)
+        return job
 
     async def waiting(self, author_id: int) -> tuple[int, int]:
         """(the member's waiting jobs, every waiting job), as the caps count them."""
@@ -151,7 +155,9 @@ class JobStore(StorePart):
         await self._db.execute(_UPDATE_ROW.format(table="jobs", columns=columns), (state, *fields.values(), job_id))
         await self._db.execute(_INSERT_EVENT, (job_id, state, now, detail))
         await self._db.commit()
-        return await self.get_job(job_id)
+        job = await self.get_job(job_id)
+        self._job_entered(now, job)
+        return job
 
     async def jobs_in_state(self, state: JobState) -> list[Job]:
         """Every job in `state`, oldest first."""

@@ -145,3 +145,46 @@ FROM jobs LEFT JOIN votes ON votes.job_id = jobs.id
 WHERE {_GALLERY_VISIBLE} AND jobs.id = :id
 GROUP BY jobs.id
 """
+
+# -- statistics (/stats and /stats me) ---------------------------------------------------------------------------------
+# A server's (or, with :author, one member's) jobs asked for since :since, by state. `guild_id IS :guild` also matches
+# DMs (NULL) when :guild is NULL.
+_SELECT_STATE_COUNTS = """
+SELECT state, count(*) FROM jobs
+WHERE guild_id IS :guild AND created_at >= :since AND (:author IS NULL OR author_id = :author)
+GROUP BY state
+"""
+# Running time (on the GPU, or on a worker) of the runs that ended since :since, per member, the longest first.
+_RUN_SECONDS = "MAX(0, finished_at - started_at)"
+_ENDED_RUNS = """
+guild_id IS :guild AND started_at IS NOT NULL AND finished_at >= :since
+  AND state IN ('posting', 'done', 'failed', 'cancelled')
+"""
+_SELECT_USAGE = f"""
+SELECT author_id, SUM({_RUN_SECONDS}) AS seconds, count(*) AS jobs FROM jobs
+WHERE {_ENDED_RUNS}
+GROUP BY author_id ORDER BY seconds DESC, author_id LIMIT :limit
+"""
+_SELECT_MEMBER_USAGE = f"""
+WITH usage AS (SELECT author_id, SUM({_RUN_SECONDS}) AS seconds, count(*) AS jobs FROM jobs
+               WHERE {_ENDED_RUNS} GROUP BY author_id)
+SELECT mine.seconds, mine.jobs, (SELECT count(*) FROM usage WHERE usage.seconds > mine.seconds) + 1
+FROM usage AS mine WHERE mine.author_id = :author
+"""
+# How long jobs that started since :since had waited (from being asked for to their start).
+_SELECT_AVERAGE_WAIT = """
+SELECT AVG(MAX(0, started_at - created_at)), count(*) FROM jobs
+WHERE guild_id IS :guild AND started_at >= :since AND (:author IS NULL OR author_id = :author)
+"""
+# What the engine did from :since to :now, every server together: the running time within the window (a run still
+# going counts up to now), the images finished, the runs that failed or were cancelled, the runs begun.
+_SELECT_ACTIVITY = """
+SELECT COALESCE(SUM(MIN(COALESCE(finished_at, :now), :now) - MAX(started_at, :since)), 0),
+       COALESCE(SUM(finished_at >= :since AND state IN ('posting', 'done')), 0),
+       COALESCE(SUM(finished_at >= :since AND state = 'failed'), 0),
+       COALESCE(SUM(finished_at >= :since AND state = 'cancelled'), 0),
+       COALESCE(SUM(started_at >= :since), 0)
+FROM jobs
+WHERE started_at IS NOT NULL AND state != 'queued' AND started_at < :now
+  AND (finished_at IS NULL OR finished_at > :since)
+"""

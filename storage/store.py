@@ -1,7 +1,7 @@
 """The store: one aiosqlite connection in WAL mode, migrations by `PRAGMA user_version`, dataclasses out.
 
 `Store` owns the connection (opening, checking, migrating, closing) and turns SQLite's failures into StorageError;
-its methods for each concern live in the parts it inherits: jobs, tournaments, votes, settings, gallery."""
+its methods for each concern live in the parts it inherits: jobs, tournaments, votes, settings, gallery, stats."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from storage.jobs import JobStore
 from storage.models import GuildSettings, StorageError
 from storage.settings import SettingsStore
 from storage.sql import _SCHEMA_VERSION, _SELECT_META, _TOUCH
+from storage.stats import StatsStore
 from storage.tournaments import TournamentStore
 from storage.votes import VoteStore
 
@@ -36,6 +37,12 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the database file and its folder. In WAL mode SQLite writes to the -wal file
+    and would notice a read-only main file only at its next checkpoint; the folder holds the -wal and -shm files."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -91,7 +98,7 @@ def _loud_methods(cls: type) -> type:
 
 
 @_loud_methods
-class Store(JobStore, TournamentStore, VoteStore, SettingsStore, GalleryStore):
+class Store(JobStore, TournamentStore, VoteStore, SettingsStore, GalleryStore, StatsStore):
     """Async access to the bot's database. Open with `await Store.open(path)`; close with `await store.close()`.
 
     Failures of the database itself raise StorageError (see `check`)."""
@@ -137,9 +144,12 @@ class Store(JobStore, TournamentStore, VoteStore, SettingsStore, GalleryStore):
         await self._db.close()
 
     async def check(self) -> None:
-        """Raise StorageError unless the database file is still the one opened and takes a write."""
+        """Raise StorageError unless the database file is still the one opened, may still be written (the file and its
+        folder) and takes a write."""
         if _identity(self.path) != self._identity:
             raise StorageError(_why(self.path, FileNotFoundError(self.path)))
+        if self._identity is not None and not _writable(self.path):
+            raise StorageError(_why(self.path, PermissionError(self.path)))
         await self._db.execute(_TOUCH, (str(self._clock()),))
         await self._db.commit()
 

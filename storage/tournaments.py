@@ -79,7 +79,9 @@ class TournamentStore(StorePart):
             return None
         await self._db.executemany(_INSERT_EVENT, [(job_id, JobState.QUEUED, now, None) for job_id in ids])
         await self._db.commit()
-        return tournament, await self.tournament_jobs(tournament.id)
+        jobs = await self.tournament_jobs(tournament.id)
+        self._job_entered(now, *jobs)
+        return tournament, jobs
 
     async def get_tournament(self, tournament_id: int) -> Tournament | None:
         """The tournament `tournament_id`, or None."""

@@ -72,6 +72,14 @@ class Backend(Protocol):
         """Release what the backend holds (threads, connections) as the bot stops."""
         ...
 
+    async def readiness(self) -> str | None:
+        """None when jobs can run now (models loaded, workers alive), else a sentence saying why not (/readyz)."""
+        ...
+
+    async def observe(self) -> dict[str, float]:
+        """Figures for the metrics: `engine_memory_<kind>_bytes`, `workers`, `worker_slots` (those it knows)."""
+        ...
+
 
 class BackendBase:
     """The defaults of a backend: local, unbudgeted, a fixed capacity (nothing to wait for), no /describe."""
@@ -93,3 +101,11 @@ class BackendBase:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+    async def readiness(self) -> str | None:
+        """Always ready: nothing to load, nobody to wait for."""
+        return None
+
+    async def observe(self) -> dict[str, float]:
+        """No figures of its own."""
+        return {}

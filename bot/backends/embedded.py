@@ -133,6 +133,18 @@ class EmbeddedBackend(BackendBase):
 
         return await self.bridge.call(run)
 
+    async def readiness(self) -> str | None:
+        """Ready once the models are loaded (the start-up check loads the default ones before the bot logs in)."""
+        if not getattr(self.pool, "loaded", True):
+            return "The models are not loaded yet."
+        return None
+
+    async def observe(self) -> dict[str, float]:
+        """The engine's device memory (CUDA), once a model is loaded; nothing on a CPU (the process's own memory is
+        the engine's there)."""
+        memory = getattr(self.pool, "memory", None)
+        return {f"engine_memory_{kind}_bytes": float(n) for kind, n in memory().items()} if memory else {}
+
     def concurrency(self) -> int:
         """How many jobs to run at once here: a default from the device's free memory (1 on CPU)."""
         from engine.loading import suggest_concurrency

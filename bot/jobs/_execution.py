@@ -44,6 +44,7 @@ class Execution:
         self.handles: dict[int, JobHandle] = {}  # running job id -> its handle
         self.presenter: Presenter | None = None
         self.community = None  # a bot.community.Community
+        self.on_event = None  # told of each event of a run: (job, the step it started at, event); the bot's metrics
 
     async def run(self, job: Job) -> None:
         """Run a queued job to its end: its result posted (see `Posting.finish`), or its failure recorded and told.
@@ -51,6 +52,7 @@ class Execution:
         at the next start."""
         image_path = self.files.image(job.id)
         resume = await self._resume_from(job)
+        start = int(resume.stem) if resume is not None and resume.stem.isdigit() else 0  # snapshots: `000150.pt`
         job = await self.store.set_state(job.id, JobState.RUNNING, detail=f"resume from {resume}" if resume else None)
         history = (
             SnapshotHistory(self.files.snapshot_dir(job.id), self.snapshot_every, self.snapshot_budget)
@@ -72,6 +74,8 @@ class Execution:
             keep_frames = not hidden and await self.posting.wants_timelapse(job)
             self.pace.progress[job.id] = (job.author_id, job.steps_done, spec.total_steps)
             async for event in handle.events():
+                if self.on_event is not None:
+                    self.on_event(job, start, event)
                 if isinstance(event, Progress):
                     if hidden or not preview_passes(spec.moderation, event):  # no preview of it is shown or kept
                         event = replace(event, preview=None)

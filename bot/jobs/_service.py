@@ -21,6 +21,7 @@ from bot.jobs._models import Announce, Limits, Origin, RunningInfo, Ticket
 from bot.jobs._moderation import from_flagged, shows_states
 from bot.jobs._pace import Pace
 from bot.jobs._posting import Posting
+from bot.logs import job_scope
 from bot.presenter import Presenter
 from bot.queue import Entry, FairQueue, QueueFull
 from engine.spec import JobSpec
@@ -201,6 +202,7 @@ class JobService:
             self.backend.need_capacity(lambda: bool(len(self.queue)) and len(self._tasks) >= self.max_concurrent)
 
     async def _run(self, job_id: int) -> None:
+        job_scope(job_id)  # this task's log lines (and those of the tasks and threads it starts) name the job
         try:
             job = await self.store.get_job(job_id)
             if job is None or job.state != JobState.QUEUED:
@@ -258,6 +260,7 @@ class JobService:
         return count
 
     async def _repost(self, job_id: int) -> None:
+        job_scope(job_id)
         try:
             job = await self.posting.repost(job_id)
             if job is not None:

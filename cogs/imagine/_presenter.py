@@ -131,13 +131,21 @@ class DiscordPresenter:
                     embed=embed, file=file, view=running_view(job.id, steer=True, install=self.bot.jobs.install)
                 )
                 self._status_born[job.id] = self._now()
+                self._count_edit(sent=True)
                 await self.bot.jobs.record_status(job.id, message.id)
                 return
             await channel.get_partial_message(job.status_message_id).edit(
                 embed=embed, attachments=[file], view=running_view(job.id, steer=True, install=self.bot.jobs.install)
             )
+            self._count_edit(sent=True)
         except discord.HTTPException as exc:
+            self._count_edit(sent=False)
             log.warning("status edit of job %d failed: %s", job.id, exc)
+
+    def _count_edit(self, sent: bool) -> None:
+        metrics = getattr(self.bot, "metrics", None)  # bot.metrics.Metrics of an ImagineBot
+        if metrics is not None:
+            metrics.preview_edit(sent)
 
     async def _settle_status(self, job: Job, state: str, progress: Progress | None = None) -> None:
         task = self._inflight.pop(job.id, None)

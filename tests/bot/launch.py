@@ -1,6 +1,28 @@
-"""`python -m tests.bot.launch API_BASE GATEWAY_URL [args]`: `python -m bot` pointed at a loopback Discord."""
+"""`python -m tests.bot.launch API_BASE GATEWAY_URL [options] [args]`: `python -m bot` pointed at a loopback Discord.
 
+Options (read here only; everything else goes to the bot):
+    --vitals FILE             write `bot.vitals.snapshot()` as JSON to FILE every second (atomically: a temporary file
+                              renamed over it), from a daemon thread, for a benchmark in another process to read
+    --vitals-every SECONDS    how often (default 1)
+    --maintenance-every S     run the bot's retention pass and reposting every S seconds instead of daily (a soak
+                              compresses days into minutes)
+    --size NAME=WxH           redefine a size members can pick (tiny models on a shared CPU: a job in seconds)
+    --allocations FILE        on SIGUSR1 start tracing allocations (tracemalloc); then write where the memory
+                              allocated since and still alive was allocated, to FILE every 10 s (where a leak lives)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import linecache
+import os
+import signal
 import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
 
 import discord
 import yarl
@@ -12,8 +34,95 @@ def point_at(api_base: str, gateway_url: str) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-if __name__ == "__main__":
-    point_at(sys.argv[1], sys.argv[2])
-    from bot.__main__ import main
+def write_vitals(path: Path) -> None:
+    """Write this process's vitals to `path` atomically (a reader never sees half a file)."""
+    from bot import vitals
 
-    sys.exit(main(sys.argv[3:]))
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(vitals.snapshot()))
+    os.replace(temporary, path)
+
+
+def start_vitals_writer(path: Path, every: float = 1.0) -> threading.Thread:
+    """A daemon thread that writes the vitals to `path` now and then every `every` seconds, for as long as the process
+    lives (a write that fails is tried again at the next tick)."""
+
+    def run() -> None:
+        while True:
+            try:
+                write_vitals(path)
+            except OSError:
+                pass
+            stop.wait(every)
+
+    stop = threading.Event()  # never set: the thread ends with the process
+    thread = threading.Thread(target=run, name="imagine-vitals-writer", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_allocation_tracing(path: Path, every: float = 10.0, top: int = 25) -> threading.Thread:
+    """On SIGUSR1, start tracing allocations (tracemalloc); from then on a daemon thread writes the `top` allocation
+    sites (by traceback) of what was allocated since and is still alive to `path` every `every` seconds: after a
+    warm-up, that is what grows."""
+    marked = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: marked.set())
+
+    def run() -> None:
+        marked.wait()
+        tracemalloc.start(8)
+        began = time.monotonic()
+        while True:
+            time.sleep(every)
+            ignored = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, linecache.__file__)]
+            alive = tracemalloc.take_snapshot().filter_traces(ignored)  # not this tracer's own (its source lines)
+            sites = [
+                {"kib": round(s.size / 1024, 1), "blocks": s.count, "where": s.traceback.format()[-8:]}
+                for s in alive.statistics("traceback")[:top]
+            ]
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps({"seconds": round(time.monotonic() - began), "sites": sites}))
+            os.replace(temporary, path)
+
+    thread = threading.Thread(target=run, name="imagine-allocations", daemon=True)
+    thread.start()
+    return thread
+
+
+def _size(text: str) -> tuple[str, tuple[int, int]]:
+    name, _, dims = text.partition("=")
+    width, _, height = dims.partition("x")
+    return name, (int(width), int(height))
+
+
+def main(argv: list[str]) -> int:
+    """Point discord.py at the stand-in, apply the launcher's options, then run `python -m bot` with the rest."""
+    parser = argparse.ArgumentParser(prog="python -m tests.bot.launch", allow_abbrev=False, add_help=False)
+    parser.add_argument("api_base")
+    parser.add_argument("gateway_url")
+    parser.add_argument("--vitals", type=Path)
+    parser.add_argument("--vitals-every", type=float, default=1.0)
+    parser.add_argument("--maintenance-every", type=float)
+    parser.add_argument("--size", type=_size, action="append", default=[])
+    parser.add_argument("--allocations", type=Path)
+    args, rest = parser.parse_known_args(argv)
+    point_at(args.api_base, args.gateway_url)
+    if args.maintenance_every is not None:
+        import bot.client
+
+        bot.client.MAINTENANCE_EVERY = args.maintenance_every
+    if args.size:
+        from bot.catalog import SIZES
+
+        SIZES.update(args.size)
+    if args.vitals is not None:
+        start_vitals_writer(args.vitals, args.vitals_every)
+    if args.allocations is not None:
+        start_allocation_tracing(args.allocations)
+    from bot.__main__ import main as bot_main
+
+    return bot_main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

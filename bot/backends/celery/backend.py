@@ -38,6 +38,7 @@ from engine.spec import JobSpec
 log = logging.getLogger(__name__)
 
 POLL = 1.0  # seconds between looks at the workers' heartbeats
+READY_TIMEOUT = 2.0  # seconds Redis has to answer each of /readyz's questions
 _CURSOR = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")  # a stream entry id
 
 
@@ -311,6 +312,25 @@ class CeleryBackend(BackendBase):
         except Exception as exc:  # redis raises several kinds for a refused or unresolvable host
             return redact(protocol.unreachable(self.where, exc), self.secrets)
         return None
+
+    async def readiness(self) -> str | None:
+        """Ready while Redis answers and at least one worker is alive (/readyz): a sentence otherwise."""
+        try:
+            await asyncio.wait_for(self.redis.ping(), READY_TIMEOUT)
+            alive = await asyncio.wait_for(self.workers(), READY_TIMEOUT)
+        except Exception as exc:  # refused, unresolvable, timed out: redis raises several kinds
+            return redact(protocol.unreachable(self.where, exc), self.secrets)
+        if not alive:
+            return f"No GPU worker is alive (none has sent a heartbeat in the last {protocol.ALIVE_TTL} s)."
+        return None
+
+    async def observe(self) -> dict[str, float]:
+        """The live workers and their slots (none while Redis does not answer)."""
+        try:
+            found = await asyncio.wait_for(self.workers(), 5)
+        except Exception:  # Redis away: /readyz says so; the figures are left out
+            return {}
+        return {"workers": float(len(found)), "worker_slots": float(sum(found.values()))}
 
     async def workers(self) -> dict[str, int]:
         """The live workers and their slots. A heartbeat whose slots are not a number from 1 to MAX_SLOTS is not

@@ -54,10 +54,12 @@ from bot.backends.celery.protocol import (
     worker_key,
 )
 from bot.backends.celery.wire import Steered, encode
+from bot.logs import job_scope, leave_job_scope
 
 log = logging.getLogger(__name__)
 
 PROG = "python -m bot.backends.celery.worker"
+LINE = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TASK_ARGS = ("job_id", "attempt", "spec_json", "snapshot_every", "files")
 _TOKEN = re.compile(r"[0-9a-f]{32}")  # an attempt token, a steering request's nonce (uuid4().hex)
 MAX_STEER_BYTES = 16 * 1024  # a steering request: a nonce and a prompt
@@ -127,6 +129,9 @@ class Runner:
     """The worker process's engine: one loop thread, one heartbeat thread, the models loaded once. `main` makes one
     per process and binds the job task to it (`worker_app`)."""
 
+    metrics = None  # a health.WorkerMetrics (main sets it): every event emitted passes its `saw`
+    last_beat: float | None = None  # time.monotonic() of the last heartbeat Redis took
+
     def __init__(self, redis_url: str, slots: int, models, worker_id: str | None = None) -> None:
         """Connect to `redis_url` and start the loop and heartbeat threads; `models` is the engine's
         `ModelSettings`."""
@@ -162,7 +167,11 @@ class Runner:
         if not isinstance(attempt, str) or not _TOKEN.fullmatch(attempt):
             log.warning("job %d: a task without an attempt token was dropped", job_id)
             return
-        self.run(job_id, attempt, given.get("spec_json"), given.get("snapshot_every", 0), given.get("files") or {})
+        scope = job_scope(job_id)  # this thread's log lines name the job until it ends
+        try:
+            self.run(job_id, attempt, given.get("spec_json"), given.get("snapshot_every", 0), given.get("files") or {})
+        finally:
+            leave_job_scope(scope)
 
     def run(self, job_id: int, attempt: str, spec_json: str, snapshot_every: int, files: dict[str, str]) -> None:
         """Run one job to its end (called on a Celery pool thread, which waits here). `files` maps each picture the
@@ -284,6 +293,8 @@ class Runner:
             self._emit(job, Failed(exc))
             job.done.set()
             return
+        if self.metrics is not None:
+            self.metrics.started(job.job_id, run.step_index)
         loop.add(job.job_id, engine, run, self._callbacks(job))
 
     def _callbacks(self, job: _Job):
@@ -303,6 +314,8 @@ class Runner:
         return Callbacks(on_progress, on_event, lambda: self._should_stop(job), job.snapshot_every)
 
     def _emit(self, job: _Job, event, snapshot: bytes | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.saw(job.job_id, job.spec, event)
         if not job.superseded:
             self.publisher.publish(job.job_id, encode(event), snapshot)
 
@@ -363,6 +376,7 @@ class Runner:
                 for job_id in list(self.jobs):
                     pipe.set(key(job_id, "worker"), self.worker_id, ex=ALIVE_TTL)
                 pipe.execute()
+                self.last_beat = time.monotonic()
             except redis.RedisError as exc:
                 log.warning("heartbeat: Redis is not answering (%s)", exc)
                 continue
@@ -418,8 +432,9 @@ def worker_app(redis_url: str, runner: Runner):
 def main(argv: list[str] | None = None) -> int:
     """Read the settings (the bot's reader, `.env` included; no token needed here), load the models, announce this
     worker and take tasks until stopped."""
+    from bot.backends.celery.health import WorkerMetrics, serve
     from bot.config import ConfigError, Settings
-    from bot.logs import install, redact
+    from bot.logs import JsonLines, install, redact
     from engine.env import quiet_libraries
 
     try:
@@ -431,14 +446,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=settings.worker_slots, help="jobs at once (IMAGINE_WORKER_SLOTS)")
     parser.add_argument("--name", help="the Celery node name (default: imagine@<host>-<pid>)")
     parser.add_argument("--loglevel", default=settings.log_level, help="DEBUG, INFO, WARNING (IMAGINE_LOG_LEVEL)")
+    parser.add_argument("--health-port", type=int, default=settings.worker_health_port, help="/metrics ...; 0: none")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lines = logging.StreamHandler()  # IMAGINE_LOG_FORMAT: text, or JSON with the job's id on a job's lines
+    lines.setFormatter(JsonLines(*settings.secrets()) if settings.log_format == "json" else logging.Formatter(LINE))
+    logging.basicConfig(level=args.loglevel.upper(), handlers=[lines])
     install(*settings.secrets())  # the Redis password never reaches a log line, at any level
     quiet_libraries()
     if not 1 <= args.slots <= MAX_SLOTS:
         print(f"error: --slots must be from 1 to {MAX_SLOTS}, not {args.slots}.", file=sys.stderr)
         return 2
     runner = Runner(settings.redis_url, args.slots, settings.model_settings())
+    runner.metrics = WorkerMetrics(runner)
+    if args.health_port:  # alive at once; ready once the models are loaded
+        serve(runner.metrics, settings.health_host, args.health_port)
     celery = worker_app(settings.redis_url, runner)
     runner.pool.engine_for(_default_spec(settings))  # load the models before taking any task
     runner.announce()
