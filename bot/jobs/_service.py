@@ -66,6 +66,9 @@ class JobService:
         self._tasks: dict[int, asyncio.Task] = {}
         self._reposts: dict[int, asyncio.Task] = {}  # finished jobs whose result is being posted again
         self._guilds: dict[int, int | None] = {}  # waiting and running job id -> its server (for /queue)
+        # jobs whose announcement (message, thread) is being posted: they start only after it, so that their status
+        # goes into their thread (another job's end can pump them while the thread is still being made)
+        self._announcing: dict[int, asyncio.Event] = {}
         self._closing = False
         # called with the StorageError when the database fails under a job; the bot stops on it
         self.on_storage_error = lambda exc: log.critical("%s", exc)
@@ -168,6 +171,8 @@ class JobService:
         is of the last job (the one whose wait is the longest)."""
         last = jobs[-1]
         ticket = Ticket(last, self.queue.position(last.id), self.etas().get(last.id, 0.0))
+        announced = asyncio.Event()
+        self._announcing.update({job.id: announced for job in jobs})
         try:
             posted = await announce(replace(ticket, job=jobs[0])) if announce is not None else None
             if posted is not None:
@@ -179,6 +184,9 @@ class JobService:
                     if job.id == last.id:
                         ticket = replace(ticket, job=updated)
         finally:
+            for job in jobs:
+                self._announcing.pop(job.id, None)
+            announced.set()
             self.pump()
         return ticket
 
@@ -204,6 +212,9 @@ class JobService:
     async def _run(self, job_id: int) -> None:
         job_scope(job_id)  # this task's log lines (and those of the tasks and threads it starts) name the job
         try:
+            announcing = self._announcing.get(job_id)
+            if announcing is not None:  # its message and thread first (then read: the thread id is recorded)
+                await announcing.wait()
             job = await self.store.get_job(job_id)
             if job is None or job.state != JobState.QUEUED:
                 return

@@ -48,6 +48,22 @@ def _origin_of(interaction: discord.Interaction, parent) -> Origin:
     return Origin(interaction.guild_id, parent.channel_id, interaction.user.id, parent.audience_channel_id)
 
 
+async def _answer(interaction: discord.Interaction, content: str, view: discord.ui.View) -> discord.Message:
+    """Post a job's public message: as the answer, or, where the member was answered "thinking" (privately) while
+    pictures were downloaded, in the channel, with the private answer pointing at it. The message posted."""
+    if not interaction.response.is_done():
+        await interaction.response.send_message(content, view=view)
+        return await interaction.original_response()
+    message = await interaction.channel.send(
+        f"{interaction.user.mention} · {content}", view=view, allowed_mentions=discord.AllowedMentions.none()
+    )
+    try:
+        await interaction.edit_original_response(content=f"Queued: {message.jump_url}")
+    except discord.HTTPException:  # the job is queued and announced: a lost pointer is no reason to fail it
+        log.warning("could not point the answer at job message %d", message.id)
+    return message
+
+
 class Imagine(commands.Cog):
     """Text to image, in a thread of its own."""
 
@@ -109,18 +125,20 @@ class Imagine(commands.Cog):
         for picture in (init_image, image_prompt):
             if picture is not None:  # the names members give their files are shown in the recipe
                 await self.bot.community.screen(interaction.guild_id, picture.filename, "picture's name")
+        fields = dict(seed=seed, steps=steps, size=size, style=style, model=model, layout=layout)
+        fields.update(tone_weight=symmetry, semantic_weight=semantic, size_weight=focus or 0.0)
+        if init_image or image_prompt:
+            # Downloading the pictures can outlast Discord's 3 s: answer "thinking" first, to the member only (a
+            # refusal then stays theirs; the job's message is posted in the channel, see `_answer`).
+            await interaction.response.defer(ephemeral=True, thinking=True)
+        await self._imagine_with(interaction, origin, rules, prompt, fields, init_image, image_prompt, candidates)
+
+    async def _imagine_with(self, interaction, origin, rules, prompt, fields, init_image, image_prompt, candidates):
+        """/imagine once answered (or about to be): the pictures kept, the spec made, the job or tournament queued."""
         spec = self._spec(
             rules,
             prompt,
-            seed=seed,
-            steps=steps,
-            size=size,
-            style=style,
-            model=model,
-            layout=layout,
-            tone_weight=symmetry,
-            semantic_weight=semantic,
-            size_weight=focus or 0.0,
+            **fields,
             init_image=await self._save_attachment(init_image, "init image") if init_image else None,
             image_prompts=(await self._save_attachment(image_prompt, "image prompt"),) if image_prompt else (),
         )
@@ -178,13 +196,13 @@ class Imagine(commands.Cog):
         """Queue `candidates` seeds of `spec` for a short first stage, in one thread."""
 
         async def announce(tournament, ticket: Ticket) -> Posted:
-            await interaction.response.send_message(
+            message = await _answer(
+                interaction,
                 f"Tournament · {candidates} seeds of {short(spec.prompt)} · {ticket.job.spec.steps} steps each, then "
                 f"the chosen one to {spec.steps} · first look in ~{duration(ticket.eta)} "
                 f"(#{ticket.job.id}-#{ticket.job.id + candidates - 1})",
                 view=tournament_view(tournament.id, install=self.bot.jobs.install),
             )
-            message = await interaction.original_response()
             return Posted(message.id, await self._open_thread(interaction, message, ticket.job, spec))
 
         await self.bot.tournaments.start(
@@ -211,11 +229,11 @@ class Imagine(commands.Cog):
         """Queue the job; it is announced with its place and ETA, in a thread of its own."""
 
         async def announce(ticket: Ticket) -> Posted:
-            await interaction.response.send_message(
+            message = await _answer(
+                interaction,
                 queued_line(ticket.job, spec, ticket.eta, ticket.position),
                 view=running_view(ticket.job.id, install=self.bot.jobs.install),
             )
-            message = await interaction.original_response()
             return Posted(message.id, await self._open_thread(interaction, message, ticket.job, spec))
 
         await self.bot.jobs.submit(origin, spec, announce=announce)

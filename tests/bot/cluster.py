@@ -99,6 +99,8 @@ class Worker:
 
     def __init__(self, redis_url: str, models: Path, log: Path, slots: int = 1, threads: int | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "DISCORD_"))}
+        if os.environ.get("IMAGINE_PRECISION"):  # the suite's fp32 (tests/conftest.py) reaches the workers too
+            env["IMAGINE_PRECISION"] = os.environ["IMAGINE_PRECISION"]
         env.update(
             IMAGINE_REDIS_URL=redis_url,
             IMAGINE_MODELS_DIR=str(models),
