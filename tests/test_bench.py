@@ -96,3 +96,28 @@ def test_bench_cluster_runs_with_one_worker(tmp_path, capsys):
     [row] = json.loads(out.read_text())
     assert row["workers"] == 1 and row["jobs"] == 2 and len(row["latency_s"]) == 2 and row["jobs_per_hour"] > 0
     assert "jobs/hour" in capsys.readouterr().out
+
+
+def test_bench_soak_runs_the_real_bot_through_a_kill(tmp_path, tiny_models, capsys):
+    """The soak, small: the real bot process, one SIGKILL mid-job, a cancel, a steer and a Continue; its report has
+    every sample's figures and slopes, and no job is lost or posted twice."""
+    from bench.soak import DISK_FIGURES, PROCESS_FIGURES, main
+
+    out = tmp_path / "soak.json"
+    argv = ["--jobs", "12", "--sample-every", "4", "--kills", "1", "--members", "6", "--models", str(tiny_models)]
+    argv += ["--cancel-every", "5", "--steer-every", "5", "--continue-every", "4", "--dir", str(tmp_path / "soak")]
+    assert main([*argv, "--stall", "60", "--quiet", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    samples = report["samples"]
+    assert [s["jobs"] for s in samples] == [0, 4, 8, 12]
+    for sample in samples[1:]:
+        assert all(sample[name] is not None for name in (*PROCESS_FIGURES, *DISK_FIGURES)), sample
+        assert sample["rss_mb"] > 50 and sample["threads"] >= 2 and sample["tasks"] >= 1 and sample["fds"] >= 3
+    assert len({s["pid"] for s in samples}) == 2  # the kill: a second process
+    assert set(report["slopes_per_1000_jobs"]) == {*PROCESS_FIGURES, *DISK_FIGURES}
+    check = report["check"]
+    assert check["jobs"] == 12 and check["done"] >= 8 and check["states"].get("cancelled", 0) >= 1
+    assert check["lost"] == 0 and check["duplicated"] == 0 and check["posted_not_done"] == 0, check
+    assert len(report["kills"]) == 1 and report["kills"][0]["running"], report["kills"]
+    assert report["loop_lag_whole_run"]["count"] > 0
+    assert "slope per 1,000 jobs" in capsys.readouterr().out

@@ -48,14 +48,13 @@ def start_vitals_writer(path: Path, every: float = 1.0) -> threading.Thread:
     lives (a write that fails is tried again at the next tick)."""
 
     def run() -> None:
-        while True:
+        while True:  # a daemon: it ends with the process
             try:
                 write_vitals(path)
             except OSError:
                 pass
-            stop.wait(every)
+            time.sleep(every)
 
-    stop = threading.Event()  # never set: the thread ends with the process
     thread = threading.Thread(target=run, name="imagine-vitals-writer", daemon=True)
     thread.start()
     return thread
