@@ -5,9 +5,9 @@ The policy, in the order it is applied:
     frames       a job's timelapse frames go once it has ended (normally right after its timelapse is posted)
     age          snapshots of jobs that ended more than IMAGINE_RETENTION_DAYS ago, and uploads (init images)
                  older than that, are deleted (0 days: no age limit)
-    budget       while images, snapshots and uploads together exceed IMAGINE_DISK_BUDGET_MB (0: no budget):
-                 snapshots of the jobs that ended longest ago go first, then the oldest uploads, then the final
-                 images of old jobs that /top cannot show
+    budget       while images, snapshots, uploads and timelapses together exceed IMAGINE_DISK_BUDGET_MB (0: no
+                 budget): snapshots of the jobs that ended longest ago go first, then the oldest uploads, then the
+                 timelapses and then the final images of old jobs that /top cannot show
 Never touched: anything of a job still waiting, running or being posted, the job it continues or branches from,
 the candidates of an undecided tournament, every picture an unfinished job names (init image and image prompts),
 and the final image of any job on /top (each guild's top ten by votes and by score, all time and this week) or
@@ -151,7 +151,7 @@ async def prune(store: Store, data_dir: Path, policy: Policy, *, now: float | No
                 uploads.remove(path)
 
     # budget
-    kept = [data_dir / "images", data_dir / "snapshots", data_dir / "inputs", data_dir / "frames"]
+    kept = [data_dir / d for d in ("images", "snapshots", "inputs", "frames", "timelapses")]
     total = sum([await asyncio.to_thread(_size, p) for p in kept]) - (work.report.freed if dry_run else 0)
     if policy.budget_mb:
         budget = policy.budget_mb * MB
@@ -159,6 +159,12 @@ async def prune(store: Store, data_dir: Path, policy: Policy, *, now: float | No
         candidates += [(snapshot_dir(j.id), j.id, "snapshot_path") for j in finished if j.id not in in_use]
         candidates += [(p, None, None) for p in uploads]
         on_board = await store.jobs_on_the_board()
+        candidates += [
+            (path, None, None)
+            for j in finished
+            if j.id not in in_use and j.id not in on_board
+            for path in sorted((data_dir / "timelapses").glob(f"{j.id}.*"))
+        ]
         candidates += [
             (Path(j.image_path), j.id, "image_path")
             for j in finished

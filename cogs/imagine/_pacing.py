@@ -48,7 +48,12 @@ class EditPacer:
         return True
 
     def forget(self, message_id: int) -> None:
-        """Drop what is kept about a status message (its job has ended)."""
+        """Drop what is kept about a status message (its job has ended), and about its channel once no status there
+        asks any more (every job has a thread of its own: kept, they would grow with every job)."""
         self._last_edit.pop(message_id, None)
-        for asking in self._asking.values():
+        for channel_id in list(self._asking):
+            asking = self._asking[channel_id]
             asking.pop(message_id, None)
+            if not asking:
+                del self._asking[channel_id]
+                self._channel.pop(channel_id, None)

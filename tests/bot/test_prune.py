@@ -143,3 +143,20 @@ def test_the_prune_command(tmp_path, monkeypatch, capsys):
     (data / "imagine.sqlite").write_bytes(b"garbage" * 100)
     assert main([]) == 3
     assert "is damaged or is not a database" in capsys.readouterr().err
+
+
+async def test_the_budget_counts_and_prunes_timelapses_but_keeps_those_on_the_board(store, tmp_path):
+    """Timelapses are kept for the gallery, but they grow with every job: the budget counts them, and they go before
+    final images, except those of the board's images."""
+    data = tmp_path / "data"
+    jobs = [await _job(store, data, ended_days_ago=20 - i, score=0.01 * i) for i in range(14)]
+    for job in jobs:
+        _fill(data / "timelapses" / f"{job.id}.webp", MB)
+    board = set(await store.jobs_on_the_board())
+    assert 0 < len(board) < len(jobs)
+    # 14 x (0.25 MB image + 1 MB timelapse) after the snapshots: 17.5 MB; the 4 timelapses off the board free 4 MB
+    report = await prune(store, data, Policy(days=0, budget_mb=14), now=NOW)
+    kept = {int(p.stem) for p in (data / "timelapses").glob("*.webp")}
+    assert kept == board  # the others went; the board's stayed
+    assert {int(p.stem) for p in (data / "images").glob("*.png")} == {job.id for job in jobs}  # before any image
+    assert report.left <= 14 * MB

@@ -55,6 +55,19 @@ def test_five_jobs_in_one_channel_stay_under_discords_edit_limit():
     assert len(sent) >= 40  # the budget is used, not starved: about 4 edits per 5 s
 
 
+def test_the_pacer_keeps_nothing_of_the_channels_of_ended_jobs():
+    """Every job has a thread of its own: a pacer that kept each channel's entries would grow with every job."""
+    pacer = EditPacer(interval=5.0, per_channel=4, window=5.0)
+    for job in range(1000):
+        assert pacer.allow(channel_id=10_000 + job, message_id=job, now=float(job))
+        pacer.forget(job)
+    assert not pacer._asking and not pacer._channel and not pacer._last_edit
+    pacer.allow(channel_id=1, message_id=1, now=0.0)
+    pacer.allow(channel_id=1, message_id=2, now=0.0)
+    pacer.forget(1)
+    assert 1 in pacer._asking and 1 in pacer._channel  # a status still asks there: the channel's budget stays
+
+
 def test_rate_limiter():
     limiter = RateLimiter(2, 10.0)
     assert limiter.hit(1, 0.0) == 0 and limiter.hit(1, 1.0) == 0
