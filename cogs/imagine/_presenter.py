@@ -163,8 +163,11 @@ class DiscordPresenter:
         except discord.HTTPException as exc:
             log.warning("final status edit of job %d failed: %s", job.id, exc)
         self.pacer.forget(job.status_message_id)
+        if fresh is not None and fresh.status_message_id != job.status_message_id:  # a replaced status (long runs)
+            self.pacer.forget(fresh.status_message_id)
         self._similarity.pop(job.id, None)
         self._prompt.pop(job.id, None)
+        self._status_born.pop(job.id, None)
 
     async def job_finished(self, job: Job, result: Result, image_bytes: bytes) -> int | None:
         """Close the status and post the result with its buttons (spoilered, or withheld with a note, as the output

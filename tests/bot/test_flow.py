@@ -295,3 +295,28 @@ async def test_describe_says_so_where_the_engine_is_not_in_the_bot(simcord_env, 
     guild, channel, u = world
     answer = await u["alice"].slash(channel, "describe", image=("holiday.png", b"\x89PNG not really"))
     assert answer.ephemeral and "needs the engine in the bot's own process" in answer.response.content
+
+
+async def test_the_presenter_keeps_nothing_of_ended_jobs(simcord_env, world, gated):
+    """The presenter's books of a job (its status's age, its pacing, its last scores) go when the job ends: a bot that
+    runs for weeks must not keep a little of every job (the soak measured the growth)."""
+    guild, channel, u = world
+    plan = [("alice", "done"), ("bob", "done"), ("carol", "cancelled"), ("mod", "done")]  # one each: the cooldown
+    for i, (member, state) in enumerate(plan):
+        gated.hold = state == "cancelled"
+        await u[member].slash(channel, "imagine", prompt=f"a castle {i}")
+        if state == "cancelled":
+            status = next(
+                m
+                for t in channel.threads
+                for m in t.history()
+                if m.embeds and m.embeds[0].title.startswith(f"#{i + 1} ·")
+            )
+            await u[member].click(status, label="Cancel")
+            gated.release(i + 1)
+        await simcord_env.settle()
+    states = [(await simcord_env.bot.store.get_job(i + 1)).state for i in range(4)]
+    assert states == [JobState.DONE, JobState.DONE, JobState.CANCELLED, JobState.DONE]
+    presenter = simcord_env.bot.presenter
+    assert not presenter._status_born and not presenter._similarity and not presenter._prompt
+    assert not presenter.pacer._asking and not presenter.pacer._channel and not presenter.pacer._last_edit
