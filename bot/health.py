@@ -25,6 +25,7 @@ from aiohttp import web
 
 from bot import vitals
 from bot.metrics import CONTENT_TYPE, Metrics
+from bot.webserver import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -115,38 +116,10 @@ def make_app(metrics: Metrics, alive: Checks, ready: Checks, details: Callable[[
     return app
 
 
-class HealthServer:
+class HealthServer(WebServer):
     """The operations port: `await start(host, port)` (port 0 picks a free one, see `.port`), `await stop()`."""
 
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.host: str | None = None
-        self.port: int | None = None
-        self._runner: web.AppRunner | None = None
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on `host`:`port`; returns once the socket is bound (OSError if it cannot be)."""
-        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.host, self.port = host, runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        """Close the socket and the open connections."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @property
-    def url(self) -> str:
-        """The address it listens on."""
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+    runner_options = {"access_log": None}
 
 
 def watch(bot) -> None:

@@ -10,10 +10,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import web
-
 from bot.gallery._app import PAGE_SIZE, SAFE_HEADERS, make_app
 from bot.gallery._server import GalleryRunner
+from bot.webserver import WebServer
 from storage import Store
 
 __all__ = ["PAGE_SIZE", "SAFE_HEADERS", "Gallery", "make_app"]
@@ -21,8 +20,10 @@ __all__ = ["PAGE_SIZE", "SAFE_HEADERS", "Gallery", "make_app"]
 log = logging.getLogger(__name__)
 
 
-class Gallery:
+class Gallery(WebServer):
     """The gallery's web server: `await start(host, port)` (port 0 picks a free one, see `.port`), `await stop()`."""
+
+    runner_class = GalleryRunner
 
     def __init__(
         self,
@@ -33,36 +34,12 @@ class Gallery:
         title: str = "imagine",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.app = make_app(store, data_dir, guild_name=guild_name, title=title, clock=clock)
-        self.host: str | None = None
-        self.port: int | None = None
-        self._runner: GalleryRunner | None = None
+        super().__init__(make_app(store, data_dir, guild_name=guild_name, title=title, clock=clock))
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Listen on `host`:`port`; returns once the socket is bound."""
-        runner = GalleryRunner(self.app, handle_signals=False)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.host, self.port = host, runner.addresses[0][1]
+        await super().start(host, port)
         log.info("gallery listening on http://%s:%d/", host, self.port)
-
-    async def stop(self) -> None:
-        """Close the listening socket and the open connections."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @property
-    def url(self) -> str:
-        """The address it listens on (for logs and tests; a public address is the operator's `base_url`)."""
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
     @staticmethod
     def url_for_image(job_id: int, base_url: str) -> str:
