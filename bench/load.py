@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sqlite3
 import sys
@@ -30,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.machine import cpu_name
+from tests.bot.launch import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE = 3.0  # Discord refuses an interaction answered later than this
@@ -150,13 +150,9 @@ class Members:
 
 def bot_environment(work: Path, models: Path, args) -> dict[str, str]:
     """The bot's settings, as an operator would give them (environment variables of `python -m bot`)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "DISCORD_"))}
-    env.update(
-        DISCORD_TOKEN="loopback-token",
-        IMAGINE_DATA_DIR=str(work / "data"),
-        IMAGINE_MODELS_DIR=str(models),
-        IMAGINE_CLIP_MODEL="tiny-clip",
-        IMAGINE_DEVICE="cpu",
+    env = environment(
+        work / "data",
+        models,
         IMAGINE_DEFAULT_STEPS="10",
         IMAGINE_MAX_STEPS="50",
         IMAGINE_CONTINUE_STEPS="10",
@@ -165,8 +161,6 @@ def bot_environment(work: Path, models: Path, args) -> dict[str, str]:
         IMAGINE_MAX_QUEUE="50",
         IMAGINE_EDIT_INTERVAL="2",
         IMAGINE_BACKEND=args.backend,
-        PYTHONPATH=str(ROOT),
-        PYTHONUNBUFFERED="1",
     )
     if args.backend == "celery":
         env["IMAGINE_REDIS_URL"] = args.redis_url

@@ -40,6 +40,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.bot.launch import environment
+
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 COOLDOWN = (2, 10.5)  # the bot's /imagine cooldown (2 per 10 s per member), with a margin
@@ -116,15 +118,10 @@ class BotProcess:
 
 def bot_env(folder: Path, models: Path, args) -> dict[str, str]:
     """The bot's settings for the soak (nothing from this shell's IMAGINE_*/DISCORD_* or a .env leaks in)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "DISCORD_"))}
-    env.update(
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        PYTHONUNBUFFERED="1",
+    return environment(
+        folder / "data",
+        models,
         DISCORD_TOKEN="soak-token",
-        IMAGINE_DATA_DIR=str(folder / "data"),
-        IMAGINE_MODELS_DIR=str(models),
-        IMAGINE_CLIP_MODEL="tiny-clip",
-        IMAGINE_DEVICE="cpu",
         IMAGINE_MAX_CONCURRENT="1",
         IMAGINE_DEFAULT_STEPS=str(args.steps),
         IMAGINE_MAX_STEPS="100",
@@ -141,7 +138,6 @@ def bot_env(folder: Path, models: Path, args) -> dict[str, str]:
         IMAGINE_LOG_LEVEL="INFO",
         IMAGINE_HEALTH_PORT="0",  # no fixed port: soaks and tests may run side by side
     )
-    return env
 
 
 # -- what the database and the disk say ---------------------------------------------------------------------------

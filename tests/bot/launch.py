@@ -28,6 +28,24 @@ import discord
 import yarl
 
 
+def environment(data_dir: Path, models: Path, **settings: str) -> dict[str, str]:
+    """The environment of a bot on the tiny models, on the CPU, launched here: nothing of this shell's IMAGINE_* or
+    DISCORD_* leaks in; `settings` add or override keys (e.g. IMAGINE_MAX_QUEUE="50")."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "DISCORD_"))}
+    env.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+        PYTHONUNBUFFERED="1",
+        DISCORD_TOKEN="loopback-token",
+        IMAGINE_DATA_DIR=str(data_dir),
+        IMAGINE_MODELS_DIR=str(models),
+        IMAGINE_CLIP_MODEL="tiny-clip",
+        IMAGINE_DEVICE="cpu",
+    )
+    env.update(settings)
+    return env
+
+
 def point_at(api_base: str, gateway_url: str) -> None:
     """Send this process's discord.py to the loopback stand-in (REST and gateway)."""
     discord.http.Route.BASE = api_base
