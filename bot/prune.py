@@ -123,18 +123,22 @@ async def prune(store: Store, data_dir: Path, policy: Policy, *, now: float | No
     work = _Pass(store, data_dir, dry_run)
     data_dir = Path(data_dir)
     in_use = await store.jobs_in_use()
-    finished = await store.finished_jobs()  # the longest ago first
-    ended_at = {job.id: job.finished_at or 0.0 for job in finished}
     inputs_in_use = {name for spec in await store.specs_in_use() for name in _pictures(spec)}
+    # What is on disk, by job: the pass reads the rows of those jobs only, not the whole history.
+    frames = {path: _job_id(path) for path in sorted((data_dir / "frames").glob("*"))}
+    snapshots = {_job_id(p): p for p in (data_dir / "snapshots").glob("*") if _job_id(p) is not None}
+    timelapses: dict[int, list[Path]] = {}
+    for path in sorted((data_dir / "timelapses").glob("*")):
+        if _job_id(path) is not None:
+            timelapses.setdefault(_job_id(path), []).append(path)
+    on_disk = {i for i in frames.values() if i is not None} | set(snapshots) | set(timelapses)
+    ended_at = await store.ended_among(on_disk)
+    by_age = lambda ids: sorted((i for i in ids if i in ended_at), key=lambda i: (ended_at[i], i))  # noqa: E731
 
     # frames: only a job still running (or still to be posted) needs them
-    for directory in sorted((data_dir / "frames").glob("*")):
-        job_id = _job_id(directory)
+    for directory, job_id in frames.items():
         if job_id is None or job_id in ended_at or await store.get_job(job_id) is None:
             await work.remove(directory)
-
-    def snapshot_dir(job_id: int) -> Path:
-        return data_dir / "snapshots" / str(job_id)
 
     uploads = sorted((data_dir / "inputs").glob("*"), key=lambda p: p.stat().st_mtime)
     uploads = [p for p in uploads if p.is_file() and str(p) not in inputs_in_use]
@@ -142,9 +146,9 @@ async def prune(store: Store, data_dir: Path, policy: Policy, *, now: float | No
     # age
     if policy.days > 0:
         cutoff = now - policy.days * DAY
-        for job in finished:
-            if job.id not in in_use and ended_at[job.id] < cutoff and snapshot_dir(job.id).exists():
-                await work.remove(snapshot_dir(job.id), job.id, "snapshot_path")
+        for job_id in by_age(snapshots):
+            if job_id not in in_use and ended_at[job_id] < cutoff:
+                await work.remove(snapshots[job_id], job_id, "snapshot_path")
         for path in list(uploads):
             if path.stat().st_mtime < cutoff:
                 await work.remove(path)
@@ -155,20 +159,20 @@ async def prune(store: Store, data_dir: Path, policy: Policy, *, now: float | No
     total = sum([await asyncio.to_thread(_size, p) for p in kept]) - (work.report.freed if dry_run else 0)
     if policy.budget_mb:
         budget = policy.budget_mb * MB
-        candidates: list[tuple[Path, int | None, str | None]] = []
-        candidates += [(snapshot_dir(j.id), j.id, "snapshot_path") for j in finished if j.id not in in_use]
-        candidates += [(p, None, None) for p in uploads]
         on_board = await store.jobs_on_the_board()
+        candidates: list[tuple[Path, int | None, str | None]] = []
+        candidates += [(snapshots[i], i, "snapshot_path") for i in by_age(snapshots) if i not in in_use]
+        candidates += [(p, None, None) for p in uploads]
         candidates += [
             (path, None, None)
-            for j in finished
-            if j.id not in in_use and j.id not in on_board
-            for path in sorted((data_dir / "timelapses").glob(f"{j.id}.*"))
+            for i in by_age(timelapses)
+            if i not in in_use and i not in on_board
+            for path in timelapses[i]
         ]
         candidates += [
-            (Path(j.image_path), j.id, "image_path")
-            for j in finished
-            if j.image_path and j.id not in in_use and j.id not in on_board
+            (Path(path), i, "image_path")
+            for i, _ended, path in await store.ended_images()
+            if i not in in_use and i not in on_board
         ]
         for path, job_id, column in candidates:
             if total <= budget:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from storage.base import StorePart
@@ -13,8 +14,9 @@ from storage.sql import (
     _INSERT_JOB_CAPPED,
     _SELECT_BY_RESULT_MESSAGE,
     _SELECT_BY_STATE,
+    _SELECT_ENDED_AMONG,
+    _SELECT_ENDED_IMAGES,
     _SELECT_EVENTS,
-    _SELECT_FINISHED,
     _SELECT_HISTORY,
     _SELECT_IN_USE,
     _SELECT_JOB,
@@ -198,10 +200,20 @@ class JobStore(StorePart):
         await self._db.commit()
 
     # -- retention ------------------------------------------------------------------------------------------
-    async def finished_jobs(self) -> list[Job]:
-        """Jobs that ended (done, failed, cancelled), the longest ago first."""
-        async with self._db.execute(_SELECT_FINISHED) as cur:
-            return [_job(r) for r in await cur.fetchall()]
+    async def ended_among(self, ids: Iterable[int]) -> dict[int, float]:
+        """Of the jobs `ids`, those that ended (done, failed, cancelled) and when: {id: finished_at (0 if unknown)}."""
+        ids, ended = sorted(set(ids)), {}
+        for start in range(0, len(ids), 500):  # SQLite's limit on bound parameters is 999 in older builds
+            chunk = ids[start : start + 500]
+            query = _SELECT_ENDED_AMONG.format(marks=",".join("?" * len(chunk)))
+            async with self._db.execute(query, chunk) as cur:
+                ended.update({r[0]: r[1] or 0.0 for r in await cur.fetchall()})
+        return ended
+
+    async def ended_images(self) -> list[tuple[int, float, str]]:
+        """(id, finished_at, image_path) of the ended jobs that still have a final image, the longest ago first."""
+        async with self._db.execute(_SELECT_ENDED_IMAGES) as cur:
+            return [(r[0], r[1] or 0.0, r[2]) for r in await cur.fetchall()]
 
     async def jobs_in_use(self) -> set[int]:
         """Ids of jobs whose files are still needed: unfinished jobs, their parents, undecided candidates."""

@@ -49,7 +49,13 @@ _SELECT_EVENTS = "SELECT state, at, detail FROM job_events WHERE job_id = ? ORDE
 _DELETE_JOB = "UPDATE jobs SET deleted_at = ?, deleted_by = ? WHERE id = ? AND deleted_at IS NULL"
 
 # -- retention: what must be kept --------------------------------------------------------------------------------------
-_SELECT_FINISHED = "SELECT * FROM jobs WHERE state IN ('done', 'failed', 'cancelled') ORDER BY finished_at, id"
+# Retention reads only the jobs that still hold files (a snapshot, a timelapse, a final image): its work follows what
+# is on disk, which the budget bounds, not the whole history that /history and /top keep.
+_ENDED = "state IN ('done', 'failed', 'cancelled')"
+_SELECT_ENDED_AMONG = f"SELECT id, finished_at FROM jobs WHERE {_ENDED} AND id IN ({{marks}})"
+_SELECT_ENDED_IMAGES = (
+    f"SELECT id, finished_at, image_path FROM jobs WHERE {_ENDED} AND image_path IS NOT NULL ORDER BY finished_at, id"
+)
 # Jobs whose files a later step still needs: the unfinished ones (including those still to be posted), the
 # parents they continue or branch from, and the candidates of a tournament not yet decided.
 _SELECT_IN_USE = """

@@ -112,6 +112,25 @@ async def test_budget_removes_the_oldest_first_and_keeps_the_images_on_top_and_v
     assert report.left <= 2 * MB + 11 * MB // 4
 
 
+async def test_a_pass_reads_the_jobs_that_hold_files_not_the_whole_history(store, tmp_path, monkeypatch):
+    """A server's history grows for ever (it is /history and /top); a pass must not read it all every day."""
+    import storage.jobs
+
+    data = tmp_path / "data"
+    for _ in range(300):  # ended long ago, their files already pruned: rows only
+        job = await store.create_job(guild_id=1, channel_id=2, author_id=3, spec_json="{}")
+        await store.set_state(job.id, JobState.DONE, score=0.0)
+    old, new = [await _job(store, data, ended_days_ago=days) for days in (40, 1)]
+    rows = []
+    real = storage.jobs._job
+    monkeypatch.setattr(storage.jobs, "_job", lambda row: rows.append(row["id"]) or real(row))
+    report = await prune(store, data, Policy(days=30, budget_mb=1), now=NOW)
+    assert len(rows) <= 2, f"the pass read {len(rows)} job rows"
+    assert data / "snapshots" / str(old.id) in report.removed  # by age
+    assert not (data / "snapshots" / str(new.id)).exists()  # by the budget
+    assert (await store.get_job(old.id)).snapshot_path is None
+
+
 async def test_dry_run_removes_nothing(store, tmp_path):
     data = tmp_path / "data"
     old = await _job(store, data, ended_days_ago=40)
