@@ -11,6 +11,13 @@ makes its cutouts one by one, augments each cutout on its own and runs one CLIP 
     python -m bench.engine --tiny --steps 2                                     # smoke run on tiny models
     python -m bench.engine --sizes 256 --generators vqgan fourier siren biggan dalle --no-plain  # every generator
 
+    python -m bench.engine --quality draft normal best --sizes 256 --steps 2     # the quality presets
+
+`--quality` runs each preset (engine.quality: its CLIP ensemble at real size with random weights, its cutout
+schedules and losses) and prints s/step, the ratio to draft beside engine.quality's estimate, and the step's
+memory: the CUDA peak on a GPU; on a CPU the activations one step keeps for its backward (the process's peak RSS
+only grows, so it is printed but not per preset).
+
 The other generators run at the same sizes with real-size random weights: BigGAN-deep at its native size
 (biggan-deep-128/256/512, other sizes skipped), DALL-E's dVAE (8192 codes), SIREN (8 x 256) and Fourier.
 
@@ -154,7 +161,97 @@ def _other_engines(args, device, perceptor, speed, pool=None) -> dict:
     }
 
 
+# --tiny stands the presets' CLIP models in with the tiny ones (three input sizes, a ResNet among them).
+TINY_STAND_INS = {"ViT-B-32": "tiny-clip", "ViT-B-16": "tiny-clip-48", "RN50x4": "tiny-rn", "RN50": "tiny-rn"}
+
+
+def saved_bytes(engine: Engine, runs: list) -> int:
+    """Bytes of the distinct tensors one step saves for its backward, every model's weights excluded."""
+    models = [m.perceptor for r in runs for m in r.members] + ([engine.vqgan] if engine.vqgan is not None else [])
+    weights = {t.untyped_storage().data_ptr() for m in models for t in m.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        key = t.untyped_storage().data_ptr()
+        if key not in weights:
+            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        engine.step(runs)
+    return sum(seen.values())
+
+
+def bench_quality(args: argparse.Namespace) -> list[dict]:
+    """A row per preset and size: s/step, the ratio to draft (measured and estimated) and the step's memory."""
+    from engine import quality
+
+    device = pick_device(args.device)
+    speed = Speed(precision=args.precision, channels_last=not args.no_channels_last, fast_clip=not args.no_fast_clip)
+    if args.tiny:
+        from engine.loading import EnginePool, ModelSettings
+        from engine.models.tiny import write_tiny_models
+
+        pool = EnginePool(ModelSettings(models_dir=write_tiny_models(Path(args.tiny_dir)), device=str(device)))
+        clip = lambda name: pool.perceptor(TINY_STAND_INS.get(name, name))  # noqa: E731
+        vqgan, model = pool.vqgan("tiny_f16"), "tiny_f16"
+    else:
+        loaded: dict = {}
+        clip = lambda name: loaded.setdefault(name, real_size_clip(name, device))  # noqa: E731
+        vqgan, model = real_size_vqgan(device), "vqgan_imagenet_f16_16384 (random weights)"
+    print(f"device {device} ({cpu_name()}), speed {speed}", flush=True)
+    rows, draft = [], {}
+    for name in args.quality:
+        fields = quality.expand(name)
+        if args.tiny:
+            fields["perceptors"] = tuple((TINY_STAND_INS.get(n, n), w) for n, w in fields["perceptors"])
+            fields["clip_model"] = fields["perceptors"][0][0]
+        names = [n for n, _ in quality.expand(name)["perceptors"]]
+        engine = Engine(clip(names[0]), vqgan=vqgan, device=device, speed=speed, clips=clip)
+        for size in args.sizes:
+            spec = JobSpec("bench prompt", **{**fields, "steps": 10_000, "width": size, "height": size})
+            estimate = quality.relative_cost(JobSpec("x", **{**quality.expand(name), "width": size, "height": size}))
+            runs = [engine.start(spec)]
+            counts = runs[0].cut_counts()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            seconds = _time(lambda runs=runs, engine=engine: engine.step(runs), args.steps, device, args.warmup)
+            peak_cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+            kept = saved_bytes(engine, runs) / 2**20
+            draft.setdefault(size, seconds)
+            row = {
+                "quality": name,
+                "clips": names,
+                "device": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else f"cpu x{torch.get_num_threads()}",
+                "cpu": cpu_name(),
+                "model": model,
+                "size": size,
+                "cutouts_per_clip": {"overview": counts[0], "inner": counts[1]},
+                "s_per_step": seconds,
+                "relative_to_first": seconds / draft[size],
+                "estimated_relative_cost": estimate,
+                "activations_mb": kept,
+                "peak_cuda_mb": peak_cuda,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+            rows.append(row)
+            print(
+                f"quality {name:6} {size}x{size} {'+'.join(names)} ({counts[0]} overview + {counts[1]} inner cutouts "
+                f"each) | {seconds:.3f} s/step | {row['relative_to_first']:.2f}x {args.quality[0]} "
+                f"(estimate {estimate:.2f}x draft) | step activations {kept:.0f} MB"
+                + (f" | cuda peak {peak_cuda:.0f} MB" if peak_cuda is not None else "")
+                + f" | rss so far {row['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
+    return rows
+
+
 def bench(args: argparse.Namespace) -> list[dict]:
+    if args.quality:
+        return bench_quality(args)
     device = pick_device(args.device)
     pool = None
     if args.tiny:
@@ -295,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="tiny models instead of the real-size ones (smoke test)")
     p.add_argument("--tiny-dir", default="/tmp/imagine-bench-models")
     p.add_argument("--json", default="bench-engine.json", help="where to write the figures")
+    p.add_argument(
+        "--quality", nargs="+", choices=["draft", "normal", "best"], help="time these quality presets instead"
+    )
     args = p.parse_args(argv)
     rows = bench(args)
     Path(args.json).write_text(json.dumps(rows, indent=2))

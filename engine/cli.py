@@ -12,9 +12,10 @@ import signal
 import sys
 from pathlib import Path
 
-from engine import generators
+from engine import generators, quality
 from engine.env import load_env, quiet_libraries
 from engine.errors import Cancelled, EngineError
+from engine.keyframes import PRESET_SUMMARIES, PRESETS, Animation, frame_steps_for, preset
 from engine.models import registry
 from engine.prompts import parse_prompt
 from engine.spec import JobSpec, random_seed
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cutn", type=int, default=32, help="cutouts per step (default 32)")
     p.add_argument("--cut-pow", type=float, default=1.0)
+    _add_quality_flags(p)
     p.add_argument(
         "--generator",
         choices=generators.NAMES,
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STEPS",
         help="then double the size and run STEPS more steps (repeatable); with --resume, upscales a finished run",
     )
+    _add_animation_flags(p)
     p.add_argument(
         "--clip",
         help="open_clip architecture (default $IMAGINE_CLIP_MODEL or ViT-B-32)",
@@ -108,6 +111,50 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The animation's flags and the Animation field each sets (engine.keyframes).
+ANIMATION_FLAGS = {
+    "--frames": "frames",
+    "--fps": "fps",
+    "--frame-steps": "frame_steps",
+    "--zoom": "zoom",
+    "--angle": "angle",
+    "--translation-x": "translation_x",
+    "--translation-y": "translation_y",
+    "--frame-prompts": "prompts",
+}
+
+
+def _add_animation_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("animation (an .mp4 is written next to the PNG; keyframes as Disco writes them)")
+    presets = "; ".join(f"{name}: {summary}" for name, summary in PRESET_SUMMARIES.items())
+    g.add_argument("--animate", choices=list(PRESETS), help=f"animate with a preset motion ({presets})")
+    g.add_argument("--frames", type=int, help="frames of the animation (default 48)")
+    g.add_argument("--fps", type=int, help="frames per second of the video (default 12)")
+    g.add_argument("--frame-steps", type=int, help="steps of each frame after the first (default a quarter of --steps)")
+    g.add_argument("--zoom", help='zoom per frame as keyframes, e.g. "0: (1.0), 30: (1.04)" (1 = none)')
+    g.add_argument("--angle", help='degrees turned per frame, counterclockwise, e.g. "0: (0), 30: (2)"')
+    g.add_argument("--translation-x", help='pixels moved right per frame, e.g. "0: (3)"')
+    g.add_argument("--translation-y", help='pixels moved down per frame, e.g. "0: (-3)"')
+    g.add_argument("--frame-prompts", help='prompts keyed by frame: "0: a forest | oil painting; 60: a city at night"')
+
+
+def _animation(args: argparse.Namespace, base: dict, steps: int) -> Animation | dict | None:
+    """The animation the flags describe: --animate's preset or a recipe's animation (or the defaults), with the
+    keyframe flags given applied; a recipe's as it is when no animation flag is given; None for a still image."""
+    changes = {
+        field: getattr(args, flag[2:].replace("-", "_"))
+        for flag, field in ANIMATION_FLAGS.items()
+        if getattr(args, flag[2:].replace("-", "_")) is not None
+    }
+    recorded = base.get("animation")
+    if args.animate is None and not changes:
+        return recorded
+    if args.animate is None and recorded:
+        return Animation.from_dict(recorded).replace(**changes)
+    changes.setdefault("frame_steps", frame_steps_for(steps))
+    return preset(args.animate, **changes) if args.animate else Animation(**changes)
+
+
 def parse_schedule(items: list[str]) -> tuple[tuple[int, str], ...]:
     """["100=a ruin", "200=a forest"] -> ((100, "a ruin"), (200, "a forest")), sorted by step."""
     schedule = []
@@ -117,6 +164,90 @@ def parse_schedule(items: list[str]) -> tuple[tuple[int, str], ...]:
             raise EngineError(f"--prompt-at takes STEP=TEXT, e.g. --prompt-at '100=a ruined castle', not {item!r}.")
         schedule.append((int(step), text.strip()))
     return tuple(sorted(schedule))
+
+
+# The quality flags and the JobSpec field each sets (engine.quality).
+QUALITY_FLAGS = {
+    "--clip-ensemble": "perceptors",
+    "--cut-overview": "cut_overview",
+    "--cut-inner": "cut_inner",
+    "--cut-gray": "cut_gray",
+    "--tv-scale": "tv_scale",
+    "--range-scale": "range_scale",
+    "--sat-scale": "sat_scale",
+}
+QUALITY_FIELDS = (
+    "quality",
+    "perceptors",
+    "cut_overview",
+    "cut_inner",
+    "cut_gray",
+    "tv_scale",
+    "range_scale",
+    "sat_scale",
+)
+
+
+def _add_quality_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("quality (several CLIP models, cutout schedules and image losses: engine.quality)")
+    presets = "; ".join(f"{x.name}: {x.summary}, {x.steps} steps" for x in quality.PRESETS.values())
+    g.add_argument(
+        "--quality",
+        choices=list(quality.PRESET_ORDER),
+        help=f"a preset ({presets}); --steps, --cutn, --cut-pow and the flags below override its values",
+    )
+    g.add_argument(
+        "--clip-ensemble",
+        metavar="NAME:WEIGHT,...",
+        help='several CLIP models guiding at once, e.g. "ViT-B-32:1,RN50:0.5"; the first gives the scores',
+    )
+    g.add_argument("--cut-overview", metavar="SCHEDULE", help='whole-image cutouts per step: "[12]*100+[4]*300" or 8')
+    g.add_argument(
+        "--cut-inner", metavar="SCHEDULE", help='random-crop cutouts per step (sizes by --cut-pow): "[4]*100+[12]*300"'
+    )
+    g.add_argument("--cut-gray", type=float, help="the fraction of the inner cutouts seen in greyscale (0 to 1)")
+    g.add_argument("--tv-scale", type=float, help="total-variation loss: smoother images (e.g. 0.05)")
+    g.add_argument("--range-scale", type=float, help="pulls the decoder's output back into range (e.g. 0.03)")
+    g.add_argument("--sat-scale", type=float, help="Disco's saturation loss: the absolute overshoot (e.g. 0.01)")
+
+
+def parse_ensemble(text: str) -> tuple[tuple[str, float], ...]:
+    """ "ViT-B-32:1,RN50:0.5" -> (("ViT-B-32", 1.0), ("RN50", 0.5)); a name alone has weight 1."""
+    members = []
+    for item in text.split(","):
+        name, sep, weight = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "1")
+        try:
+            members.append((name.strip(), float(weight)))
+        except ValueError:
+            raise EngineError(
+                f'--clip-ensemble takes NAME:WEIGHT pairs, e.g. "ViT-B-32:1,RN50:0.5", not {text!r}.'
+            ) from None
+    return tuple(members)
+
+
+def _quality_fields(args: argparse.Namespace, argv: list[str], base: dict) -> dict:
+    """The quality fields: a recipe's, replaced by --quality's preset, then the single flags given (which leave no
+    preset name: the values are no longer the preset's). Also the steps, cutouts and CLIP a preset sets, where
+    their flags are not given."""
+    given = {a.split("=")[0] for a in argv if a.startswith("-")}
+    out = {name: base[name] for name in QUALITY_FIELDS if name in base}
+    if args.quality:
+        out = quality.expand(args.quality)
+        for flag, name in (("--steps", "steps"), ("--cutn", "cutn"), ("--cut-pow", "cut_pow")):
+            if flag in given:
+                del out[name]
+    for flag, name in QUALITY_FLAGS.items():
+        if flag in given:
+            value = getattr(args, name if name != "perceptors" else "clip_ensemble")
+            out[name] = parse_ensemble(value) if name == "perceptors" else value
+            out["quality"] = None
+    perceptors = out.get("perceptors") or ()
+    if perceptors and "--clip" in given and args.clip != perceptors[0][0]:
+        raise EngineError(
+            f"--clip {args.clip} and the ensemble ({', '.join(n for n, _ in perceptors)}) disagree: the ensemble's "
+            "first CLIP is the one that gives the scores; list it first in --clip-ensemble instead."
+        )
+    return out
 
 
 def _flag_dest(generator: str, option: str) -> str:
@@ -179,6 +310,8 @@ def spec_from_args(args: argparse.Namespace, argv: list[str], default_clip: str 
         "image_prompts": tuple(args.image_prompt) if flag("--image-prompt") else tuple(base.get("image_prompts", ())),
     }
     fields["options"] = _options(args, fields["generator"], base)
+    fields.update(_quality_fields(args, argv, base))
+    fields["animation"] = _animation(args, base, fields["steps"])
     if args.model and flag("--model"):
         fields["model"] = args.model
     elif base and fields["generator"] == base["generator"]:
@@ -250,7 +383,7 @@ def _check_before_loading(spec: JobSpec, pool, speed) -> None:
         load_image(target.text, f"the image prompt {target.text}")
     budget = device_budget(pool.device, speed, free=True)
     if budget is not None:
-        budget.check(spec.width, spec.height, spec.cutn, spec.generator)
+        budget.check(spec.width, spec.height, spec.cutn, spec.generator, tuple(n for n, _ in quality.members(spec)))
 
 
 def _generate(args: argparse.Namespace, argv: list[str]) -> int:
@@ -284,6 +417,9 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
     for k, steps in enumerate(spec.upscales[run.stage :], start=run.stage + 1):
         scale = 2 ** (k - run.stage)
         print(f"then upscaled to {run.width * scale}x{run.height * scale}, {steps} steps", file=sys.stderr)
+    if spec.animation is not None:
+        a = spec.animation
+        print(f"then {a.frames - 1} more frames of {a.frame_steps} steps ({a.frames} at {a.fps} fps)", file=sys.stderr)
 
     stop = {"asked": False}
 
@@ -314,6 +450,12 @@ def _generate(args: argparse.Namespace, argv: list[str]) -> int:
         bar.close()
         signal.signal(signal.SIGINT, previous)
     output.write_bytes(result.image)
+    if result.video is not None:
+        video = output.with_suffix(".mp4")
+        video.write_bytes(result.video)
+        print(f"{result.frames_done} frames at {spec.animation.fps} fps: {video}", file=sys.stderr)
+    elif spec.animation is not None:
+        print("note: the video could not be made (see the log); the last frame is in the PNG", file=sys.stderr)
     if args.snapshot:
         save_snapshot(run.snapshot(), args.snapshot)
     scores = ", ".join(f"{t!r} {s:.3f}" for t, s in result.scores)

@@ -6,6 +6,10 @@
 `Engine.step(runs)` advances runs of the same size and generator in one batched decode + CLIP pass; each run
 keeps its own latent, optimiser and random generator, so a run's result does not depend on its neighbours
 (up to float rounding).
+
+A spec may name several CLIP models (`JobSpec.perceptors`, engine.ensemble): the engine's own perceptor is the
+first (the primary), the others are loaded by name through `clips` (the pool's loader) and shared by every run.
+The primary alone gives the live similarity and the final scores (engine.quality.SCORE_CONVENTION).
 """
 
 from __future__ import annotations
@@ -20,21 +24,26 @@ import torch
 import torch.nn.functional as F
 
 from engine.cutouts import Augment, Cutouts
-from engine.errors import Diverged, OutOfMemory
+from engine.ensemble import Member, member_cutouts
+from engine.errors import Diverged, InvalidSpec, OutOfMemory
 from engine.events import Progress, Result, Snapshotted
 from engine.generators import declaration, generator_key, make_generator
-from engine.generators.parts import Generator
+from engine.generators.parts import Generator, clamp_with_grad
 from engine.images import encode_png, fit, from_pil, recipe, to_pil
 from engine.losses import (
     cosine_scores,
     prompt_losses,
+    range_loss,
     region_weights,
+    saturation_loss,
     semantic_symmetry,
     size_weights,
     tone_asymmetry,
+    tv_loss,
 )
 from engine.moderation import checks_images, checks_previews
 from engine.moderation_check import SafetyCheck
+from engine.quality import memory_cutouts
 from engine.run import Run
 from engine.spec import JobSpec
 from engine.speed import Speed
@@ -57,6 +66,7 @@ class Engine:
         speed: Speed = Speed(),
         weights: dict[str, object] | None = None,
         safety: SafetyCheck | None = None,
+        clips: Callable[[str], Any] | None = None,
     ):
         self.device = torch.device(device) if device is not None else perceptor.device
         self.perceptor = perceptor
@@ -68,6 +78,10 @@ class Engine:
         self.fast = FastModels(speed, self.device, perceptor, vqgan)
         self._generators: dict[tuple, Generator] = {}
         self._text_cache: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
+        self._member_text_caches: dict[int, collections.OrderedDict[str, torch.Tensor]] = {}  # by id(perceptor)
+        # The other CLIP models of ensembles, loaded by name on first use (`clips`: the pool's shared loader).
+        self._clips = clips
+        self._members: dict[str, Member] = {}
         # The moderation check; engines that share a perceptor can share one, so its descriptions are encoded once.
         self.safety = safety if safety is not None else SafetyCheck(perceptor)
 
@@ -79,6 +93,20 @@ class Engine:
         if key not in self._generators:
             self._generators[key] = make_generator(spec, width, height, self.weights.get(spec.generator), self)
         return self._generators[key]
+
+    def members(self, spec: JobSpec) -> list[Member]:
+        """The CLIP models guiding `spec`'s runs with their weights: this engine's perceptor first (the primary),
+        then the spec's other perceptors, loaded through `clips` once and kept."""
+        named = spec.perceptors or ((spec.clip_model, 1.0),)
+        out = [Member(named[0][0], self.perceptor, self.fast, named[0][1])]
+        for name, weight in named[1:]:
+            if name not in self._members:
+                if self._clips is None:
+                    raise InvalidSpec(f"This engine has no CLIP model {name} to add to the ensemble.")
+                perceptor = self._clips(name)
+                self._members[name] = Member(name, perceptor, FastModels(self.speed, self.device, perceptor), 1.0)
+            out.append(dataclasses.replace(self._members[name], weight=weight))
+        return out
 
     def free_bytes(self) -> int | None:
         """Memory free on the device for activations (on the CPU, the host's available memory), or None where it
@@ -102,21 +130,28 @@ class Engine:
         free = self.free_bytes()
         if free is None:
             return
-        need = step_bytes(width, height, spec.cutn, self.fast.dtype is not None, declaration(spec.generator).memory)
+        cutouts = round(memory_cutouts(spec))  # in ViT-B/32 cutouts, every CLIP of the ensemble counted
+        need = step_bytes(width, height, cutouts, self.fast.dtype is not None, declaration(spec.generator).memory)
         if need > free:
             what = f"{spec.width}x{spec.height} upscaled to " if (width, height) != (spec.width, spec.height) else ""
+            models = len(spec.perceptors)
+            each = f" for each of {models} CLIP models" if models > 1 else ""
             raise OutOfMemory(
-                f"{what}{width}x{height} with {spec.cutn} cutouts needs about {need / 2**30:.1f} GiB for its steps, "
-                f"and {free / 2**30:.1f} GiB are free: try fewer upscales, a smaller size or fewer cutouts."
+                f"{what}{width}x{height} with {spec.cutn} cutouts{each} needs about {need / 2**30:.1f} GiB for its "
+                f"steps, and {free / 2**30:.1f} GiB are free: try fewer upscales, a smaller size or fewer cutouts."
             )
 
-    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
-        """CLIP embeddings of `texts`, stacked; only texts not among the TEXT_CACHE most recently used are encoded
-        (a long-running bot sees every prompt and Steer text of its members: the cache must not grow with them)."""
-        cache = self._text_cache
+    def text_embeddings(self, texts: list[str], perceptor=None) -> torch.Tensor:
+        """CLIP embeddings of `texts` (by `perceptor`, default the primary), stacked; only texts not among the
+        TEXT_CACHE most recently used are encoded (a long-running bot sees every prompt and Steer text of its
+        members: the cache must not grow with them)."""
+        if perceptor is None or perceptor is self.perceptor:
+            perceptor, cache = self.perceptor, self._text_cache
+        else:  # an ensemble's other CLIP (kept for the engine's life, so its id stays its own)
+            cache = self._member_text_caches.setdefault(id(perceptor), collections.OrderedDict())
         missing = list(dict.fromkeys(t for t in texts if t not in cache))
         if missing:
-            for text, emb in zip(missing, self.perceptor.encode_text(missing), strict=True):
+            for text, emb in zip(missing, perceptor.encode_text(missing), strict=True):
                 cache[text] = emb
         stacked = torch.stack([cache[t] for t in texts])
         for text in texts:
@@ -126,14 +161,17 @@ class Engine:
         return stacked
 
     @torch.no_grad()
-    def image_embedding(self, picture) -> torch.Tensor:
-        """One unit embedding (1, D) of a PIL image (centre crop at CLIP's input size)."""
-        size = self.perceptor.input_size
-        return self.perceptor.encode_image(from_pil(fit(picture, size, size), self.device))
+    def image_embedding(self, picture, perceptor=None) -> torch.Tensor:
+        """One unit embedding (1, D) of a PIL image (centre crop at the input size of `perceptor`, default the
+        primary)."""
+        perceptor = perceptor if perceptor is not None else self.perceptor
+        size = perceptor.input_size
+        return perceptor.encode_image(from_pil(fit(picture, size, size), self.device))
 
     @torch.no_grad()
     def scores(self, image: torch.Tensor, texts: list[str]) -> list[float]:
-        """CLIP cosine similarity of an image (1, 3, H, W) to each text: mean over square crops covering it."""
+        """CLIP cosine similarity of an image (1, 3, H, W) to each text: mean over square crops covering it. By the
+        primary CLIP alone, also for an ensemble (engine.quality.SCORE_CONVENTION)."""
         _, _, h, w = image.shape
         side, size = min(w, h), self.perceptor.input_size
         count = max(1, -(-max(w, h) // side))
@@ -166,18 +204,37 @@ class Engine:
         generator, spec = first.generator, first.spec
         params = torch.cat([r.params for r in runs])  # (B, ...)
         fast = self.fast
+        raw = None  # the decoder's output before the clamp, for the range and saturation losses
+        overshoot = any(r.spec.range_scale > 0 or r.spec.sat_scale > 0 for r in runs)
         with fast.autocast():
-            images = generator.decode(params)  # (B, 3, H, W), float32
-        cutouts = self.cutouts_for(spec)
-        batch = cutouts(images, [r.gen for r in runs])
-        with fast.autocast():
-            features = fast.encode_image(self.perceptor.normalize(batch.images))
-        embeds = F.normalize(features, dim=-1).view(len(runs), spec.cutn, -1)  # (B, cutn, D)
+            if overshoot and hasattr(generator, "decode_raw"):
+                raw = generator.decode_raw(params)  # (B, 3, H, W), about [0, 1]
+                images = clamp_with_grad(raw, 0.0, 1.0)
+            else:
+                images = generator.decode(params)  # (B, 3, H, W), float32
+        # Each CLIP of the ensemble: its cutouts at its input size, one batched forward (the runs of a step share
+        # their members and this step's cutout counts: Run.group_key).
+        overview, inner = first.cut_counts()
+        gens = [r.gen for r in runs]
+        views = []
+        for member in first.members:
+            cutouts = self.cutouts_for(spec, member.input_size, inner) if inner else None
+            batch = member_cutouts(images, gens, cutouts, overview, member.input_size, spec.cut_gray)
+            with fast.autocast():
+                features = member.fast.encode_image(member.perceptor.normalize(batch.images))
+            embeds = F.normalize(features, dim=-1).view(len(runs), batch.centers.shape[1], -1)  # (B, n, D)
+            views.append((member, embeds, batch, cutouts.pairs() if cutouts is not None else 0))
         total = images.new_zeros(())
-        pairs = cutouts.pairs()
         for i, run in enumerate(runs):
-            weights = self._cutout_weights(run, batch.centers[i], batch.sizes[i])
-            losses = prompt_losses(embeds[i], run.targets, run.weights, run.stops, weights)  # (P,)
+            losses, semantic = None, None
+            for (member, embeds, batch, pairs), (targets, directions) in zip(views, run.member_targets, strict=True):
+                weights = self._cutout_weights(run, batch.centers[i], batch.sizes[i])
+                part = prompt_losses(embeds[i], targets, run.weights, run.stops, weights) * member.weight  # (P,)
+                losses = part if losses is None else losses + part
+                if run.spec.semantic_weight > 0 and pairs:
+                    left, right = embeds[i, :pairs], embeds[i, pairs : 2 * pairs]
+                    term = semantic_symmetry(left, right, directions[0], directions[-1]) * member.weight
+                    semantic = term if semantic is None else semantic + term
             loss = losses.sum()
             terms = {}
             if run.spec.init_weight > 0 and run.init_image is not None:
@@ -185,14 +242,17 @@ class Engine:
             if run.spec.tone_weight > 0:
                 terms["tone"] = tone_asymmetry(images[i : i + 1]).sum()
                 loss = loss + run.spec.tone_weight * terms["tone"]
-            if run.spec.semantic_weight > 0 and pairs:
-                left, right = embeds[i, :pairs], embeds[i, pairs : 2 * pairs]
-                terms["semantic"] = semantic_symmetry(left, right, run.directions[0], run.directions[-1])
+            if semantic is not None:
+                terms["semantic"] = semantic
                 loss = loss + run.spec.semantic_weight * terms["semantic"]
+            extra = self._image_losses(run, images[i : i + 1], (raw if raw is not None else images)[i : i + 1], terms)
+            if extra is not None:
+                loss = loss + extra
             run.last_terms = {k: v.detach() for k, v in terms.items()}
             finite = torch.isfinite(loss.detach())
             run.finite = finite if run.finite is None else run.finite & finite
-            run.last_similarity = (embeds[i].detach() @ run.targets[: len(run.texts)].T).mean(0)
+            primary = views[0][1]  # the similarity shown is the primary CLIP's (engine.quality.SCORE_CONVENTION)
+            run.last_similarity = (primary[i].detach() @ run.targets[: len(run.texts)].T).mean(0)
             total = total + loss
             run.last_losses = losses.detach()
             run.last_image = images[i : i + 1].detach()
@@ -209,13 +269,35 @@ class Engine:
             generator.project_(run.params)
             run.step_index += 1
             run.follow_stages()
+            run.follow_frames()
 
-    def cutouts_for(self, spec: JobSpec) -> Cutouts:
-        """The cutout sampler of a spec's layout: even coverage along the split axis, mirrored pairs."""
+    @staticmethod
+    def _image_losses(run: Run, image: torch.Tensor, raw: torch.Tensor, terms: dict) -> torch.Tensor | None:
+        """The spec's total-variation, range and saturation losses of one image (in [-1, 1], as Disco's), scaled,
+        each also kept in `terms` (None when the spec has none); `raw` is the image before the clamp (the same image
+        for a generator that cannot overshoot)."""
+        spec, loss = run.spec, None
+        if not (spec.tv_scale > 0 or spec.range_scale > 0 or spec.sat_scale > 0):
+            return None
+        loss = 0.0
+        if spec.tv_scale > 0:
+            terms["tv"] = tv_loss(image * 2 - 1).sum()
+            loss = loss + spec.tv_scale * terms["tv"]
+        if spec.range_scale > 0:
+            terms["range"] = range_loss(raw * 2 - 1).sum()
+            loss = loss + spec.range_scale * terms["range"]
+        if spec.sat_scale > 0:
+            terms["saturation"] = saturation_loss(raw * 2 - 1).sum()
+            loss = loss + spec.sat_scale * terms["saturation"]
+        return loss
+
+    def cutouts_for(self, spec: JobSpec, size: int | None = None, cutn: int | None = None) -> Cutouts:
+        """The (inner) cutout sampler of a spec's layout, at a CLIP's input `size` (default the primary's) and `cutn`
+        cutouts (default the spec's): even coverage along the split axis, mirrored pairs."""
         stratify = {"panorama": 0, "vertical": 1}.get(spec.layout)
         return Cutouts(
-            self.perceptor.input_size,
-            spec.cutn,
+            size or self.perceptor.input_size,
+            cutn or spec.cutn,
             spec.cut_pow,
             self.augment,
             stratify=stratify,
@@ -281,6 +363,8 @@ class Engine:
             similarities=tuple(similarities),
             prompt=run.prompt,
             unsafe=unsafe,
+            frame=run.frame,
+            frames=run.spec.animation.frames if run.spec.animation is not None else 0,
         )
 
     def preview(self, run: Run):
@@ -297,6 +381,11 @@ class Engine:
         meta = recipe(
             run.spec, run.width, run.height, run.step_index, {"scores": dict(zip(run.texts, scores, strict=True))}
         )
+        video = preview = None
+        if run.spec.animation is not None:  # the frames made so far, also when stopped (at least the first)
+            from engine.animation import outputs
+
+            video, preview = outputs(run.frames, to_pil(image), run.spec.animation.fps)
         return Result(
             spec=run.spec,
             image=encode_png(to_pil(image), meta),
@@ -308,6 +397,9 @@ class Engine:
             cancelled=cancelled,
             unsafe=unsafe,
             unsafe_label=label,
+            video=video,
+            preview_animation=preview,
+            frames_done=len(run.frames) if run.frames else int(video is not None),
         )
 
     def generate(

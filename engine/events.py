@@ -24,6 +24,10 @@ class Progress:
     similarities: tuple[float, ...] = ()  # mean cosine similarity of this step's cutouts to each text prompt
     prompt: str = ""  # the prompt aimed at now (differs from the spec's once the run was steered)
     unsafe: float | None = None  # the preview's unsafe probability, where the spec's moderation checks previews
+    # An animation's frame being made, counted from 0 ("frame {frame + 1} of {frames}"), and its frame count; both 0
+    # for a still image. `step` and `steps` count every frame's steps.
+    frame: int = 0
+    frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,13 @@ class Result:
     # an action.
     unsafe: float | None = None
     unsafe_label: str | None = None
+    # An animation (spec.animation): its MP4 (H.264, yuv420p, at most engine.animation.MAX_VIDEO_BYTES; fit it to an
+    # upload limit with engine.video.fit_mp4), a looping WebP preview (None where it would not fit in
+    # engine.animation.PREVIEW_BYTES) and how many frames they hold (a stopped animation keeps those it finished, or
+    # its first frame so far). `image` is the last frame's PNG with the recipe. None, None, 0 for a still image.
+    video: bytes | None = field(default=None, repr=False)
+    preview_animation: bytes | None = field(default=None, repr=False)
+    frames_done: int = 0
 
     @property
     def score(self) -> float:

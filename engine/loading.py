@@ -100,17 +100,24 @@ class EnginePool:
             "total": torch.cuda.get_device_properties(device).total_memory,
         }
 
-    def perceptor(self, name: str):
-        """The CLIP model `name`, loaded on first use."""
+    def perceptor(self, name: str, member: bool = False):
+        """The CLIP model `name`, loaded on first use and shared by every engine (ensembles included). The explicit
+        checkpoint of the settings (--clip-checkpoint) is the primary CLIP's; an ensemble's other members
+        (`member`) come from the models directory unless they are the settings' own CLIP."""
         from engine.models.clip import load_clip
 
         with self._lock:
             if name not in self._perceptors:
                 log.info("loading CLIP %s on %s", name, self.device)
-                self._perceptors[name] = load_clip(
-                    name, self.settings.clip_checkpoint, self.settings.models_dir, self.device
-                )
+                explicit = self.settings.clip_checkpoint
+                if member and name != self.settings.clip_model:
+                    explicit = None
+                self._perceptors[name] = load_clip(name, explicit, self.settings.models_dir, self.device)
             return self._perceptors[name]
+
+    def member(self, name: str):
+        """An ensemble's CLIP model `name` besides the primary (`perceptor`, from the models directory)."""
+        return self.perceptor(name, member=True)
 
     def weights(self, generator: str, model: str):
         """The weights `model` of `generator` (as its declaration loads them), loaded on first use; None for a
@@ -150,6 +157,7 @@ class EnginePool:
                         speed=self.settings.speed,
                         weights={spec.generator: weights},
                         safety=safety,
+                        clips=self.member,  # an ensemble's other CLIP models, shared through this pool
                     ),
                 )
         return self._engines[key]
@@ -164,6 +172,13 @@ class EnginePool:
                 f"Run `python -m engine.models download {spec.model}`.",
                 str(missing),
             )
+        for k, (name, _) in enumerate(spec.perceptors):
+            explicit = self.settings.clip_checkpoint is not None and (k == 0 or name == self.settings.clip_model)
+            if not explicit and registry.find_clip_checkpoint(name, self.settings.models_dir) is None:
+                raise CheckpointError(
+                    f"The CLIP model {name} is not installed. Run `python -m engine.models download --clip {name}`.",
+                    str(self.settings.models_dir / "clip"),
+                )
 
 
 MAX_CONCURRENT = 8

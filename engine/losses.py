@@ -45,6 +45,28 @@ def cosine_scores(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torc
     return (image @ F.normalize(text_embeds, dim=-1).T).squeeze(0)
 
 
+# -- image losses (Disco Diffusion's), on images in [-1, 1] -----------------------------------------------------
+
+
+def tv_loss(images: torch.Tensor) -> torch.Tensor:
+    """Total variation (B,) of images (B, 3, H, W): the mean squared difference of neighbouring pixels (the last
+    row and column compared with themselves)."""
+    padded = F.pad(images, (0, 1, 0, 1), mode="replicate")
+    dx = padded[..., :-1, 1:] - padded[..., :-1, :-1]
+    dy = padded[..., 1:, :-1] - padded[..., :-1, :-1]
+    return (dx.pow(2) + dy.pow(2)).mean(dim=(1, 2, 3))
+
+
+def range_loss(images: torch.Tensor) -> torch.Tensor:
+    """Mean squared overshoot (B,) of images (B, 3, H, W) past [-1, 1]; zero inside."""
+    return (images - images.clamp(-1, 1)).pow(2).mean(dim=(1, 2, 3))
+
+
+def saturation_loss(images: torch.Tensor) -> torch.Tensor:
+    """Mean absolute overshoot (B,) of images (B, 3, H, W) past [-1, 1] (Disco's `sat_loss`); zero inside."""
+    return (images - images.clamp(-1, 1)).abs().mean(dim=(1, 2, 3))
+
+
 # -- compositions ---------------------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import math
 import os
 from dataclasses import dataclass
 
+from engine import quality
 from engine.errors import InvalidSpec
 from engine.generators import declaration
 from engine.generators.base import Memory
@@ -68,15 +69,27 @@ class Budget:
     half: bool = False
     where: str = "this machine"
 
-    def check(self, width: int, height: int, cutn: int, generator: str = "vqgan") -> None:
-        """Raise InvalidSpec with a sentence when a job of this size cannot fit (at `generator`'s declared costs)."""
-        need = job_bytes(width, height, cutn, self.half, declaration(generator).memory)
+    def check(
+        self, width: int, height: int, cutn: int, generator: str = "vqgan", perceptors: tuple[str, ...] = ()
+    ) -> None:
+        """Raise InvalidSpec with a sentence when a job of this size cannot fit (at `generator`'s declared costs).
+        `perceptors`: the CLIP models of an ensemble, each with `cutn` cutouts at its own cost and its weights
+        beyond the one CLIP that MODELS_BYTES counts (engine.quality's table); none: one ViT-B/32-like CLIP."""
+        names = tuple(perceptors) or ("ViT-B-32",)
+        cutouts = round(cutn * sum(quality.clip_cost(name).activations for name in names))
+        weights = max(0, sum(quality.clip_cost(n).weight_mb for n in names) - quality.clip_cost("ViT-B-32").weight_mb)
+        need = job_bytes(width, height, cutouts, self.half, declaration(generator).memory) + weights * 1_000_000
         if need > self.available:
             room = gigabytes(max(0, self.available))
+            each = f" for each of {len(names)} CLIP models" if len(names) > 1 else ""
             raise InvalidSpec(
-                f"A {width}x{height} image with {cutn} cutouts needs about {gigabytes(need)} of memory, and "
-                f"{self.where} has {room} for a job. Choose a smaller size (or fewer cutouts)."
+                f"A {width}x{height} image with {cutn} cutouts{each} needs about {gigabytes(need)} of memory, and "
+                f"{self.where} has {room} for a job. Choose a smaller size (or fewer cutouts, or a lower quality)."
             )
+
+    def check_spec(self, spec) -> None:
+        """`check` for a JobSpec: its largest stage, its cutouts per step and its CLIP models."""
+        self.check(*spec.final_size, spec.cutn, spec.generator, tuple(name for name, _ in quality.members(spec)))
 
 
 def available_ram() -> int | None:

@@ -17,8 +17,9 @@ from engine.errors import InvalidSpec
 from engine.files import write_atomically
 from engine.generators import declaration, generator_key
 from engine.generators.parts import Generator
-from engine.images import fit, from_pil, load_image, snapshot_bytes
+from engine.images import encode_png, fit, from_pil, load_image, snapshot_bytes, to_pil
 from engine.prompts import parse_regions
+from engine.quality import step_counts
 from engine.spec import JobSpec
 
 if TYPE_CHECKING:  # an engine makes runs (Engine.start); a run only keeps a reference to its engine
@@ -46,10 +47,15 @@ class Run:
         self.gen.manual_seed(spec.seed)
 
         self.prompt = ""  # the prompt the targets were built from (changes when the run is steered)
-        self.image_targets = [
-            (engine.image_embedding(load_image(t.text, "an image prompt")), t.weight, t.stop)
-            for t in spec.image_targets
+        # The CLIP models guiding this run (engine.ensemble.Member), the primary first; each has its own embeddings
+        # of the prompts (`member_targets`) and image prompts. `targets`, `directions`, `image_targets`: the primary's.
+        self.members = engine.members(spec)
+        pictures = [(load_image(t.text, "an image prompt"), t.weight, t.stop) for t in spec.image_targets]
+        self.member_image_targets = [
+            [(engine.image_embedding(picture, m.perceptor), weight, stop) for picture, weight, stop in pictures]
+            for m in self.members
         ]
+        self.image_targets = self.member_image_targets[0]
         self.last_terms: dict[str, torch.Tensor] = {}
         self.last_similarity: torch.Tensor | None = None
         # Whether every loss so far was finite: a flag on the device, so the step never waits for it; the loop reads it
@@ -57,9 +63,13 @@ class Run:
         self.finite: torch.Tensor | None = None
 
         self.init_image: torch.Tensor | None = None
+        # An animation's finished frames (PNGs, engine.keyframes) and the frame whose start the parameters hold.
+        self.frames: list[bytes] = []
+        self.frame_started = 0
         if snapshot is not None:
             self._restore(snapshot)
             self.follow_stages()
+            self.follow_frames()
             self.follow_schedule()
             return
         if spec.init_image:
@@ -84,26 +94,28 @@ class Run:
         regions = parse_regions(text)
         prompts = [p for region in regions for p in region]
         self.texts = [p.text for p in prompts]
-        embeds = [engine.text_embeddings(self.texts)]
         weights = [p.weight for p in prompts]
         stops = [p.stop if p.stop is not None else float("-inf") for p in prompts]
         region_of = [k for k, region in enumerate(regions) for _ in region]
-        for embedding, weight, stop in self.image_targets:
-            embeds.append(embedding)
+        for _, weight, stop in self.image_targets:
             weights.append(weight)
             stops.append(stop if stop is not None else float("-inf"))
             region_of.append(-1)  # image prompts apply everywhere
-        self.targets = torch.cat(embeds)  # (P, D)
         self.weights = torch.tensor(weights, device=device)
         self.stops = torch.tensor(stops, device=device)
         self.regions = len(regions)
         self.region_of = torch.tensor(region_of, device=device)  # (P,) part of each target, -1 = everywhere
-        # each part's direction for semantic symmetry: the weighted mean of its positive prompts
-        n = len(prompts)
-        positive = self.weights[:n].clamp(min=0)[:, None] * self.targets[:n]
-        directions = self.targets.new_zeros(len(regions), self.targets.shape[1])
-        directions.index_add_(0, self.region_of[:n], positive)
-        self.directions = F.normalize(directions, dim=-1)  # (K, D)
+        self.member_targets = []  # (targets (P, D), directions (K, D)) in each member's embedding space
+        for member, images in zip(self.members, self.member_image_targets, strict=True):
+            embeds = [engine.text_embeddings(self.texts, member.perceptor), *(e for e, _, _ in images)]
+            targets = torch.cat(embeds)  # (P, D)
+            # each part's direction for semantic symmetry: the weighted mean of its positive prompts
+            n = len(prompts)
+            positive = self.weights[:n].clamp(min=0)[:, None] * targets[:n]
+            directions = targets.new_zeros(len(regions), targets.shape[1])
+            directions.index_add_(0, self.region_of[:n], positive)
+            self.member_targets.append((targets, F.normalize(directions, dim=-1)))  # (K, D)
+        self.targets, self.directions = self.member_targets[0]
         self.prompt = text
 
     def follow_schedule(self) -> None:
@@ -134,15 +146,56 @@ class Run:
                 self.init_image = F.interpolate(self.init_image, size=(height, width), mode="bicubic").clamp(0, 1)
             self.last_image = None  # the next preview shows the upscaled image (the losses stay the last step's)
 
+    def follow_frames(self) -> None:
+        """In an animation, at a frame's last step: keep the frame (a PNG), then start the next one from it, moved
+        by that frame's transform and re-encoded (the optimiser starts afresh, as after an upscale). With an init
+        weight, the moved frame is also the image the next frame is pulled towards."""
+        animation = self.spec.animation
+        if animation is None:
+            return
+        while True:
+            made = len(self.frames)
+            if self.frame_started < made < animation.frames:
+                self._start_frame(made)
+            if made >= animation.frames_done_at(self.step_index, self.spec.steps):
+                return
+            self.frames.append(encode_png(to_pil(self.image())))
+
+    def _start_frame(self, frame: int) -> None:
+        from engine.animation import from_png, warp
+
+        # From the kept PNG, not the live image: a run resumed from a snapshot moves the very same pixels.
+        moved = warp(from_png(self.frames[frame - 1], self.engine.device), self.spec.animation.transform(frame))
+        params = self.generator.encode(moved)
+        self.params = params.detach().clone().requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.params], lr=self.spec.lr)
+        if self.spec.init_weight > 0:
+            self.init_image = moved
+        self.frame_started = frame
+
+    @property
+    def frame(self) -> int:
+        """The animation frame being made (the last one once every step ran); 0 for a still image."""
+        animation = self.spec.animation
+        return 0 if animation is None else min(len(self.frames), animation.frames - 1)
+
     @property
     def done(self) -> bool:
         """Whether every step of every stage has run."""
         return self.step_index >= self.spec.total_steps
 
+    def cut_counts(self) -> tuple[int, int]:
+        """(overview, inner) cutouts of the coming step, per CLIP model (engine.quality's schedules)."""
+        spec = self.spec
+        return step_counts(spec.cut_overview, spec.cut_inner, spec.cutn, self.step_index)
+
     def group_key(self) -> tuple:
-        """Runs with equal keys can share one batched step."""
+        """Runs with equal keys can share one batched step: same generator and size, same CLIP models and the same
+        cutouts this step."""
         key = generator_key(self.spec, self.width, self.height)
-        return (key, self.width, self.height, self.spec.cutn, self.spec.cut_pow, self.spec.layout)
+        spec = self.spec
+        ensemble = (spec.perceptors, self.cut_counts(), spec.cut_gray)
+        return (key, self.width, self.height, spec.cutn, spec.cut_pow, spec.layout, ensemble)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to continue exactly from here (tensors on the CPU; save with torch.save)."""
@@ -156,6 +209,9 @@ class Run:
             "rng": self.gen.get_state().clone(),
             "init_image": None if self.init_image is None else self.init_image.cpu().clone(),
             "stage": self.stage,
+            # an animation's finished frames and the frame the parameters were started for (none for a still image,
+            # whose snapshot stays as it was)
+            **({"frames": list(self.frames), "frame_started": self.frame_started} if self.spec.animation else {}),
         }
 
     def _restore(self, snap: dict[str, Any]) -> None:
@@ -174,6 +230,8 @@ class Run:
         if self.stage:
             self.generator = self.engine.generator_for(self.spec, self.width, self.height)
         self.init_image = None if snap["init_image"] is None else snap["init_image"].to(device)
+        self.frames = [bytes(frame) for frame in snap.get("frames", [])]
+        self.frame_started = int(snap.get("frame_started", 0))
         self.last_losses = None
         self.last_image = None
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
+from engine import quality
 from engine.errors import InvalidSpec
 from engine.generators import NAMES, declaration
 from engine.generators.base import Options, check_range
+from engine.keyframes import Animation
 from engine.moderation import check_level
 from engine.prompts import MAX_PROMPTS, MAX_WEIGHT, Prompt, check_text, parse_prompt, parse_regions
 
@@ -30,6 +32,19 @@ MAX_SEED = 2**32 - 1
 # then, so specs written before the other generators existed stay valid.
 DEFAULT_VQGAN_MODEL = "vqgan_imagenet_f16_16384"
 MAX_UPSCALES = 3  # each doubles both sides
+MAX_LOSS_SCALE = 1000.0
+# The quality fields at their defaults (engine.quality): left out of the JSON, which then means what it meant before.
+QUALITY_DEFAULTS = {
+    "quality": None,
+    "perceptors": [],
+    "cut_overview": None,
+    "cut_inner": None,
+    "cut_gray": 0.0,
+    "tv_scale": 0.0,
+    "range_scale": 0.0,
+    "sat_scale": 0.0,
+}
+MAX_TOTAL_STEPS = MAX_STEPS * (1 + MAX_UPSCALES)  # every stage or frame of a job together
 
 # Compositions. "single": one prompt everywhere. "panorama": `A / B / ...` from left to right, "vertical": from
 # top to bottom; each cutout's loss against each part is weighted by where its centre lies. "mirror": cutouts
@@ -120,10 +135,31 @@ class JobSpec:
     # Moderation of the images (engine.moderation.LEVELS): "off" checks nothing; the other levels have CLIP score
     # the finished image (and, at "strict", the previews) for unsafe content and report it in the Result.
     moderation: str = "off"
+    # Quality (engine.quality): several CLIP models guiding at once, cutout schedules and image losses. A preset
+    # (`with_quality`) fills them in and the spec keeps its values, so a recipe replays even if the preset changes;
+    # `quality` is the preset's name, for display only.
+    quality: str | None = None
+    # (CLIP name, weight) pairs whose losses are summed, each with cutouts at its own input size; empty: clip_model
+    # alone, weight 1. The first is the primary: clip_model becomes its name, and it gives the scores.
+    perceptors: tuple[tuple[str, float], ...] = ()
+    # Cutouts per step as schedules ("[12]*100+[4]*300" or a count): overview cutouts (the whole image) and inner
+    # ones (random crops, sizes by cut_pow). None for both: `cutn` inner cutouts every step, as before; with a
+    # schedule, cutn becomes the most cutouts of any step (what memory is planned for).
+    cut_overview: str | None = None
+    cut_inner: str | None = None
+    cut_gray: float = 0.0  # the fraction of the inner cutouts CLIP sees in greyscale
+    tv_scale: float = 0.0  # total variation: smooths the image
+    range_scale: float = 0.0  # squared overshoot of the decoder's output past [0, 1]
+    sat_scale: float = 0.0  # absolute overshoot past [0, 1] (Disco's saturation loss)
+    # Animation (engine.keyframes): frame 0 is this run; each later frame starts from the one before, moved by the
+    # keyframed zoom, angle and translation and re-encoded, and runs `frame_steps` more steps, with the prompts keyed
+    # by frame. Given as that dataclass or a dict of its fields; None is a still image.
+    animation: Animation | dict | None = None
 
     def __post_init__(self) -> None:
         self._check_generator_name()  # first: the layout's defaults depend on it
         self._resolve_layout()
+        self._check_quality()  # before the checks of clip_model and cutn, which it may set
         for name in ("width", "height", "steps", "seed", "cutn", "progress_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -168,9 +204,60 @@ class JobSpec:
             object.__setattr__(self, "image_prompts", tuple(self.image_prompts))
         self._check_generator()
         check_level(self.moderation)
+        self._check_animation()
 
     def _check_generator_name(self) -> None:
         declaration(self.generator)
+
+    def _check_quality(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
+        if self.quality is not None:
+            quality.preset(self.quality)
+        perceptors = self.perceptors
+        if not isinstance(perceptors, tuple | list) or not all(
+            isinstance(entry, tuple | list) and len(entry) == 2 for entry in perceptors
+        ):
+            raise InvalidSpec("perceptors is a list of (CLIP model name, weight) pairs.")
+        if len(perceptors) > quality.MAX_PERCEPTORS:
+            raise InvalidSpec(
+                f"At most {quality.MAX_PERCEPTORS} CLIP models can guide one image, not {len(perceptors)}."
+            )
+        for name, weight in perceptors:
+            check_model_name("Each CLIP model of the ensemble", name)
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+                raise InvalidSpec(f"The weight of the CLIP model {name} must be a number, not {weight!r}.")
+            if not 0 < weight <= MAX_WEIGHT:
+                raise InvalidSpec(f"The weight of the CLIP model {name} must be above 0 and at most {MAX_WEIGHT:g}.")
+        names = [name for name, _ in perceptors]
+        if len(set(names)) != len(names):
+            raise InvalidSpec("Each CLIP model can be in the ensemble once.")
+        set_("perceptors", tuple((name, float(weight)) for name, weight in perceptors))
+        if perceptors:
+            set_("clip_model", names[0])  # the primary
+        for name in ("cut_overview", "cut_inner"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                set_(name, str(value))
+            elif value is not None and not isinstance(value, str):
+                raise InvalidSpec(f"{name} must be a cutout schedule like [12]*400+[4]*600, or a count.")
+        if self.cut_overview is not None or self.cut_inner is not None:
+            set_("cutn", quality.check_schedules(self.cut_overview, self.cut_inner))
+        for name in ("cut_gray", "tv_scale", "range_scale", "sat_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InvalidSpec(f"{name} must be a finite number, not {value!r}.")
+        check_range("cut_gray", self.cut_gray, 0, 1)
+        for name in ("tv_scale", "range_scale", "sat_scale"):
+            check_range(name, getattr(self, name), 0, MAX_LOSS_SCALE)
+
+    def with_quality(self, name: str) -> JobSpec:
+        """The same job at quality `name` (engine.quality.PRESETS): its CLIP models, cutouts, losses and steps."""
+        return self.replace(**quality.expand(name))
+
+    @classmethod
+    def from_quality(cls, prompt: str, name: str, **fields: Any) -> JobSpec:
+        """A spec at quality `name`, the `fields` given overriding the preset's (steps, say)."""
+        return cls(prompt, **{**quality.expand(name), **fields})
 
     def _resolve_layout(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
@@ -207,8 +294,8 @@ class JobSpec:
         for step, text in schedule:
             if isinstance(step, bool) or not isinstance(step, int) or not isinstance(text, str):
                 raise InvalidSpec("A prompt schedule entry is a step number and a prompt.")
-            if not 0 <= step <= MAX_STEPS:
-                raise InvalidSpec(f"A prompt change at step {step} is out of range (0 to {MAX_STEPS}).")
+            if not 0 <= step <= MAX_TOTAL_STEPS:
+                raise InvalidSpec(f"A prompt change at step {step} is out of range (0 to {MAX_TOTAL_STEPS}).")
             if step <= previous:
                 raise InvalidSpec("Prompt changes must come at increasing steps.")
             later = parse_regions(text)
@@ -253,6 +340,36 @@ class JobSpec:
                 f"{width}x{height}; the largest side allowed is {MAX_SIDE}."
             )
 
+    def _check_animation(self) -> None:
+        animation = self.animation
+        if animation is None:
+            return
+        if isinstance(animation, dict):
+            animation = Animation.from_dict(animation)
+        elif not isinstance(animation, Animation):
+            raise InvalidSpec("The animation must be a JSON object of frames, fps, frame_steps, keyframes and prompts.")
+        object.__setattr__(self, "animation", animation)
+        found = declaration(self.generator)
+        if not found.encodes:
+            raise InvalidSpec(
+                found.no_animation or f"The {found.name} generator cannot re-encode a picture, so it cannot animate."
+            )
+        if self.upscales:
+            raise InvalidSpec("An animation cannot be upscaled: ask for the size you want its frames to have.")
+        if self.total_steps > MAX_TOTAL_STEPS:
+            raise InvalidSpec(
+                f"A first frame of {self.steps} steps and {animation.frames - 1} more of {animation.frame_steps} make "
+                f"{self.total_steps:,} steps; at most {MAX_TOTAL_STEPS:,} are allowed: use fewer frames or fewer "
+                "steps per frame."
+            )
+        parts = len(parse_regions(self.prompt))
+        for frame, text in animation.prompts:
+            later = len(parse_regions(text))
+            if later != parts and self.layout in ("single", "mirror"):
+                raise InvalidSpec(
+                    f"The prompt at frame {frame} has {later} parts; this {self.layout} image has {parts}."
+                )
+
     @property
     def final_size(self) -> tuple[int, int]:
         """The size of the picture the run ends with: the requested size doubled by each upscale."""
@@ -261,12 +378,18 @@ class JobSpec:
 
     @property
     def total_steps(self) -> int:
-        """The steps of every stage: the first `steps` and those of each upscale."""
+        """The steps of every stage: the first `steps` and those of each upscale, or of each frame after the first."""
+        if self.animation is not None:
+            return self.animation.total_steps(self.steps)
         return self.steps + sum(self.upscales)
 
     def extended(self, steps: int) -> JobSpec:
         """The same job run `steps` further: the last stage grows, so an upscaled image stays upscaled where it was
-        (raising `steps` instead would move its upscale later) and its recipe replays the continued run."""
+        (raising `steps` instead would move its upscale later) and its recipe replays the continued run. An
+        animation grows by the frames those steps make (at least one)."""
+        if self.animation is not None:
+            more = -(-steps // self.animation.frame_steps)
+            return self.replace(animation=self.animation.replace(frames=self.animation.frames + more))
         if self.upscales:
             return self.replace(upscales=(*self.upscales[:-1], self.upscales[-1] + steps))
         return self.replace(steps=self.steps + steps)
@@ -286,9 +409,15 @@ class JobSpec:
         return stage
 
     def prompt_at(self, step: int) -> str:
-        """The prompt that the step with this index aims at (the schedule's latest change at or before it)."""
+        """The prompt that the step with this index aims at: the latest change at or before it, of the schedule
+        (steering) and, in an animation, of the prompts keyed by frame, which start at their frame's first step (a
+        steer at the same step wins; a keyed frame after a steer takes over again)."""
+        changes = [(at, 1, later) for at, later in self.prompt_schedule]
+        if self.animation is not None:
+            first = self.steps
+            changes += [(self.animation.first_step(frame, first), 0, text) for frame, text in self.animation.prompts]
         text = self.prompt
-        for at, later in self.prompt_schedule:
+        for at, _, later in sorted(changes):
             if at <= step:
                 text = later
         return text
@@ -318,6 +447,14 @@ class JobSpec:
         d["image_prompts"] = list(self.image_prompts)
         d["prompt_schedule"] = [list(entry) for entry in self.prompt_schedule]
         d["upscales"] = list(self.upscales)
+        d["perceptors"] = [list(entry) for entry in self.perceptors]
+        for name, default in QUALITY_DEFAULTS.items():  # a spec without them writes the JSON it wrote before them
+            if d[name] == default:
+                del d[name]
+        if self.animation is None:
+            del d["animation"]  # a still image's JSON stays as it was before animations
+        else:
+            d["animation"] = self.animation.to_dict()
         return d
 
     def pictures(self) -> tuple[str, ...]:
@@ -364,6 +501,9 @@ class JobSpec:
         upscales = data.get("upscales", ())
         if isinstance(upscales, list | type(None)):
             data["upscales"] = tuple(upscales or ())
+        perceptors = data.get("perceptors", ())
+        if isinstance(perceptors, list | type(None)):
+            data["perceptors"] = tuple(tuple(e) if isinstance(e, list) else e for e in perceptors or ())
         return cls(**data)
 
     @classmethod

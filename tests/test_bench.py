@@ -121,3 +121,15 @@ def test_bench_soak_runs_the_real_bot_through_a_kill(tmp_path, tiny_models, caps
     assert len(report["kills"]) == 1 and report["kills"][0]["running"], report["kills"]
     assert report["loop_lag_whole_run"]["count"] > 0
     assert "slope per 1,000 jobs" in capsys.readouterr().out
+
+
+def test_bench_engine_times_the_quality_presets_on_tiny_models(tmp_path, capsys):
+    from bench.engine import main
+
+    out = tmp_path / "q.json"
+    argv = ["--tiny", "--tiny-dir", str(tmp_path / "m"), "--quality", "draft", "best", "--sizes", "64"]
+    assert main([*argv, "--steps", "1", "--warmup", "0", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["quality"] for r in rows] == ["draft", "best"] and rows[0]["relative_to_first"] == 1.0
+    assert rows[1]["clips"] == ["ViT-B-32", "ViT-B-16", "RN50x4"] and rows[1]["activations_mb"] > 0
+    assert rows[1]["estimated_relative_cost"] > 1 and "s/step" in capsys.readouterr().out

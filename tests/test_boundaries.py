@@ -16,6 +16,7 @@ SQL = {"sqlite3", "aiosqlite"}
 STDLIB_ONLY = {
     "engine/spec.py",
     "engine/prompts.py",
+    "engine/keyframes.py",  # animations: the bot builds them from presets and checks keyframes without torch
     "engine/events.py",
     "engine/errors.py",
     "engine/snapshots.py",
@@ -23,11 +24,12 @@ STDLIB_ONLY = {
     "engine/models/registry.py",
     "engine/models/__init__.py",
     "engine/memory.py",
+    "engine/quality.py",  # the presets and their costs: the bot expands, caps and prices them
     "engine/moderation.py",
     "bot/backends/celery/wire.py",  # the bot reads workers' events with it: no torch
     "engine/files.py",
 }
-PIL_ONLY = {"engine/uploads.py"}  # usable from the bot at module level: no torch, no numpy
+PIL_ONLY = {"engine/uploads.py", "engine/video.py"}  # usable from the bot at module level: no torch, no numpy
 # CLIP's text cleaning and BPE for the word filter: the standard library and ftfy (which open_clip's tokenizer uses
 # and which imports no torch, no numpy); the merges file is found without importing open_clip.
 FTFY_ONLY = {"engine/cliptext.py"}
@@ -121,7 +123,8 @@ def test_stdlib_only_modules():
 
 
 def test_pil_only_modules():
-    stdlib = set(sys.stdlib_module_names) | {"engine", "__future__", "PIL"}
+    # imageio_ffmpeg is the ffmpeg binary in a wheel and the standard library around it (engine/video.py)
+    stdlib = set(sys.stdlib_module_names) | {"engine", "__future__", "PIL", "imageio_ffmpeg"}
     for rel in PIL_ONLY:
         bad = _imports(ROOT / rel) - stdlib
         assert not bad, f"{rel} imports {sorted(bad)}"

@@ -116,6 +116,7 @@ class Declaration:
     encodes: bool = True
     no_encoder: str = ""  # where `encodes` is False: the sentence for an init image
     no_upscale: str = ""  # and for an upscale
+    no_animation: str = ""  # and for an animation (each frame starts from the last one, re-encoded)
     memory: Memory = Memory()
     flags: tuple[Flag, ...] = ()
     # Old recipes stored the options as flat spec fields: {old field name: option name}.

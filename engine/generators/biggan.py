@@ -27,6 +27,10 @@ NO_UPSCALE = (
     "BigGAN makes only its model's native size, so its images cannot be upscaled; use biggan-deep-512 for a "
     "larger picture."
 )
+NO_ANIMATION = (
+    "BigGAN has no encoder, so it cannot animate: each frame of an animation starts from the frame before, moved and "
+    "re-encoded into the generator. Pick VQGAN, the dVAE, Fourier, pixels or SIREN for an animation."
+)
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,7 @@ DECLARATION = Declaration(
     encodes=False,
     no_encoder=NO_ENCODER,
     no_upscale=NO_UPSCALE,
+    no_animation=NO_ANIMATION,
     flags=(
         Flag("--truncation", "truncation", float, "biggan: noise truncation in (0, 1] (default 1)"),
         Flag("--class", "class_name", str, "biggan: start from this ImageNet class, e.g. goldfish"),

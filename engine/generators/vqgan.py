@@ -56,6 +56,11 @@ class VQGANGenerator:
         out = self._decode(z_q)  # (B, 3, H, W) in about [-1, 1]
         return parts.clamp_with_grad(out.add(1).div(2), 0.0, 1.0)
 
+    def decode_raw(self, params):
+        """`decode` before the clamp: the decoder's output mapped to about [0, 1] (range losses see its overshoot)."""
+        z_q = quantize_straight_through(params, self.vqgan.codebook)
+        return self._decode(z_q).add(1).div(2)
+
     def project_(self, params) -> None:
         """Clamp each latent channel to the codebook's range, in place."""
         with torch.no_grad():

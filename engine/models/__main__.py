@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from engine import quality
 from engine.env import load_env, quiet_libraries
 from engine.errors import CheckpointError, EngineError, InvalidSpec
 from engine.models import registry
@@ -133,8 +134,11 @@ def _directory(args: argparse.Namespace, settings=None) -> Path:
 def _download(args: argparse.Namespace) -> int:
     settings = _settings()
     directory = _directory(args, settings)
-    names = args.names or ([] if args.clip else [registry.DEFAULT_VQGAN])
-    for path in download(names, args.clip or [], directory, settings.hf_endpoint):
+    clips = list(args.clip or [])
+    for name in args.quality or []:  # every CLIP model of the preset
+        clips += [clip for clip, _ in quality.expand(name)["perceptors"] if clip not in clips]
+    names = args.names or ([] if clips else [registry.DEFAULT_VQGAN])
+    for path in download(names, clips, directory, settings.hf_endpoint):
         print(f"ok: {path}")
     return 0
 
@@ -160,6 +164,10 @@ def _list(args: argparse.Namespace) -> int:
     for path in sorted(clip_dir.iterdir()) if clip_dir.is_dir() else []:
         if path.suffix in (".pt", ".safetensors", ".bin"):
             print(f"  clip: {path.name}")
+    for preset in quality.PRESETS.values():
+        missing = [n for n, _ in preset.perceptors if registry.find_clip_checkpoint(n, directory) is None]
+        mark = f"needs {', '.join(missing)} (download --quality {preset.name})" if missing else "ready"
+        print(f"  quality {preset.name:20} {mark}")
     try:
         precision = Speed.from_env().precision
     except InvalidSpec as exc:
@@ -216,7 +224,18 @@ def main(argv: list[str] | None = None) -> int:
         help=f"model names (default {registry.DEFAULT_VQGAN}): "
         f"{', '.join([*registry.VQGANS, *registry.GENERATOR_MODELS])}",
     )
-    p.add_argument("--clip", action="append", metavar="NAME", help="also fetch OpenAI's CLIP weights, e.g. ViT-B-32")
+    p.add_argument(
+        "--clip",
+        action="append",
+        metavar="NAME",
+        help="also fetch OpenAI's CLIP weights: ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336, RN50, RN101, RN50x4, ...",
+    )
+    p.add_argument(
+        "--quality",
+        action="append",
+        choices=list(quality.PRESET_ORDER),
+        help="also fetch every CLIP model of this quality preset (engine.quality)",
+    )
     p.add_argument("--dir", help="models directory (default: $IMAGINE_MODELS_DIR or ./models)")
     p.set_defaults(func=_download)
     p = sub.add_parser("list", help="list known and installed models")

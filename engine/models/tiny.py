@@ -19,6 +19,8 @@ from engine.models.vqgan import VQGAN, VQGANConfig
 TINY_VQGAN = "tiny_f16"
 TINY_GUMBEL = "tiny_gumbel_f8"
 TINY_CLIP = "tiny-clip"
+TINY_CLIP_48 = "tiny-clip-48"  # a second ViT at another input size, for ensembles
+TINY_RN = "tiny-rn"  # a ResNet CLIP (open_clip's ModifiedResNet), for ensembles
 TINY_BIGGAN = "tiny-biggan"
 TINY_DVAE = "tiny-dvae"
 
@@ -115,6 +117,14 @@ TINY_CLIP_CONFIG = {
 }
 
 
+TINY_CLIP_48_CONFIG = {**TINY_CLIP_CONFIG, "vision_cfg": {"image_size": 48, "layers": 1, "width": 64, "patch_size": 8}}
+TINY_RN_CONFIG = {
+    **TINY_CLIP_CONFIG,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 64},
+}
+TINY_CLIPS = {TINY_CLIP: TINY_CLIP_CONFIG, TINY_CLIP_48: TINY_CLIP_48_CONFIG, TINY_RN: TINY_RN_CONFIG}
+
+
 def write_vqgan(directory: Path, name: str, config: VQGANConfig, seed: int = 0) -> tuple[Path, Path]:
     """A random VQGAN saved as taming saved them: Lightning checkpoint with loss.* keys, and the yaml."""
     torch.manual_seed(seed)
@@ -207,13 +217,15 @@ def write_dvae(directory: Path, name: str = TINY_DVAE, seed: int = 0) -> Path:
 
 
 def write_tiny_models(directory: str | Path) -> Path:
-    """Write the tiny VQGANs, BigGAN, dVAE and CLIP into `directory` (a models directory); returns it."""
+    """Write the tiny VQGANs, BigGAN, dVAE and CLIPs (TINY_CLIPS: two ViTs and a ResNet at three input sizes, for
+    ensembles) into `directory` (a models directory); returns it."""
     directory = Path(directory)
     write_vqgan(directory, TINY_VQGAN, tiny_vqgan_config())
     write_vqgan(directory, TINY_GUMBEL, tiny_vqgan_config(gumbel=True), seed=1)
     write_biggan(directory)
     write_dvae(directory)
-    write_clip(directory)
+    for seed, (name, config) in enumerate(TINY_CLIPS.items()):
+        write_clip(directory, name, config, seed=seed)
     return directory
 
 

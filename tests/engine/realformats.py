@@ -80,12 +80,18 @@ class VisionTransformer(nn.Module):
 
 
 class OpenAICLIP(nn.Module):
-    """OpenAI's CLIP (ViT variant) module tree, small."""
+    """OpenAI's CLIP module tree (the ViT or the ResNet variant), small."""
 
-    def __init__(self, *, embed=32, image=32, patch=8, width=64, layers=1, text_width=64, text_layers=1):
+    def __init__(self, *, embed=32, image=32, patch=8, width=64, layers=1, text_width=64, text_layers=1, resnet=None):
+        """`resnet`: the ResNet's blocks per stage, e.g. (3, 4, 6, 3) for RN50 (`width` then is its stem width, 64
+        for RN50, 80 for RN50x4); None: a ViT."""
         super().__init__()
         context, vocab = 77, 49408  # OpenAI's tokenizer: fixed
-        self.visual = VisionTransformer(image, patch, width, layers, embed)
+        if resnet is None:
+            self.visual = VisionTransformer(image, patch, width, layers, embed)
+        else:
+            self.visual = ModifiedResNet(resnet, embed, width * 32 // 64, image, width)
+            _trained_looking_batchnorms(self.visual)
         self.transformer = Transformer(text_width, text_layers, max(1, text_width // 64))
         self.token_embedding = nn.Embedding(vocab, text_width)
         self.positional_embedding = nn.Parameter(torch.randn(context, text_width) * 0.01)
@@ -108,6 +114,131 @@ class OpenAICLIP(nn.Module):
 
     def forward(self, image):
         return image.mean() * self.logit_scale.float()
+
+
+class Bottleneck(nn.Module):
+    """OpenAI's ResNet block: anti-aliased strided convolution (an average pool before the last 1x1 convolution)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride > 1 or inplanes != planes * 4:
+            self.downsample = nn.Sequential(
+                OrderedDict(
+                    [
+                        ("-1", nn.AvgPool2d(stride)),
+                        ("0", nn.Conv2d(inplanes, planes * 4, 1, stride=1, bias=False)),
+                        ("1", nn.BatchNorm2d(planes * 4)),
+                    ]
+                )
+            )
+
+    def forward(self, x):
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(self.avgpool(out)))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu3(out + identity)
+
+
+class AttentionPool2d(nn.Module):
+    """OpenAI's attention pooling: the mean token attends to all the others (positional embeddings added)."""
+
+    def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int) -> None:
+        super().__init__()
+        self.positional_embedding = nn.Parameter(torch.randn(spacial_dim**2 + 1, embed_dim) / embed_dim**0.5)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.c_proj = nn.Linear(embed_dim, output_dim)
+        self.num_heads = num_heads
+
+    def forward(self, x):
+        x = x.flatten(start_dim=2).permute(2, 0, 1)  # (HW, N, C)
+        x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
+        x = x + self.positional_embedding[:, None, :].to(x.dtype)
+        x, _ = nn.functional.multi_head_attention_forward(
+            query=x,
+            key=x,
+            value=x,
+            embed_dim_to_check=x.shape[-1],
+            num_heads=self.num_heads,
+            q_proj_weight=self.q_proj.weight,
+            k_proj_weight=self.k_proj.weight,
+            v_proj_weight=self.v_proj.weight,
+            in_proj_weight=None,
+            in_proj_bias=torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]),
+            bias_k=None,
+            bias_v=None,
+            add_zero_attn=False,
+            dropout_p=0.0,
+            out_proj_weight=self.c_proj.weight,
+            out_proj_bias=self.c_proj.bias,
+            use_separate_proj_weight=True,
+            training=self.training,
+            need_weights=False,
+        )
+        return x[0]
+
+
+class ModifiedResNet(nn.Module):
+    """OpenAI's CLIP ResNet (RN50, RN50x4, ...): a three-convolution stem, anti-aliased bottlenecks, attention
+    pooling; the input side is 32 x the pooling grid."""
+
+    def __init__(self, layers, output_dim: int, heads: int, input_resolution: int, width: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width // 2, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width // 2)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(width // 2, width // 2, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width // 2)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(width // 2, width, kernel_size=3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(2)
+        self._inplanes = width
+        self.layer1 = self._make_layer(width, layers[0])
+        self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
+        self.attnpool = AttentionPool2d(input_resolution // 32, width * 32, heads, output_dim)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        layers = [Bottleneck(self._inplanes, planes, stride)]
+        self._inplanes = planes * 4
+        layers += [Bottleneck(self._inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.relu2(self.bn2(self.conv2(x)))
+        x = self.avgpool(self.relu3(self.bn3(self.conv3(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.attnpool(x)
+
+
+def _trained_looking_batchnorms(model: nn.Module) -> None:
+    """Running statistics and affine parameters away from their initial values, as in a trained network (so a
+    loader that dropped them would give other numbers)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.0)
+                module.bias.uniform_(-0.1, 0.1)
+                module.num_batches_tracked.fill_(1000)
 
 
 def _half_like_openai(model: nn.Module) -> None:
