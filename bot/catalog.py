@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from engine import generators
+from engine import quality as engine_quality
 from engine.errors import InvalidSpec
+from engine.keyframes import MOTIONS, Animation, frame_steps_for, preset
 from engine.models import registry
 from engine.prompts import split_regions
 from engine.spec import JobSpec, random_seed
@@ -91,11 +93,13 @@ class Catalog:
         size: str | None = None,
         style: str | None = None,
         model: str | None = None,
+        quality: str | None = None,
         **fields: Any,
     ) -> JobSpec:
         """A job spec from a request's options with this server's defaults (`rules`: its GuildSettings). A size or
         a style is a name of SIZES or STYLES; a generator with one size (BigGAN) gets its own unless the member
-        asked for another, which is refused."""
+        asked for another, which is refused. A `quality` (engine.quality.PRESETS) sets its CLIP models, cutouts and
+        losses, and its steps unless the member gave theirs."""
         model = model or self.default_model()
         generator = self.generator_of(model)
         declaration = generators.declaration(generator)
@@ -110,15 +114,56 @@ class Catalog:
                     f"or pick another {generator} model for another size."
                 )
             width = height = native
+        if quality is not None:
+            preset = engine_quality.expand(quality)
+            self.check_clips(quality, [name for name, _ in preset["perceptors"]])
+            steps = steps or preset.pop("steps")
+            fields = {**preset, **fields, "steps": steps}
+        else:
+            fields = {"steps": steps or default_steps, "clip_model": self.settings.clip_model, **fields}
         return JobSpec(
             prompt,
             width=width,
             height=height,
-            steps=steps or default_steps,
             seed=random_seed() if seed is None else seed,
             generator=generator,
             model=model if declaration.weights else registry.DEFAULT_VQGAN,
             lr=None,  # the generator's own learning rate
-            clip_model=self.settings.clip_model,
             **fields,
         )
+
+    def check_clips(self, quality: str, names: list[str]) -> None:
+        """InvalidSpec (a sentence for the member, naming the operator's command) unless every CLIP model of a quality
+        is installed here: the operator's configured checkpoint counts for the configured model."""
+        configured = self.settings.clip_model if self.settings.clip_checkpoint else None
+        folder = self.settings.models_dir
+        missing = [n for n in names if n != configured and not registry.find_clip_checkpoint(n, folder)]
+        if missing:
+            raise InvalidSpec(
+                f"The {quality} quality needs CLIP {', '.join(missing)}, which this bot has not installed; try "
+                f"another quality, or ask its operator to run `python -m engine.models download --clip {missing[0]}`."
+            )
+
+    # -- animations -----------------------------------------------------------------------------------------
+    @staticmethod
+    def animation_steps(
+        frames: int, steps: int | None, frame_steps: int | None, *, default: int, most: int
+    ) -> tuple[int, int]:
+        """The first frame's steps and each later frame's for `frames` frames: what the member asked for, else what
+        fits the server's limit of `most` steps in all (the first frame at most half of it, each later frame a quarter
+        of the first's or less). The gate still checks the total, so a member's own numbers may be refused."""
+        if steps is None:
+            steps = max(1, min(default, most // 2 if frame_steps is None else most - (frames - 1) * frame_steps))
+        if frame_steps is None:
+            frame_steps = max(1, min(frame_steps_for(steps), (most - steps) // max(1, frames - 1)))
+        return steps, frame_steps
+
+    @staticmethod
+    def animation(motion: str, *, prompts: str | None = None, **fields: Any) -> Animation:
+        """A named motion (engine.keyframes.PRESETS) with the member's frames, frame rate, steps per frame, prompts
+        by frame and any keyframes they wrote (which replace the motion's own); InvalidSpec, a sentence, for bad
+        keyframes."""
+        changes = {k: v for k, v in fields.items() if v is not None and (k not in MOTIONS or str(v).strip())}
+        if prompts:
+            changes["prompts"] = prompts
+        return preset(motion, **changes)

@@ -15,6 +15,7 @@ import logging
 from bot.catalog import SIZES
 from bot.config import Settings
 from bot.wordfilter import WordFilter, normalise, refusal
+from engine import quality
 from engine.errors import InvalidSpec
 from engine.moderation import check_level
 from engine.spec import JobSpec
@@ -28,8 +29,10 @@ MAX_CHANNELS = 25
 
 
 def spec_texts(spec: JobSpec) -> str:
-    """Every text of a spec that a text encoder reads: the prompt and each steered prompt, one per line."""
-    return "\n".join([spec.prompt, *(text for _, text in spec.prompt_schedule)])
+    """Every text of a spec that a text encoder reads: the prompt, each steered prompt and an animation's prompts by
+    frame, one per line."""
+    keyed = spec.animation.prompts if spec.animation is not None else ()
+    return "\n".join([spec.prompt, *(text for _, text in spec.prompt_schedule), *(text for _, text in keyed)])
 
 
 class Community:
@@ -94,9 +97,14 @@ class Community:
         settings = await self.settings(guild_id)
         if limits:
             self.check_place(settings, places)
+            self.check_quality(settings, spec)
             most = self.max_steps(settings)
-            if spec.total_steps > most:
+            cost = quality.relative_cost(spec)
+            counted = round(spec.total_steps * cost)  # a step of a costlier quality counts for more
+            if counted > most:
                 shown = f" (this would run {spec.total_steps})" if spec.total_steps != spec.steps else ""
+                if cost > 1.005:
+                    shown = f" (a {spec.quality or 'guided'} step counts as {cost:.1f}: this would count {counted})"
                 raise InvalidSpec(f"This server allows at most {most} steps{shown}.")
             self.check_size(settings, spec)
         await self.screen(guild_id, spec_texts(spec), "prompt")
@@ -108,6 +116,18 @@ class Community:
         if settings.channels and not any(place in settings.channels for place in places):
             where = ", ".join(f"<#{c}>" for c in settings.channels)
             raise InvalidSpec(f"This server keeps /imagine to {where}; try there.")
+
+    @staticmethod
+    def check_quality(settings: GuildSettings, spec: JobSpec) -> None:
+        """InvalidSpec unless the spec costs no more per step than the server's quality cap (when it has one): its
+        preset's rank, and for a spec without a preset's name (a recipe's own ensemble) its cost at that size."""
+        cap = settings.max_quality
+        if cap is None:
+            return
+        too_costly = quality.rank(spec.quality) > quality.rank(cap) if spec.quality else False
+        allowed = quality.relative_cost(spec.replace(**{k: v for k, v in quality.expand(cap).items() if k != "steps"}))
+        if too_costly or quality.relative_cost(spec) > allowed * 1.001:
+            raise InvalidSpec(f"This server allows quality up to {cap}; ask for {cap} or a lower one.")
 
     @staticmethod
     def check_size(settings: GuildSettings, spec: JobSpec) -> None:

@@ -7,7 +7,7 @@ The policy, in the order it is applied:
                  older than that, are deleted (0 days: no age limit)
     budget       while images, snapshots, uploads and timelapses together exceed IMAGINE_DISK_BUDGET_MB (0: no
                  budget): snapshots of the jobs that ended longest ago go first, then the oldest uploads, then the
-                 timelapses and then the final images of old jobs that /top cannot show
+                 timelapses, the animations' videos and then the final images of old jobs that /top cannot show
 Never touched: anything of a job still waiting, running or being posted, the job it continues or branches from,
 the candidates of an undecided tournament, every picture an unfinished job names (init image and image prompts),
 and the final image of any job on /top (each guild's top ten by votes and by score, all time and this week) or
@@ -99,6 +99,15 @@ class _Pass:
         return size
 
 
+def _by_job(folder: Path) -> dict[int, list[Path]]:
+    """The files of `folder` named by job id (`<id>.<ext>`), by job."""
+    found: dict[int, list[Path]] = {}
+    for path in sorted(folder.glob("*")):
+        if _job_id(path) is not None:
+            found.setdefault(_job_id(path), []).append(path)
+    return found
+
+
 def _pictures(spec_json: str) -> set[str]:
     """Every picture file a recorded spec names (init image and image prompts); from an unreadable spec, what it
     plainly names, so that doubt keeps a file rather than deleting it."""
@@ -127,11 +136,8 @@ async def prune(store: Store, data_dir: Path, policy: Policy, *, now: float | No
     # What is on disk, by job: the pass reads the rows of those jobs only, not the whole history.
     frames = {path: _job_id(path) for path in sorted((data_dir / "frames").glob("*"))}
     snapshots = {_job_id(p): p for p in (data_dir / "snapshots").glob("*") if _job_id(p) is not None}
-    timelapses: dict[int, list[Path]] = {}
-    for path in sorted((data_dir / "timelapses").glob("*")):
-        if _job_id(path) is not None:
-            timelapses.setdefault(_job_id(path), []).append(path)
-    on_disk = {i for i in frames.values() if i is not None} | set(snapshots) | set(timelapses)
+    timelapses, videos = _by_job(data_dir / "timelapses"), _by_job(data_dir / "videos")
+    on_disk = {i for i in frames.values() if i is not None} | set(snapshots) | set(timelapses) | set(videos)
     ended_at = await store.ended_among(on_disk)
     by_age = lambda ids: sorted((i for i in ids if i in ended_at), key=lambda i: (ended_at[i], i))  # noqa: E731
 
@@ -155,7 +161,7 @@ async def prune(store: Store, data_dir: Path, policy: Policy, *, now: float | No
                 uploads.remove(path)
 
     # budget
-    kept = [data_dir / d for d in ("images", "snapshots", "inputs", "frames", "timelapses")]
+    kept = [data_dir / d for d in ("images", "snapshots", "inputs", "frames", "timelapses", "videos")]
     total = sum([await asyncio.to_thread(_size, p) for p in kept]) - (work.report.freed if dry_run else 0)
     if policy.budget_mb:
         budget = policy.budget_mb * MB
@@ -163,12 +169,13 @@ async def prune(store: Store, data_dir: Path, policy: Policy, *, now: float | No
         candidates: list[tuple[Path, int | None, str | None]] = []
         candidates += [(snapshots[i], i, "snapshot_path") for i in by_age(snapshots) if i not in in_use]
         candidates += [(p, None, None) for p in uploads]
-        candidates += [
-            (path, None, None)
-            for i in by_age(timelapses)
-            if i not in in_use and i not in on_board
-            for path in timelapses[i]
-        ]
+        for animations in (timelapses, videos):  # an animation job's video goes before any final image
+            candidates += [
+                (path, None, None)
+                for i in by_age(animations)
+                if i not in in_use and i not in on_board
+                for path in animations[i]
+            ]
         candidates += [
             (Path(path), i, "image_path")
             for i, _ended, path in await store.ended_images()

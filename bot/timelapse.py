@@ -1,5 +1,5 @@
 """Timelapses: the previews of a run, kept as small frames on disk while it runs, made into an animation at the
-end (animated WebP, or GIF; MP4 too where ffmpeg is installed) that fits the channel's upload limit.
+end (animated WebP, or GIF, and an MP4) that fits the channel's upload limit.
 
 Frames are downscaled to FRAME_SIDE on arrival (a 300-step job with a preview every 10 steps keeps 30 of
 them, a few hundred KB); they are deleted once the timelapse is posted.
@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,23 +100,18 @@ def make_timelapse(
 
 
 def make_mp4(paths: list[Path], limit: int, final_png: bytes | None = None) -> Timelapse | None:
-    """An H.264 MP4 of the frames through ffmpeg, where it is installed (None otherwise, or if it fails)."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None or len(paths) < 2:
+    """An H.264 MP4 of the frames at most `limit` bytes long (engine.video: the system's ffmpeg, else the one in the
+    imageio-ffmpeg wheel); None for fewer than two frames, or if it cannot be made or made to fit."""
+    from engine.video import VideoError, fit_video
+
+    if len(paths) < 2:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        images = _load(paths, final_png, FRAME_SIDE)
-        for i, image in enumerate(images):
-            image.save(Path(tmp) / f"{i:06d}.png")
-        width, height = images[0].size
-        out = Path(tmp) / "out.mp4"
-        command = [ffmpeg, "-loglevel", "error", "-y", "-framerate", str(FPS), "-i", str(Path(tmp) / "%06d.png")]
-        command += ["-vf", f"scale={width // 2 * 2}:{height // 2 * 2}", "-pix_fmt", "yuv420p", "-c:v", "libx264"]
-        command += ["-crf", "28", str(out)]
-        try:
-            subprocess.run(command, check=True, capture_output=True, timeout=120)
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.warning("ffmpeg could not make the MP4 timelapse: %s", exc)
-            return None
-        data = out.read_bytes()
-        return Timelapse(data, "mp4", len(images), (width, height)) if len(data) <= limit else None
+    images = _load(paths, final_png, FRAME_SIDE)
+    try:
+        fitted = fit_video(images, FPS, limit)
+    except VideoError as exc:
+        log.warning("could not make the MP4 timelapse: %s", exc)
+        return None
+    if fitted.data is None:
+        return None
+    return Timelapse(fitted.data, "mp4", len(images), (fitted.width, fitted.height))

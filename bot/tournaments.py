@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from bot.jobs import JobService, Origin, Posted, Ticket
+from engine import quality
 from engine.spec import JobSpec, random_seed
 from storage import Job, JobKind, JobState, Store, Tournament, TournamentState
 
@@ -24,6 +25,20 @@ log = logging.getLogger(__name__)
 __all__ = ["Tournaments", "Tournament", "TournamentState", "is_choosable", "is_withheld", "pick_winner"]
 
 MIN_CANDIDATES, MAX_CANDIDATES = 2, 9
+
+
+def quality_fields(spec: JobSpec) -> dict:
+    """The fields of `spec` that a quality preset sets (its CLIP models, cutouts and losses), steps aside."""
+    return {name: getattr(spec, name) for name in quality.expand("draft") if name != "steps"}
+
+
+def draft(spec: JobSpec) -> JobSpec:
+    """A tournament's candidate of `spec`: its first CLIP model alone with plain cutouts and no image losses (the
+    draft quality), so that seeds are compared quickly; the chosen one goes on at the quality asked for."""
+    if not spec.perceptors and spec.cut_overview is None and spec.cut_inner is None:
+        return spec
+    fields = {k: v for k, v in quality.expand("draft").items() if k not in ("steps", "clip_model", "perceptors")}
+    return spec.replace(**fields, clip_model=quality.score_model(spec), perceptors=())
 
 
 class TournamentPresenter(Protocol):
@@ -73,7 +88,7 @@ class Tournaments:
             channel_id=origin.channel_id,
             author_id=origin.author_id,
             spec_json=spec.to_json(),
-            candidate_specs=[spec.replace(seed=random_seed(), steps=first).to_json() for _ in range(candidates)],
+            candidate_specs=[draft(spec).replace(seed=random_seed(), steps=first).to_json() for _ in range(candidates)],
             max_waiting=limits.per_member,
             max_total=limits.total,
             max_server=limits.server,
@@ -154,7 +169,7 @@ class Tournaments:
             raise ValueError(f"candidate {number} did not finish")
         winner = finished[number]
         full = tournament.spec
-        spec = winner.spec.replace(steps=full.steps)
+        spec = winner.spec.replace(steps=full.steps, **quality_fields(full))  # at the quality asked for
         # The check above is only a first answer: another pick or the timer may have passed it during the awaits
         # since. The store moves the tournament from voting to decided once; the decision that loses makes nothing.
         tournament = await self.store.decide_tournament(tournament_id, number, by)

@@ -36,6 +36,7 @@ def settings_embed(settings, community: Community, words: list[str], gallery_url
         value=f"default {community.default_steps(settings)} · at most {community.max_steps(settings)}",
     )
     embed.add_field(name="Sizes", value=", ".join(settings.sizes) or "all")
+    embed.add_field(name="Quality", value=f"up to {settings.max_quality}" if settings.max_quality else "any")
     embed.add_field(name="Waiting images", value=f"{per_member} per member · {server}")
     timelapse = community.bot_settings.timelapse if settings.timelapse is None else settings.timelapse
     embed.add_field(name="Timelapse", value="on" if timelapse else "off")
@@ -116,6 +117,7 @@ class ServerSettings(commands.Cog):
         max_steps="The most steps a member may ask for",
         per_member="Images one member may have waiting",
         server_queue="Images this server may have waiting, together",
+        max_quality="The costliest quality members may ask for (best guides with three CLIP models: ~3x a draft)",
     )
     async def limits(
         self,
@@ -124,8 +126,9 @@ class ServerSettings(commands.Cog):
         max_steps: app_commands.Range[int, 10, 2000] | None = None,
         per_member: app_commands.Range[int, 1, 100] | None = None,
         server_queue: app_commands.Range[int, 1, 1000] | None = None,
+        max_quality: Literal["draft", "normal", "best"] | None = None,
     ) -> None:
-        """/settings limits: change the steps and waiting-line caps given (staff only)."""
+        """/settings limits: change the steps, the waiting-line caps and the quality cap given (staff only)."""
         if not await self._staff(interaction):
             return
         changes = {
@@ -133,6 +136,7 @@ class ServerSettings(commands.Cog):
             "max_steps": max_steps,
             "max_queued_per_user": per_member,
             "max_queued_total": server_queue,
+            "max_quality": max_quality,
         }
         await self.community.update(interaction.guild_id, **{k: v for k, v in changes.items() if v is not None})
         await self._show(interaction, "Limits changed.")

@@ -76,6 +76,7 @@ class GuildSettings:
     builtin_words: bool = True
     gallery: bool = False
     gallery_excluded: tuple[int, ...] = ()  # channels (with their threads) whose images the gallery never shows
+    max_quality: str | None = None  # the costliest quality preset members may ask for (engine.quality); None: any
 
 
 _SETTINGS_COLUMNS = tuple(GuildSettings.__dataclass_fields__)  # the columns of `guild_settings`, in this order

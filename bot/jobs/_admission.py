@@ -66,7 +66,7 @@ class Admission:
         spec = await self.prepare(origin, spec, limits=check_limits)
         budget = self.backend.budget
         if budget is not None:  # refused now, not out of memory later in the thread
-            budget.check(*spec.final_size, spec.cutn, spec.generator)  # the last stage is the largest
+            budget.check_spec(spec)  # the last stage is the largest; every CLIP model of an ensemble counted
         limits = await self.limits(origin.guild_id) if check_limits else Limits(None, None, None)
         job = await self.store.admit_job(
             guild_id=origin.guild_id,

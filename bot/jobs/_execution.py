@@ -17,6 +17,7 @@ from bot.jobs._pace import Pace
 from bot.jobs._posting import Posting
 from bot.presenter import Presenter
 from bot.timelapse import save_frame
+from engine import quality
 from engine.errors import EngineError, public_message
 from engine.events import Finished, Progress, Snapshotted
 from engine.snapshots import SnapshotHistory
@@ -73,13 +74,14 @@ class Execution:
             hidden = await from_flagged(self.store, job)
             keep_frames = not hidden and await self.posting.wants_timelapse(job)
             self.pace.progress[job.id] = (job.author_id, job.steps_done, spec.total_steps)
+            self.pace.costs[job.id] = cost = quality.relative_cost(spec)
             async for event in handle.events():
                 if self.on_event is not None:
                     self.on_event(job, start, event)
                 if isinstance(event, Progress):
                     if hidden or not preview_passes(spec.moderation, event):  # no preview of it is shown or kept
                         event = replace(event, preview=None)
-                    self.pace.record(event, job.steps_done)
+                    self.pace.record(event, job.steps_done, cost)
                     self.pace.progress[job.id] = (job.author_id, event.step, event.steps)
                     job = await self.store.update_job(job.id, steps_done=event.step)
                     if keep_frames and event.preview is not None:

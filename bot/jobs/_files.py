@@ -5,6 +5,7 @@ animation, and the members' uploaded pictures.
     snapshots/<id>/<step>.pt   saved states (and <step>.webp thumbnails; see engine.snapshots)
     frames/<id>/               the previews a timelapse is made of (removed once it is posted)
     timelapses/<id>.webp|gif   the kept animation (the gallery shows it)
+    videos/<id>.mp4|webp       an animation job's video and its looping preview (kept until pruned)
     inputs/<digest>.<ext>      uploaded pictures, named by their content (engine.uploads.stored_name)
     describe/                  /describe's vocabulary embeddings
 """
@@ -40,6 +41,10 @@ class JobFiles:
     def timelapse(self, job_id: int, ext: str) -> Path:
         """Where a job's animation is kept, as a file of type `ext` (webp or gif)."""
         return self.data_dir / "timelapses" / f"{job_id}.{ext}"
+
+    def video(self, job_id: int, ext: str = "mp4") -> Path:
+        """Where an animation job's video (mp4) or its looping preview (webp) is kept."""
+        return self.data_dir / "videos" / f"{job_id}.{ext}"
 
     def timelapse_file(self, job_id: int) -> Path | None:
         """The kept animation of a job's run (the gallery shows it), if one was made."""

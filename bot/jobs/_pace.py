@@ -1,5 +1,6 @@
 """How fast jobs go and how far along they are: /queue's report of the running jobs and every ETA come from here,
-without a database read."""
+without a database read. Steps are counted in units of the default job's step (`engine.quality.relative_cost`): a
+step of a costlier quality (several CLIP models, more cutouts) counts for more."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ class Pace:
     def __init__(self) -> None:
         self.seconds_per_step = DEFAULT_SECONDS_PER_STEP
         self.progress: dict[int, tuple[int, int, int]] = {}  # running job id -> (author, step, steps)
-        self.waiting_steps: dict[int, int] = {}  # queued job id -> steps it still has to run
+        self.waiting_steps: dict[int, float] = {}  # queued job id -> steps it still has to run, in default steps
+        self.costs: dict[int, float] = {}  # running job id -> what one of its steps costs, in default steps
 
-    def record(self, progress: Progress, start_step: int) -> None:
-        """Fold a progress report of a job that started at `start_step` into the measured pace."""
-        done = progress.step - start_step
+    def record(self, progress: Progress, start_step: int, cost: float = 1.0) -> None:
+        """Fold a progress report of a job that started at `start_step`, whose steps cost `cost` default steps each,
+        into the measured pace (seconds per default step)."""
+        done = (progress.step - start_step) * cost
         if done > 0 and progress.elapsed > 0:
             measured = progress.elapsed / done
             self.seconds_per_step = 0.8 * self.seconds_per_step + 0.2 * measured
@@ -47,5 +50,5 @@ class Pace:
         """Seconds until the running jobs are likely to have finished (a running job's ETA)."""
         return self._running_steps() * self.seconds_per_step / max(1, concurrency)
 
-    def _running_steps(self) -> int:
-        return sum(n - s for _, s, n in self.progress.values())
+    def _running_steps(self) -> float:
+        return sum((n - s) * self.costs.get(job_id, 1.0) for job_id, (_, s, n) in self.progress.items())

@@ -35,6 +35,10 @@ class Posting:
         """Save the image, then post it: the job is `posting` until its message exists, `done` after, so a stop in
         between leaves it for `repost` (never lost, never posted twice)."""
         await asyncio.to_thread(write_atomically, image_path, result.image)
+        if result.video is not None:  # an animation: kept beside the image, so a repost after a stop has it too
+            await asyncio.to_thread(write_atomically, self.files.video(job.id), result.video)
+            if result.preview_animation is not None:
+                await asyncio.to_thread(write_atomically, self.files.video(job.id, "webp"), result.preview_animation)
         fields = dict(
             image_path=str(image_path),
             steps_done=result.steps_done,
@@ -83,7 +87,8 @@ class Posting:
                 await self.fail(job, "The finished image was lost before it could be posted; try Reroll.")
                 return None
             image = await asyncio.to_thread(image_path.read_bytes)
-            job = await self.post_result(job, _stored_result(job, image), image)
+            result = await asyncio.to_thread(_stored_result, job, image, self.files)
+            job = await self.post_result(job, result, image)
         job = await self.mark_done(job)
         if found is None:
             await self.post_timelapse(job, image)
@@ -147,8 +152,21 @@ class Posting:
                 log.exception("could not post the timelapse of job %d", job.id)
 
 
-def _stored_result(job: Job, image: bytes) -> Result:
-    """The result of a finished job as recorded in the store (to post it again after a restart)."""
+def _stored_result(job: Job, image: bytes, files: JobFiles) -> Result:
+    """The result of a finished job as recorded in the store and on disk (to post it again after a restart), an
+    animation's video and preview included."""
     elapsed = max(0.0, (job.finished_at or 0.0) - (job.started_at or job.finished_at or 0.0))
     spec, scores = job.spec, tuple(job.scores.items())
-    return Result(spec, image, job.width or 0, job.height or 0, job.steps_done, scores, elapsed)
+    video, preview = files.video(job.id), files.video(job.id, "webp")
+    return Result(
+        spec,
+        image,
+        job.width or 0,
+        job.height or 0,
+        job.steps_done,
+        scores,
+        elapsed,
+        video=video.read_bytes() if video.is_file() else None,
+        preview_animation=preview.read_bytes() if preview.is_file() else None,
+        frames_done=spec.animation.frames_done_at(job.steps_done, spec.steps) if spec.animation else 0,
+    )

@@ -24,6 +24,7 @@ from bot.jobs._posting import Posting
 from bot.logs import job_scope
 from bot.presenter import Presenter
 from bot.queue import Entry, FairQueue, QueueFull
+from engine import quality
 from engine.spec import JobSpec
 from storage import GuildSettings, Job, JobKind, JobState, StorageError, Store, TopEntry
 
@@ -194,7 +195,8 @@ class JobService:
         """Put a recorded job in the waiting line (the store has already admitted it)."""
         self.queue.push(Entry(job.id, job.author_id), force=True)
         self._guilds[job.id] = job.guild_id
-        self.pace.waiting_steps[job.id] = max(0, job.spec.total_steps - job.steps_done)
+        spec = job.spec
+        self.pace.waiting_steps[job.id] = max(0, spec.total_steps - job.steps_done) * quality.relative_cost(spec)
 
     # -- the waiting line and the running jobs ------------------------------------------------------------------
     def pump(self) -> None:
@@ -227,6 +229,7 @@ class JobService:
             self._tasks.pop(job_id, None)
             self.execution.handles.pop(job_id, None)
             self.pace.progress.pop(job_id, None)
+            self.pace.costs.pop(job_id, None)
             self._guilds.pop(job_id, None)
             self.pump()
 

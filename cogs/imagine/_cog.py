@@ -16,6 +16,7 @@ from bot.catalog import SIZES, STYLES
 from bot.jobs import JobKind, Origin, Posted, Ticket, continue_spec, reroll_spec, upscale_spec
 from bot.queue import QueueFull, RateLimiter
 from cogs.errors import reply
+from cogs.imagine._animate import AnimateCommand
 from cogs.imagine._embeds import duration, jump_url, one_line, queued_line, short, top_embed
 from cogs.imagine._grid import contact_sheet
 from cogs.imagine._views import branch_view, running_view, tournament_view
@@ -64,12 +65,16 @@ async def _answer(interaction: discord.Interaction, content: str, view: discord.
     return message
 
 
-class Imagine(commands.Cog):
+class Imagine(AnimateCommand, commands.Cog):
     """Text to image, in a thread of its own."""
 
     def __init__(self, bot) -> None:
         self.bot = bot
         self._button_limiter = RateLimiter(BUTTON_RATE, BUTTON_PER)
+
+    def _enter(self, interaction: discord.Interaction) -> Origin:
+        """The member's request for pictures, counted against their cooldown (Cooldown when over it)."""
+        return self.bot.jobs.enter(_origin(interaction))
 
     async def button_throttled(self, interaction: discord.Interaction) -> bool:
         """True (and the member told so) if they clicked job buttons more than BUTTON_RATE times in BUTTON_PER s."""
@@ -99,6 +104,7 @@ class Imagine(commands.Cog):
         semantic="Mirror layout: how strongly objects on one side are translated to the other (default 0.1)",
         focus="Above 0 favours the overall composition, below 0 fine detail (default 0)",
         candidates="Seed tournament: start 2-9 seeds, see them side by side early, continue the best one",
+        quality="draft: one CLIP model (fast); normal: two; best: three, scheduled cutouts (about 3x a draft's time)",
     )
     @app_commands.choices(size=SIZE_CHOICES, style=STYLE_CHOICES)
     async def imagine(
@@ -117,6 +123,7 @@ class Imagine(commands.Cog):
         semantic: app_commands.Range[float, 0.0, 1.0] | None = None,
         focus: app_commands.Range[float, -2.0, 2.0] | None = None,
         candidates: app_commands.Range[int, 2, 9] | None = None,
+        quality: Literal["draft", "normal", "best"] | None = None,
     ) -> None:
         """/imagine: check the pictures, then queue a job or a tournament (the job service's gate checks the cooldown
         and the server's rules; the request is counted against the cooldown first, before any download)."""
@@ -125,7 +132,7 @@ class Imagine(commands.Cog):
         for picture in (init_image, image_prompt):
             if picture is not None:  # the names members give their files are shown in the recipe
                 await self.bot.community.screen(interaction.guild_id, picture.filename, "picture's name")
-        fields = dict(seed=seed, steps=steps, size=size, style=style, model=model, layout=layout)
+        fields = dict(seed=seed, steps=steps, size=size, style=style, model=model, layout=layout, quality=quality)
         fields.update(tone_weight=symmetry, semantic_weight=semantic, size_weight=focus or 0.0)
         if init_image or image_prompt:
             # Downloading the pictures can outlast Discord's 3 s: answer "thinking" first, to the member only (a

@@ -17,6 +17,7 @@ import unicodedata
 import discord
 
 from bot.jobs import Job
+from engine import quality
 from engine.events import Progress, Result
 from engine.prompts import parse_regions
 from engine.spec import JobSpec
@@ -156,6 +157,8 @@ def status_embed(
     if progress is not None:
         bar = int(20 * progress.step / max(1, progress.steps))
         embed.add_field(name="Step", value=f"`{'█' * bar}{'░' * (20 - bar)}` {progress.step}/{progress.steps}")
+        if progress.frames:
+            embed.add_field(name="Frame", value=f"{progress.frame + 1} of {progress.frames}")
         embed.add_field(name="Loss", value=f"{progress.loss:.4f}")
         embed.add_field(name="Elapsed", value=duration(progress.elapsed))
         texts = [p.text for region in parse_regions(prompt) for p in region]
@@ -182,8 +185,13 @@ def result_embed(job: Job, spec: JobSpec, result: Result, filename: str | None) 
     embed.add_field(name="Seed", value=str(spec.seed))
     embed.add_field(name="Steps", value=str(result.steps_done))
     embed.add_field(name="Size", value=f"{result.width}x{result.height}")
-    embed.add_field(name="Model", value=f"{model_name(spec)} + {spec.clip_model}")
-    embed.add_field(name="CLIP score", value=f"{result.score:.3f}")
+    clips = [name for name, _ in quality.members(spec)]
+    embed.add_field(name="Model", value=f"{model_name(spec)} + {' + '.join(clips)}")
+    if spec.quality:
+        embed.add_field(name="Quality", value=spec.quality)
+    # An ensemble's score is its first CLIP model's (engine.quality.SCORE_CONVENTION): said where it is shown.
+    scored_by = f" ({quality.score_model(spec)})" if len(clips) > 1 else ""
+    embed.add_field(name=f"CLIP score{scored_by}", value=f"{result.score:.3f}")
     embed.add_field(name="Time", value=duration(result.elapsed))
     embed.set_footer(
         text="Vote with 👍 / 👎 · Reroll = same settings, new seed · Continue = more steps · Upscale = twice the size"
@@ -227,4 +235,6 @@ def top_embed(entries, period: str, by: str = "votes") -> discord.Embed:
         where = f" · {link}" if link else ""
         lines.append(f"**{rank}.** {first} · {short(spec.prompt, 80)} · {second} · <@{job.author_id}>{where}")
     embed.description = "\n".join(lines)
+    if by == "score":
+        embed.set_footer(text=quality.SCORE_CONVENTION)
     return embed

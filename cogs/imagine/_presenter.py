@@ -48,6 +48,26 @@ def fit_upload(png: bytes, limit: int) -> tuple[bytes, str]:
     raise ValueError("the image does not fit the upload limit even as WebP")
 
 
+def animation_files(job_id: int, result: Result, room: int, spoiler: bool) -> tuple[list[discord.File], str]:
+    """An animation's MP4 fitted into `room` bytes (lower bit rate, then smaller) and its looping preview where it
+    still fits, as files to attach, with the sentence to add to the post ("" when nothing was given up)."""
+    from engine.video import VideoError, fit_mp4
+
+    files: list[discord.File] = []
+    try:
+        fitted = fit_mp4(result.video, room)
+    except VideoError as exc:
+        log.warning("the video of job %d could not be fitted: %s", job_id, exc)
+        return [], "Its video could not be prepared for Discord; the last frame is attached"
+    if fitted.data is None:
+        return [], fitted.note or "Its video does not fit this server's upload limit; the last frame is attached"
+    files.append(discord.File(io.BytesIO(fitted.data), filename=f"imagine-{job_id}.mp4", spoiler=spoiler))
+    preview = result.preview_animation
+    if preview is not None and len(preview) <= room - len(fitted.data):
+        files.append(discord.File(io.BytesIO(preview), filename=f"imagine-{job_id}-loop.webp", spoiler=spoiler))
+    return files, fitted.note
+
+
 class DiscordPresenter:
     """Shows jobs in their threads. Edits go out at most every `interval` seconds per job and within a shared
     budget per channel, and only the newest preview is ever sent (older ones are dropped, not queued)."""
@@ -193,10 +213,15 @@ class DiscordPresenter:
         file = discord.File(io.BytesIO(data), filename=f"imagine-{job.id}.{ext}", spoiler=spoiler)
         embed = result_embed(job, spec, result, None if spoiler else file.filename)
         note = " (flagged by this server's output check: shown as a spoiler)" if spoiler else ""
+        files, what = [file], "image"
+        if result.video is not None:  # an animation: its video (and looping preview) beside its last frame
+            extra, fitted = await asyncio.to_thread(animation_files, job.id, result, limit - len(data), spoiler)
+            files, what = [file, *extra], f"animation ({result.frames_done} frames)"
+            note += f". {fitted}" if fitted else ""
         message = await channel.send(
-            content=f"<@{job.author_id}> your image is ready{note}.",
+            content=f"<@{job.author_id}> your {what} is ready{note}.",
             embed=embed,
-            file=file,
+            files=files,
             view=view,
             allowed_mentions=author_only(job.author_id),
         )
@@ -303,9 +328,14 @@ class DiscordPresenter:
         if result is not None and job.moderation not in (None, "post"):
             await channel.send(f"#{job.id} was cancelled at step {result.steps_done}; its image was flagged.")
         elif result is not None:
+            files = [discord.File(io.BytesIO(result.image), filename=f"imagine-{job.id}-cancelled.png")]
+            made = f" (frame {result.frames_done} of {job.spec.animation.frames})" if job.spec.animation else ""
+            if result.video is not None:  # Cancel keeps the frames an animation made
+                limit = getattr(getattr(channel, "guild", None), "filesize_limit", DEFAULT_UPLOAD_LIMIT)
+                extra, _ = await asyncio.to_thread(animation_files, job.id, result, limit - len(result.image), False)
+                files += extra
             await channel.send(
-                f"#{job.id} was cancelled at step {result.steps_done}. Here is where it got to:",
-                file=discord.File(io.BytesIO(result.image), filename=f"imagine-{job.id}-cancelled.png"),
+                f"#{job.id} was cancelled at step {result.steps_done}{made}. Here is where it got to:", files=files
             )
         else:
             await channel.send(f"#{job.id} was cancelled before it started.")

@@ -47,6 +47,14 @@ def settings(tmp_path, tiny_models):
 
 
 @pytest.fixture
+def small_squares(monkeypatch):
+    """ "square-small" is 64x64: jobs on the tiny models stay quick on a CPU (SIREN, upscales, frames, ensembles)."""
+    from bot import catalog
+
+    monkeypatch.setitem(catalog.SIZES, "square-small", (64, 64))
+
+
+@pytest.fixture
 def simcord_bot(settings):
     from bot.client import ImagineBot
 

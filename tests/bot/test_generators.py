@@ -11,15 +11,7 @@ from PIL import Image
 from storage import JobState
 
 # Jobs on the tiny models run for real on this CPU: give them time to settle.
-pytestmark = pytest.mark.simcord(settle_timeout=180)
-
-
-@pytest.fixture(autouse=True)
-def small(monkeypatch):
-    """ "square-small" is 64x64 here: SIREN and the upscales stay quick on a CPU."""
-    from bot import catalog
-
-    monkeypatch.setitem(catalog.SIZES, "square-small", (64, 64))
+pytestmark = [pytest.mark.usefixtures("small_squares"), pytest.mark.simcord(settle_timeout=180)]
 
 
 def _world(env):

@@ -6,6 +6,7 @@ worker processes on the tiny models, the bot's job service."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import math
@@ -162,6 +163,8 @@ def test_every_event_a_worker_writes_still_reads_back():
         Finished(Result(spec.replace(moderation="off"), _png(), 64, 48, 8, (), 0.0, cancelled=True)),
         Failed(InvalidSpec("That prompt is too long.")),
         Steered(uuid.uuid4().hex, spec.to_json()),
+        Progress(40, 80, 0.5, (0.5,), 2.0, _png(), 64, 48, frame=3, frames=8),  # an animation's fourth frame
+        Finished(dataclasses.replace(result, video=MP4, preview_animation=b"RIFF\0\0\0\0WEBPVP8X", frames_done=8)),
     ]
     for event in events:
         back = check_pictures(decode(encode(event)))
@@ -171,6 +174,22 @@ def test_every_event_a_worker_writes_still_reads_back():
             assert type(back.error) is InvalidSpec and str(back.error) == "That prompt is too long."
         else:
             assert back == event
+
+
+MP4 = b"\0\0\0\x20ftypisom\0\0\x02\0isomiso2avc1mp41"
+
+
+def test_an_animation_whose_video_or_preview_is_something_else_is_refused():
+    result = Result(_spec(), _png(), 64, 48, 8, (), 1.0, video=MP4, preview_animation=b"GIF89a", frames_done=2)
+    assert check_pictures(decode(encode(Finished(result)))).result.frames_done == 2
+    for forged in ({"video": b"\x89PNG\r\n\x1a\n" * 4}, {"preview_animation": b"<svg onload=alert(1)>"}):
+        with pytest.raises(MalformedEvent) as refused:
+            check_pictures(decode(encode(Finished(dataclasses.replace(result, **forged)))))
+        assert "is not an MP4" in refused.value.detail or "preview is not" in refused.value.detail
+    fields = encode(Finished(result))
+    fields[b"video"] = b"x" * (64 * 2**20 + 1)
+    with pytest.raises(MalformedEvent):
+        decode(fields)
 
 
 # -- the bot: forged heartbeats ------------------------------------------------------------------------------

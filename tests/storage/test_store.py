@@ -19,8 +19,8 @@ async def store(tmp_path):
 async def test_migrations_set_user_version_and_wal(tmp_path):
     path = tmp_path / "a.sqlite"
     s = await Store.open(path)
-    assert await s.schema_version() == 5
-    assert await s.migrate() == 5  # idempotent
+    assert await s.schema_version() == 6
+    assert await s.migrate() == 6  # idempotent
     await s.close()
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -39,7 +39,7 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     con.commit()
     con.close()
     s = await Store.open(path)
-    assert await s.schema_version() == 5
+    assert await s.schema_version() == 6
     old = await s.get_job(1)
     assert old.tournament_id is None and old.author_id == 2
     await s.close()
@@ -217,7 +217,7 @@ async def test_a_version_2_database_is_upgraded_in_place_and_keeps_its_old_butto
     con.commit()
     con.close()
     s = await Store.open(path)
-    assert await s.schema_version() == 5
+    assert await s.schema_version() == 6
     assert (await s.get_job(1)).state == JobState.DONE
     # buttons posted before they carried a token belong to this database and keep working
     assert s.legacy_buttons and s.accepts(None) and s.accepts(s.install) and not s.accepts("0000000000")

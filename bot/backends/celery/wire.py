@@ -25,7 +25,8 @@ from typing import Any
 
 from engine import errors
 from engine.events import Event, Failed, Finished, Progress, Result, Snapshotted
-from engine.spec import MAX_SIDE, MAX_STEPS, MAX_UPSCALES, JobSpec
+from engine.keyframes import MAX_FRAMES
+from engine.spec import MAX_SIDE, MAX_TOTAL_STEPS, MAX_UPSCALES, JobSpec
 
 _ERRORS = {
     cls.__name__: cls for cls in (errors.InvalidSpec, errors.Diverged, errors.CheckpointError, errors.OutOfMemory)
@@ -38,8 +39,9 @@ MAX_MESSAGE_CHARS = 2000  # an engine error's sentence
 MAX_TEXT_CHARS = 10_000  # a prompt, a label, a spec's own JSON is bounded by MAX_DATA_BYTES
 MAX_VALUES = 256  # losses, similarities, scores: one per prompt, region and image prompt
 MAX_PIXELS_SIDE = MAX_SIDE << MAX_UPSCALES  # the largest side an upscaled image reaches
-MAX_STEP = MAX_STEPS * (1 + MAX_UPSCALES)
+MAX_STEP = MAX_TOTAL_STEPS  # every stage's or every frame's steps
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_VIDEO_BYTES = 64 * 2**20  # an animation's MP4 (engine.animation.MAX_VIDEO_BYTES) or its WebP preview
 
 
 class MalformedEvent(errors.EngineError, ValueError):
@@ -91,7 +93,13 @@ def encode(event: Event | Steered) -> dict[bytes, bytes]:
             "unsafe": result.unsafe,
             "unsafe_label": result.unsafe_label,
         }
-        return {b"type": b"finished", b"data": _dump(data), b"blob": result.image}
+        fields = {b"type": b"finished", b"data": _dump(data), b"blob": result.image}
+        if result.video is not None:  # an animation
+            data["frames_done"] = result.frames_done
+            fields.update({b"data": _dump(data), b"video": result.video})
+            if result.preview_animation is not None:
+                fields[b"preview_animation"] = result.preview_animation
+        return fields
     if isinstance(event, Failed):
         error = event.error
         kind = type(error).__name__ if type(error).__name__ in _ERRORS else "EngineError"
@@ -107,7 +115,7 @@ def encode(event: Event | Steered) -> dict[bytes, bytes]:
 _PARTS = {
     b"progress": ((), (b"blob",)),
     b"snapshot": ((b"blob",), (b"thumb",)),
-    b"finished": ((b"blob",), ()),
+    b"finished": ((b"blob",), (b"video", b"preview_animation")),
     b"failed": ((), ()),
     b"steered": ((), ()),
 }
@@ -115,12 +123,12 @@ _PARTS = {
 _FIELDS = {
     b"progress": (
         {"step", "steps", "loss", "losses", "elapsed"},
-        {"width", "height", "similarities", "prompt", "unsafe"},
+        {"width", "height", "similarities", "prompt", "unsafe", "frame", "frames"},
     ),
     b"snapshot": ({"step"}, set()),
     b"finished": (
         {"spec", "width", "height", "steps_done", "scores", "elapsed", "cancelled"},
-        {"unsafe", "unsafe_label"},
+        {"unsafe", "unsafe_label", "frames_done"},
     ),
     b"failed": ({"kind", "message"}, set()),
     b"steered": ({"nonce", "spec"}, set()),
@@ -239,6 +247,8 @@ def decode(fields: dict[bytes, bytes]) -> Event | Steered:
             similarities=_numbers(data, "similarities", finite=False),
             prompt=_text(data, "prompt") if "prompt" in data else "",
             unsafe=_unsafe(data),
+            frame=_int(data, "frame", 0, MAX_FRAMES) if "frame" in data else 0,
+            frames=_int(data, "frames", 0, MAX_FRAMES) if "frames" in data else 0,
         )
     if kind == b"snapshot":
         return Snapshotted(
@@ -269,6 +279,9 @@ def decode(fields: dict[bytes, bytes]) -> Event | Steered:
                 cancelled=data["cancelled"],
                 unsafe=_unsafe(data),
                 unsafe_label=_text(data, "unsafe_label", optional=True),
+                video=_blob(fields, b"video", MAX_VIDEO_BYTES),
+                preview_animation=_blob(fields, b"preview_animation", MAX_VIDEO_BYTES),
+                frames_done=_int(data, "frames_done", 0, MAX_FRAMES) if "frames_done" in data else 0,
             )
         )
     if kind == b"failed":
@@ -284,6 +297,11 @@ def check_pictures(event: Event | Steered) -> Event | Steered:
     MalformedEvent. The bot calls it on every event it reads from a worker."""
     if isinstance(event, Finished):
         _png(event.result.image, "the image", (event.result.width, event.result.height))
+        video, preview = event.result.video, event.result.preview_animation
+        if video is not None and video[4:8] != b"ftyp":  # an MP4 begins with its ftyp box
+            raise MalformedEvent("the video is not an MP4")
+        if preview is not None and not (preview[:4] == b"RIFF" and preview[8:12] == b"WEBP" or preview[:4] == b"GIF8"):
+            raise MalformedEvent("the animation's preview is not a WebP or GIF")
     elif isinstance(event, Progress) and event.preview is not None:
         _png(event.preview, "the preview")
     return event
