@@ -13,6 +13,9 @@ per 1,000 jobs; the process's figures are fitted over the last process only (a r
 retention runs every `--maintenance-every` seconds (its daily pass, compressed) under `--disk-budget-mb`. At the end
 it checks that every job the database says is done has exactly one final image posted, and none is lost.
 
+With `--trim` the bot hands the C heap's free memory back (glibc's malloc_trim) before each sample of its vitals: a
+slope that vanishes then was memory freed but kept by the allocator, not memory in use.
+
 With `--allocations` the bot traces its Python allocations from the end of the warm-up on (tracemalloc: slower, and
 its RSS is then not comparable), and the report lists the allocation sites whose live memory grew most per 1,000
 jobs. A bounded cache filling up grows too until it has turned over once: a leak keeps growing to the end.
@@ -589,6 +592,8 @@ async def soak(args) -> dict:
     launcher = ["--maintenance-every", str(args.maintenance_every), "--size", f"square-small={args.size}"]
     if args.allocations:
         launcher += ["--allocations", str(folder / "allocations.json")]
+    if args.trim:
+        launcher += ["--trim"]
     bot = BotProcess(stand_in, folder, bot_env(folder, models, args), launcher)
     run = Soak(args, stand_in, bot, folder / "data", random.Random(args.seed))
     try:
@@ -678,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=0.2, help="share of the samples left out of the slopes")
     p.add_argument("--stall", type=float, default=120.0, help="give up when no job ends for this long")
     p.add_argument("--allocations", action="store_true", help="trace the bot's allocations: where memory grew")
+    p.add_argument("--trim", action="store_true", help="malloc_trim before each sample: RSS without the C heap's free")
     p.add_argument("--models", help="a models folder with the tiny models (default: written into --dir)")
     p.add_argument("--dir", help="where the bot's data, log and vitals go (default: a new temporary folder)")
     p.add_argument("--seed", type=int, default=0)

@@ -14,6 +14,7 @@ Options (read here only; everything else goes to the bot):
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import linecache
 import os
@@ -52,23 +53,26 @@ def point_at(api_base: str, gateway_url: str) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-def write_vitals(path: Path) -> None:
-    """Write this process's vitals to `path` atomically (a reader never sees half a file)."""
+def write_vitals(path: Path, trim: bool = False) -> None:
+    """Write this process's vitals to `path` atomically (a reader never sees half a file); with `trim`, first hand
+    the C heap's free memory back to the system (glibc's malloc_trim), so that RSS counts only memory in use."""
     from bot import vitals
 
+    if trim:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(vitals.snapshot()))
     os.replace(temporary, path)
 
 
-def start_vitals_writer(path: Path, every: float = 1.0) -> threading.Thread:
+def start_vitals_writer(path: Path, every: float = 1.0, trim: bool = False) -> threading.Thread:
     """A daemon thread that writes the vitals to `path` now and then every `every` seconds, for as long as the process
     lives (a write that fails is tried again at the next tick)."""
 
     def run() -> None:
         while True:  # a daemon: it ends with the process
             try:
-                write_vitals(path)
+                write_vitals(path, trim)
             except OSError:
                 pass
             time.sleep(every)
@@ -122,6 +126,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--maintenance-every", type=float)
     parser.add_argument("--size", type=_size, action="append", default=[])
     parser.add_argument("--allocations", type=Path)
+    parser.add_argument("--trim", action="store_true")
     args, rest = parser.parse_known_args(argv)
     point_at(args.api_base, args.gateway_url)
     if args.maintenance_every is not None:
@@ -133,7 +138,7 @@ def main(argv: list[str]) -> int:
 
         SIZES.update(args.size)
     if args.vitals is not None:
-        start_vitals_writer(args.vitals, args.vitals_every)
+        start_vitals_writer(args.vitals, args.vitals_every, args.trim)
     if args.allocations is not None:
         start_allocation_tracing(args.allocations)
     from bot.__main__ import main as bot_main
