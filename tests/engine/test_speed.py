@@ -11,6 +11,7 @@ from engine.speed.fast import (
     ClassTokenBlock,
     PackedSelfAttention,
     PatchEmbed,
+    attention,
     autocast_dtype,
     fast_image_tower,
     loss_scale,
@@ -49,6 +50,18 @@ def test_fast_tower_matches_stock_real_size_vit_b32():
     torch.manual_seed(0)
     perceptor = real_size_clip("ViT-B-32")
     _tower_matches(perceptor.model.visual, 224)
+
+
+def test_attention_on_the_cpu_computes_in_fp32_under_bf16_autocast():
+    """The CPU's bf16 attention kernel is slower than its fp32 one at CLIP's lengths: attention runs in fp32 and
+    only its result is rounded, whatever the autocast hands it."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(4, 2, 50, 16, generator=gen).to(torch.bfloat16) for _ in range(3))
+    exact = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q, k, v)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, exact.to(torch.bfloat16))
 
 
 def test_the_stock_model_is_left_untouched(engine):
