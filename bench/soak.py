@@ -14,7 +14,9 @@ retention runs every `--maintenance-every` seconds (its daily pass, compressed) 
 it checks that every job the database says is done has exactly one final image posted, and none is lost.
 
 With `--trim` the bot hands the C heap's free memory back (glibc's malloc_trim) before each sample of its vitals: a
-slope that vanishes then was memory freed but kept by the allocator, not memory in use.
+slope that vanishes then was memory freed but kept by the allocator, not memory in use. `--text-cache N` keeps N prompt
+embeddings in the engine instead of 4,096: every soak job has a prompt of its own, so that cache fills for its first
+thousands of jobs.
 
 With `--allocations` the bot traces its Python allocations from the end of the warm-up on (tracemalloc: slower, and
 its RSS is then not comparable), and the report lists the allocation sites whose live memory grew most per 1,000
@@ -594,6 +596,8 @@ async def soak(args) -> dict:
         launcher += ["--allocations", str(folder / "allocations.json")]
     if args.trim:
         launcher += ["--trim"]
+    if args.text_cache is not None:
+        launcher += ["--text-cache", str(args.text_cache)]
     bot = BotProcess(stand_in, folder, bot_env(folder, models, args), launcher)
     run = Soak(args, stand_in, bot, folder / "data", random.Random(args.seed))
     try:
@@ -684,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stall", type=float, default=120.0, help="give up when no job ends for this long")
     p.add_argument("--allocations", action="store_true", help="trace the bot's allocations: where memory grew")
     p.add_argument("--trim", action="store_true", help="malloc_trim before each sample: RSS without the C heap's free")
+    p.add_argument("--text-cache", type=int, help="prompt embeddings the engine keeps (engine.engine.TEXT_CACHE: 4096)")
     p.add_argument("--models", help="a models folder with the tiny models (default: written into --dir)")
     p.add_argument("--dir", help="where the bot's data, log and vitals go (default: a new temporary folder)")
     p.add_argument("--seed", type=int, default=0)

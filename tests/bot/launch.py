@@ -127,12 +127,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--size", type=_size, action="append", default=[])
     parser.add_argument("--allocations", type=Path)
     parser.add_argument("--trim", action="store_true")
+    parser.add_argument("--text-cache", type=int)
     args, rest = parser.parse_known_args(argv)
     point_at(args.api_base, args.gateway_url)
     if args.maintenance_every is not None:
         import bot.client
 
         bot.client.MAINTENANCE_EVERY = args.maintenance_every
+    if args.text_cache is not None:  # the engine's prompt embeddings kept (engine.engine.TEXT_CACHE)
+        import engine.engine
+
+        engine.engine.TEXT_CACHE = args.text_cache
     if args.size:
         from bot.catalog import SIZES
 
