@@ -373,11 +373,14 @@ class Engine:
 
     def result(self, run: Run, elapsed: float, cancelled: bool = False) -> Result:
         """The run's Result: the PNG with its recipe, CLIP scores per text, and the unsafe score and label at levels
-        that check images."""
+        that check images (for an animation, those of its most unsafe frame: its video shows them all)."""
         image = run.image()
         self.check_finite(run, image)
         scores = self.scores(image, run.texts)
         unsafe, label = self.safety.score(image) if checks_images(run.spec.moderation) else (None, None)
+        if unsafe is not None and run.spec.animation is not None:  # the video shows every frame: each is judged
+            for frame in run.frames:
+                unsafe, label = max((unsafe, label), self.safety.score(frame), key=lambda verdict: verdict[0])
         meta = recipe(
             run.spec, run.width, run.height, run.step_index, {"scores": dict(zip(run.texts, scores, strict=True))}
         )

@@ -150,6 +150,20 @@ def test_the_result_holds_the_mp4_a_preview_and_a_recipe_that_replays(engine, ti
     assert engine.generate(JobSpec.from_dict(recipe["spec"])).video == result.video
 
 
+def test_the_output_check_judges_every_frame_the_video_shows(engine, tiny_spec, monkeypatch):
+    """The post shows the video, so an unsafe frame in the middle flags the animation, not only its last frame."""
+    judged = []
+
+    def score(image):
+        judged.append(image)
+        return (0.9, "gore") if len(judged) == 3 else (0.1, "none")  # the last frame is judged first, then 0, 1...
+
+    monkeypatch.setattr(engine.safety, "score", score)
+    result = engine.generate(_vqgan_spec(tiny_spec, moderation="spoiler"))
+    assert len(judged) == 1 + result.frames_done == 5
+    assert (result.unsafe, result.unsafe_label) == (0.9, "gore")
+
+
 @pytest.mark.parametrize(("stop_after", "frames"), [(6, 2), (1, 1)])
 def test_a_stopped_animation_keeps_what_it_made(engine, tiny_spec, stop_after, frames):
     """Cancel keeps the finished frames (stopped in the first frame: that frame so far)."""
