@@ -73,8 +73,8 @@ class Execution:
             self.handles[job.id] = handle
             hidden = await from_flagged(self.store, job)
             keep_frames = not hidden and await self.posting.wants_timelapse(job)
-            self.pace.progress[job.id] = (job.author_id, job.steps_done, spec.total_steps)
-            self.pace.costs[job.id] = cost = quality.relative_cost(spec)
+            cost = quality.relative_cost(spec)
+            self.pace.progress[job.id] = (job.author_id, job.steps_done, spec.total_steps, cost)
             async for event in handle.events():
                 if self.on_event is not None:
                     self.on_event(job, start, event)
@@ -82,7 +82,7 @@ class Execution:
                     if hidden or not preview_passes(spec.moderation, event):  # no preview of it is shown or kept
                         event = replace(event, preview=None)
                     self.pace.record(event, job.steps_done, cost)
-                    self.pace.progress[job.id] = (job.author_id, event.step, event.steps)
+                    self.pace.progress[job.id] = (job.author_id, event.step, event.steps, cost)
                     job = await self.store.update_job(job.id, steps_done=event.step)
                     if keep_frames and event.preview is not None:
                         await asyncio.to_thread(save_frame, self.files.frames(job.id), event.step, event.preview)

@@ -19,9 +19,9 @@ class Pace:
 
     def __init__(self) -> None:
         self.seconds_per_step = DEFAULT_SECONDS_PER_STEP
-        self.progress: dict[int, tuple[int, int, int]] = {}  # running job id -> (author, step, steps)
+        # running job id -> (author, step, steps, what one of its steps costs in default steps)
+        self.progress: dict[int, tuple[int, int, int, float]] = {}
         self.waiting_steps: dict[int, float] = {}  # queued job id -> steps it still has to run, in default steps
-        self.costs: dict[int, float] = {}  # running job id -> what one of its steps costs, in default steps
 
     def record(self, progress: Progress, start_step: int, cost: float = 1.0) -> None:
         """Fold a progress report of a job that started at `start_step`, whose steps cost `cost` default steps each,
@@ -33,7 +33,7 @@ class Pace:
 
     def running(self) -> list[RunningInfo]:
         """The running jobs with their authors and steps, for /queue."""
-        return [RunningInfo(j, a, s, n) for j, (a, s, n) in self.progress.items()]
+        return [RunningInfo(j, a, s, n) for j, (a, s, n, _cost) in self.progress.items()]
 
     def etas(self, waiting: Iterable[Entry], concurrency: int) -> dict[int, float]:
         """Seconds until each job of the waiting line (`waiting`, in order) is likely to finish: the steps ahead of it
@@ -51,4 +51,4 @@ class Pace:
         return self._running_steps() * self.seconds_per_step / max(1, concurrency)
 
     def _running_steps(self) -> float:
-        return sum((n - s) * self.costs.get(job_id, 1.0) for job_id, (_, s, n) in self.progress.items())
+        return sum((n - s) * cost for _, s, n, cost in self.progress.values())

@@ -229,7 +229,6 @@ class JobService:
             self._tasks.pop(job_id, None)
             self.execution.handles.pop(job_id, None)
             self.pace.progress.pop(job_id, None)
-            self.pace.costs.pop(job_id, None)
             self._guilds.pop(job_id, None)
             self.pump()
 
