@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.machine import cpu_name
-from engine import generators
+from engine import generators, quality
 from engine.engine import Engine
 from engine.models.tiny import real_size_biggan, real_size_clip, real_size_dvae, real_size_vqgan
 from engine.run import pick_device
@@ -184,8 +184,6 @@ def saved_bytes(engine: Engine, runs: list) -> int:
 
 def bench_quality(args: argparse.Namespace) -> list[dict]:
     """A row per preset and size: s/step, the ratio to draft (measured and estimated) and the step's memory."""
-    from engine import quality
-
     device = pick_device(args.device)
     speed = Speed(precision=args.precision, channels_last=not args.no_channels_last, fast_clip=not args.no_fast_clip)
     if args.tiny:
@@ -392,9 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="tiny models instead of the real-size ones (smoke test)")
     p.add_argument("--tiny-dir", default="/tmp/imagine-bench-models")
     p.add_argument("--json", default="bench-engine.json", help="where to write the figures")
-    p.add_argument(
-        "--quality", nargs="+", choices=["draft", "normal", "best"], help="time these quality presets instead"
-    )
+    p.add_argument("--quality", nargs="+", choices=quality.PRESET_ORDER, help="time these quality presets instead")
     args = p.parse_args(argv)
     rows = bench(args)
     Path(args.json).write_text(json.dumps(rows, indent=2))

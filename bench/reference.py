@@ -35,43 +35,28 @@ from pathlib import Path
 
 from bench.machine import cpu_name
 
-# The released imagenet f16 16384 model.yaml, with the loss that would download VGG16 replaced (see above).
-IMAGENET_F16_16384 = {
-    "model": {
-        "base_learning_rate": 4.5e-06,
-        "target": "taming.models.vqgan.VQModel",
-        "params": {
-            "embed_dim": 256,
-            "n_embed": 16384,
-            "ddconfig": {
-                "double_z": False,
-                "z_channels": 256,
-                "resolution": 256,
-                "in_channels": 3,
-                "out_ch": 3,
-                "ch": 128,
-                "ch_mult": [1, 1, 2, 2, 4],
-                "num_res_blocks": 2,
-                "attn_resolutions": [16],
-                "dropout": 0.0,
-            },
-            "lossconfig": {"target": "torch.nn.Identity"},
-        },
-    }
-}
 # OpenAI's ViT-B/32
 VIT_B_32 = {"embed": 512, "image": 224, "patch": 32, "width": 768, "layers": 12, "text_width": 512, "text_layers": 12}
 PROMPT = "a cityscape at night | trending on artstation"
 
 
-def write_models(folder: Path, yaml_doc: dict = IMAGENET_F16_16384, clip_sizes: dict = VIT_B_32) -> dict[str, Path]:
-    """The VQGAN (`vqgan.yaml`, `vqgan.ckpt`) and CLIP (`ViT-B-32.pt`) files in their released formats, random
-    weights; written once per folder."""
+def imagenet_yaml() -> dict:
+    """The released imagenet f16 16384 model.yaml, with the loss that would download VGG16 replaced (see above)."""
+    from engine.models.tiny import IMAGENET_F16_16384
+
+    doc = IMAGENET_F16_16384.to_yaml_dict()
+    doc["model"]["params"]["lossconfig"] = {"target": "torch.nn.Identity"}
+    return doc
+
+
+def write_models(folder: Path, yaml_doc: dict | None = None, clip_sizes: dict = VIT_B_32) -> dict[str, Path]:
+    """The VQGAN (`vqgan.yaml`, `vqgan.ckpt`; default the imagenet f16 16384 model) and CLIP (`ViT-B-32.pt`) files in
+    their released formats, random weights; written once per folder."""
     from tests.engine.realformats import write_lightning_vqgan, write_openai_torchscript
 
     files = {"config": folder / "vqgan.yaml", "checkpoint": folder / "vqgan.ckpt", "clip": folder / "ViT-B-32.pt"}
     if not files["checkpoint"].is_file():
-        write_lightning_vqgan(folder, "vqgan", yaml_doc=yaml_doc)
+        write_lightning_vqgan(folder, "vqgan", yaml_doc=yaml_doc or imagenet_yaml())
     if not files["clip"].is_file():
         write_openai_torchscript(files["clip"], **clip_sizes)
     return files
