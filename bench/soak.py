@@ -6,17 +6,24 @@ at a pace that keeps the engine busy and the waiting line short (each member wit
 few jobs are cancelled (Cancel), steered (Steer, then the form) and continued (Continue on a finished image), and a
 few times the bot is killed with SIGKILL in the middle of a job and started again.
 
-Every `--sample-every` jobs ended it samples the bot process's vitals (RSS, open files, threads, asyncio tasks, the
-last minute's loop lag, from the launcher's vitals file) and the disk (the database and its WAL, the data directory
-and each of its folders). After a warm-up (the first 20 % of the samples) it prints each figure's least-squares slope
-per 1,000 jobs; the process's figures are fitted over the last process only (a restart starts them again). The bot's
-retention runs every `--maintenance-every` seconds (its daily pass, compressed) under `--disk-budget-mb`. At the end
-it checks that every job the database says is done has exactly one final image posted, and none is lost.
+Every `--sample-every` jobs ended it samples the bot process's vitals (RSS, and its anonymous and file-backed parts, the
+bytes the C allocator has handed out, open files, threads, asyncio tasks, the last minute's loop lag, from the
+launcher's vitals file) and the disk (the database and its WAL, the data directory and each of its folders). Before each
+sample it lets the line drain (no new job until every job has ended) and reads vitals written a second later: the memory
+the process keeps between jobs, not a job's passing buffers, which made the busy figure wander by 10 MB
+(`--busy-samples` samples at once, the engine busy). After a warm-up (the first 20 % of the samples) it prints each
+figure's least-squares slope per 1,000 jobs; the process's figures are fitted over the last process only (a restart
+starts them again). The bot's retention runs every `--maintenance-every` seconds (its daily pass, compressed) under
+`--disk-budget-mb`. Threads are archived `--archive-after` seconds after they open (by default the same compressed day):
+Discord archives a thread after its auto-archive duration, a day for the bot's, and discord.py keeps a thread object for
+each active one. At the end it checks that every job the database says is done has exactly one final image posted, and
+none is lost.
 
 With `--trim` the bot hands the C heap's free memory back (glibc's malloc_trim) before each sample of its vitals: a
-slope that vanishes then was memory freed but kept by the allocator, not memory in use. `--text-cache N` keeps N prompt
-embeddings in the engine instead of 4,096: every soak job has a prompt of its own, so that cache fills for its first
-thousands of jobs.
+slope that vanishes then was memory freed but kept by the allocator, not memory in use. With `--collect` it runs a full
+garbage collection first (every second: slow): a slope that vanishes then was garbage in reference cycles waiting for
+the collector's rare full pass. `--text-cache N` keeps N prompt embeddings in the engine instead of 4,096: every soak
+job has a prompt of its own, so that cache fills for its first thousands of jobs.
 
 With `--allocations` the bot traces its Python allocations from the end of the warm-up on (tracemalloc: slower, and
 its RSS is then not comparable), and the report lists the allocation sites whose live memory grew most per 1,000
@@ -196,8 +203,25 @@ def slope(points: list[tuple[float, float]]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in points) / sxx
 
 
-PROCESS_FIGURES = ("rss_mb", "fds", "threads", "tasks", "lag_p99_ms", "lag_max_ms")
+PROCESS_FIGURES = (
+    "rss_mb",
+    "anon_mb",
+    "file_mb",
+    "heap_mb",
+    "heap_free_mb",
+    "py_kblocks",
+    "fds",
+    "threads",
+    "os_threads",
+    "tasks",
+    "lag_p99_ms",
+    "lag_max_ms",
+)
 DISK_FIGURES = ("db_mb", "wal_mb", "data_mb", *(f"{name}_mb" for name in FOLDERS))
+
+
+def _mb(count: int | None) -> float | None:
+    return None if count is None else round(count / MB, 1)
 
 
 def slopes(samples: list[dict], warmup: float) -> dict[str, float | None]:
@@ -259,6 +283,8 @@ class Soak:
     plans: Counter = field(default_factory=Counter)
     kills: list[dict] = field(default_factory=list)
     scanned: int = 0  # stand_in.requests already stripped of their files
+    threads_seen: dict[int, float] = field(default_factory=dict)  # thread id -> when this soak first saw it
+    archived: int = 0
     began: float = field(default_factory=time.monotonic)
     whole_run_lag: dict = field(default_factory=dict)
     traced_from: int | None = None  # jobs ended when the bot began tracing allocations
@@ -423,15 +449,23 @@ class Soak:
         """The bot's vitals and the disk now."""
         vitals = self.bot.read_vitals() or {}
         lag = (vitals.get("loop_lag") or {}).get("last_minute") or {}
+        heap = vitals.get("c_heap") or {}
         db = self.data / "imagine.sqlite"
         wal = Path(f"{db}-wal")
         row = {
             "jobs": self.ended,
+            "unended": sum(1 for row in self.jobs.values() if row.state not in ENDED),  # waiting or running then
             "seconds": round(time.monotonic() - self.began, 1),
             "pid": vitals.get("pid"),
-            "rss_mb": round(vitals["rss_bytes"] / MB, 1) if vitals.get("rss_bytes") else None,
+            "rss_mb": _mb(vitals.get("rss_bytes")),
+            "anon_mb": _mb(vitals.get("rss_anon_bytes")),
+            "file_mb": _mb(vitals.get("rss_file_bytes")),
+            "heap_mb": _mb(heap.get("in_use")),
+            "heap_free_mb": _mb(heap.get("free")),
+            "py_kblocks": round(vitals["python_blocks"] / 1000, 1) if vitals.get("python_blocks") else None,
             "fds": vitals.get("open_fds"),
             "threads": vitals.get("threads"),
+            "os_threads": vitals.get("os_threads"),
             "tasks": vitals.get("tasks"),
             "lag_p99_ms": round(lag["p99_s"] * 1000, 1) if "p99_s" in lag else None,
             "lag_max_ms": round(lag["max_s"] * 1000, 1) if "max_s" in lag else None,
@@ -450,13 +484,32 @@ class Soak:
         self.whole_run_lag = (vitals.get("loop_lag") or {}) | {"pid": vitals.get("pid")}
         return row
 
-    async def wait_for_vitals(self) -> None:
-        """Until the launcher has written the vitals of this process's running monitor (within a second or two)."""
+    async def wait_for_vitals(self, written_after: float | None = None) -> None:
+        """Until the launcher has written the vitals of this process's running monitor (within a second or two), and
+        with `written_after` (wall-clock time), vitals it wrote after then."""
         for _ in range(100):
             vitals = self.bot.read_vitals()
-            if vitals and vitals.get("loop_lag"):
+            if vitals and vitals.get("loop_lag") and (written_after is None or vitals.get("time", 0) >= written_after):
                 return
             await asyncio.sleep(0.1)
+
+    async def archive_threads(self) -> None:
+        """Archive each thread `--archive-after` seconds after it opened, as Discord does after a thread's
+        auto-archive duration (the bot asks for a day, which the soak compresses as it compresses the retention's
+        day); discord.py then drops the thread from its cache."""
+        if not self.args.archive_after:
+            return
+        now = time.monotonic()
+        for thread_id, thread in list(self.stand_in.threads.items()):
+            seen = self.threads_seen.setdefault(thread_id, now)
+            if now - seen >= self.args.archive_after and not thread["thread_metadata"]["archived"]:
+                await self.stand_in.archive_thread(thread_id)
+                self.archived += 1
+
+    def idle(self) -> bool:
+        """No job waiting or running, and no /imagine or Continue sent and not yet answered."""
+        asking = any(p.what in ("imagine", "continue") for p in self.pending.values())
+        return not asking and all(row.state in ENDED for row in self.jobs.values())
 
     async def run(self) -> None:
         """Submit, act, kill and sample until `--jobs` jobs have ended."""
@@ -477,18 +530,26 @@ class Soak:
                 await self.kill_and_restart()
                 await self.wait_for_vitals()
                 continue
+            draining = False
             if ended >= next_sample:
-                next_sample += a.sample_every
-                self._print_progress(self.sample())
-                if a.allocations and self.traced_from is None and ended >= a.jobs * a.warmup:
-                    self.bot.proc.send_signal(signal.SIGUSR1)  # the launcher's allocation baseline
-                    self.traced_from = ended
+                if a.busy_samples or self.idle():
+                    if not a.busy_samples:  # vitals written a moment after the last job ended, the engine at rest
+                        await self.wait_for_vitals(written_after=time.time() + 1.0)
+                    next_sample += a.sample_every
+                    self._print_progress(self.sample())
+                    if a.allocations and self.traced_from is None and ended >= a.jobs * a.warmup:
+                        self.bot.proc.send_signal(signal.SIGUSR1)  # the launcher's allocation baseline
+                        self.traced_from = ended
+                else:
+                    draining = True  # no new job until the line is empty and the sample taken
             if ended >= a.jobs and not self.pending and all(r.state in ENDED for r in self.jobs.values()):
                 break
             if time.monotonic() - last_progress > a.stall:
                 raise RuntimeError(f"no job ended for {a.stall:.0f} s; the bot's log: {self.bot.log}")
             await self.act()
-            await self.submit()
+            await self.archive_threads()
+            if not draining:
+                await self.submit()
             await asyncio.sleep(0.1)
         if self.samples[-1]["jobs"] != self.ended:
             self.sample()
@@ -497,7 +558,8 @@ class Soak:
     def _print_progress(self, row: dict) -> None:
         if not self.args.quiet:
             print(
-                f"  {row['jobs']:>6} jobs {row['seconds']:>7.0f} s  rss {row['rss_mb']} MB  fds {row['fds']}  "
+                f"  {row['jobs']:>6} jobs {row['seconds']:>7.0f} s  rss {row['rss_mb']} MB (anon {row['anon_mb']}, "
+                f"C heap in use {row['heap_mb']})  fds {row['fds']}  "
                 f"tasks {row['tasks']}  db {row['db_mb']} MB  data {row['data_mb']} MB",
                 flush=True,
             )
@@ -596,6 +658,8 @@ async def soak(args) -> dict:
         launcher += ["--allocations", str(folder / "allocations.json")]
     if args.trim:
         launcher += ["--trim"]
+    if args.collect:
+        launcher += ["--collect"]
     if args.text_cache is not None:
         launcher += ["--text-cache", str(args.text_cache)]
     bot = BotProcess(stand_in, folder, bot_env(folder, models, args), launcher)
@@ -620,6 +684,7 @@ async def soak(args) -> dict:
         "actions": dict(run.actions),
         "refusals": dict(run.refusals),
         "kills": run.kills,
+        "threads_archived": run.archived,
         "bot_starts_s": [round(s, 1) for s in bot.starts],
         "answer_latency_s": {
             "count": len(latencies),
@@ -654,7 +719,10 @@ def print_report(report: dict) -> None:
     print(f"actions: {report['actions']}")
     if report["refusals"]:
         print(f"refusals: {report['refusals']}")
-    print(f"kills: {report['kills']}; bot starts (s): {report['bot_starts_s']}")
+    print(
+        f"kills: {report['kills']}; bot starts (s): {report['bot_starts_s']}; "
+        f"threads archived: {report['threads_archived']}"
+    )
     print(f"answers (s): {report['answer_latency_s']}; discord: {report['discord']}")
     print(f"loop lag, whole run of the last process: {report['loop_lag_whole_run']}")
     print(f"retention: {report['retention']}")
@@ -683,10 +751,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--continue-every", type=int, default=40, help="Continue after every N images (0: never)")
     p.add_argument("--disk-budget-mb", type=int, default=2, help="the bot's IMAGINE_DISK_BUDGET_MB")
     p.add_argument("--maintenance-every", type=float, default=30.0, help="seconds between retention passes")
+    p.add_argument(
+        "--archive-after",
+        type=float,
+        help="seconds until a thread is archived, as Discord does after a day (default --maintenance-every, 0 never)",
+    )
     p.add_argument("--heartbeat", type=float, default=5.0, help="the gateway's heartbeat interval (seconds)")
     p.add_argument("--warmup", type=float, default=0.2, help="share of the samples left out of the slopes")
     p.add_argument("--stall", type=float, default=120.0, help="give up when no job ends for this long")
+    p.add_argument(
+        "--busy-samples",
+        action="store_true",
+        help="sample as jobs end, the engine busy (by default the line drains first: the engine's buffers at rest)",
+    )
     p.add_argument("--allocations", action="store_true", help="trace the bot's allocations: where memory grew")
+    p.add_argument("--collect", action="store_true", help="a full garbage collection before each sample")
     p.add_argument("--trim", action="store_true", help="malloc_trim before each sample: RSS without the C heap's free")
     p.add_argument("--text-cache", type=int, help="prompt embeddings the engine keeps (engine.engine.TEXT_CACHE: 4096)")
     p.add_argument("--models", help="a models folder with the tiny models (default: written into --dir)")
@@ -695,6 +774,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the report here")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
+    if args.archive_after is None:
+        args.archive_after = args.maintenance_every
     report = asyncio.run(soak(args))
     print_report(report)
     if args.json:

@@ -149,6 +149,12 @@ class Metrics:
         gauge("imagine_event_loop_lag_seconds", "How late the event loop woke a sleeper", ["window", "stat"])
         gauge("imagine_asyncio_tasks", "asyncio tasks of the bot's loop")
         gauge("imagine_threads", "Threads of the bot's process")
+        gauge(
+            "imagine_process_memory_bytes",
+            "The bot process's memory: resident anonymous (where a leak shows) and file-backed pages, and the C "
+            "allocator's bytes in use and held free",
+            ["kind"],
+        )
         gauge("imagine_gateway_connected", "1 while the Discord gateway is connected, else 0")
         gauge("imagine_gateway_latency_seconds", "The gateway's heartbeat latency (NaN while unknown)")
         self._refreshers: list[Callable[[], Awaitable[None] | None]] = [self._read_vitals]
@@ -302,3 +308,10 @@ class Metrics:
         if found["tasks"] is not None:
             self.gauge("imagine_asyncio_tasks").set(found["tasks"])
         self.gauge("imagine_threads").set(found["threads"])
+        memory = self.gauge("imagine_process_memory_bytes")
+        heap = found["c_heap"] or {}
+        kinds = {"anonymous": found["rss_anon_bytes"], "file": found["rss_file_bytes"]}
+        kinds |= {"c_heap_in_use": heap.get("in_use"), "c_heap_free": heap.get("free")}
+        for kind, value in kinds.items():
+            if value is not None:  # where the system says
+                memory.labels(kind).set(value)

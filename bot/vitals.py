@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
 import logging
 import math
 import os
@@ -205,12 +206,13 @@ def current() -> LagMonitor | None:
     return _monitor
 
 
-def _proc_status(field: str) -> int | None:
+def _proc_status(field: str, unit: int = 1024) -> int | None:
+    """A figure of /proc/self/status (memory is reported in kB), None where there is no such file or figure."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
                 if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024  # reported in kB
+                    return int(line.split()[1]) * unit
     except OSError:
         pass
     return None
@@ -225,6 +227,59 @@ def rss_bytes() -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, kB elsewhere
+
+
+def rss_parts() -> dict[str, int | None]:
+    """Resident memory by kind (/proc/self/status; None where the system does not say): `anon`, the memory the process
+    wrote (its heaps, stacks and allocators' arenas), where a leak shows; `file`, pages of files it maps (its shared
+    libraries' code, read in as paths are first run: these grow while new code runs, and the kernel may drop them)."""
+    return {"anon": _proc_status("RssAnon"), "file": _proc_status("RssFile")}
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _find_mallinfo2():
+    try:
+        function = ctypes.CDLL(None).mallinfo2  # glibc 2.33 and later
+    except (OSError, AttributeError, TypeError):
+        return None
+    function.restype, function.argtypes = _MallInfo2, []
+    return function
+
+
+_mallinfo2 = _find_mallinfo2() if sys.platform.startswith("linux") else None
+
+
+def c_heap() -> dict[str, int] | None:
+    """The C allocator's own account (glibc's mallinfo2, over all its arenas; None elsewhere): `in_use`, the bytes
+    malloc has handed out and not had back (Python's, torch's, SQLite's alike, mmapped blocks included), and `free`,
+    the bytes it holds free inside its heaps. Resident memory that grows while `in_use` stays flat is the allocator's
+    fragmentation, not memory anything still holds."""
+    if _mallinfo2 is None:
+        return None
+    info = _mallinfo2()
+    return {"in_use": info.uordblks + info.hblkhd, "free": info.fordblks}
+
+
+def os_threads() -> int | None:
+    """The process's threads as the system counts them: Python's and native ones (torch's and OpenMP's pools)."""
+    return _proc_status("Threads", unit=1)
 
 
 def open_fds() -> int | None:
@@ -250,20 +305,27 @@ def uptime() -> float:
 
 
 def snapshot() -> dict:
-    """The process's vitals now: loop lag (None if no monitor ran), asyncio tasks of the monitored loop, threads,
-    resident memory, open file descriptors and uptime. Safe to call from any thread."""
+    """The process's vitals now: loop lag (None if no monitor ran), asyncio tasks of the monitored loop, threads
+    (Python's, and the system's count), resident memory (in all, and its anonymous and file-backed parts), open file
+    descriptors and uptime. Safe to call from any thread."""
     monitor = _monitor
     loop = monitor.loop if monitor is not None else None
     tasks = None
     if loop is not None and not loop.is_closed():
         tasks = len(asyncio.all_tasks(loop))
+    parts = rss_parts()
     return {
         "time": time.time(),
         "pid": os.getpid(),
         "uptime_s": round(uptime(), 3),
         "rss_bytes": rss_bytes(),
+        "rss_anon_bytes": parts["anon"],
+        "rss_file_bytes": parts["file"],
+        "c_heap": c_heap(),
+        "python_blocks": sys.getallocatedblocks(),  # Python's small objects alive (its own allocator's blocks)
         "open_fds": open_fds(),
         "threads": threading.active_count(),
+        "os_threads": os_threads(),
         "tasks": tasks,
         "loop_lag": monitor.summary() if monitor is not None else None,
     }

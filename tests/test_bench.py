@@ -106,13 +106,18 @@ def test_bench_soak_runs_the_real_bot_through_a_kill(tmp_path, tiny_models, caps
     out = tmp_path / "soak.json"
     argv = ["--jobs", "12", "--sample-every", "4", "--kills", "1", "--members", "6", "--models", str(tiny_models)]
     argv += ["--cancel-every", "5", "--steer-every", "5", "--continue-every", "4", "--dir", str(tmp_path / "soak")]
+    argv += ["--archive-after", "3"]  # Discord's day, compressed: threads archived while the soak goes on
     assert main([*argv, "--stall", "60", "--quiet", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     samples = report["samples"]
-    assert [s["jobs"] for s in samples] == [0, 4, 8, 12]
+    jobs = [s["jobs"] for s in samples]
+    assert jobs[0] == 0 and jobs[-1] == 12 and all(j >= 4 * k for k, j in enumerate(jobs)) and jobs == sorted(jobs)
+    assert all(s["unended"] == 0 for s in samples), samples  # each sample taken with the line drained
     for sample in samples[1:]:
         assert all(sample[name] is not None for name in (*PROCESS_FIGURES, *DISK_FIGURES)), sample
         assert sample["rss_mb"] > 50 and sample["threads"] >= 2 and sample["tasks"] >= 1 and sample["fds"] >= 3
+        assert sample["anon_mb"] + sample["file_mb"] <= sample["rss_mb"] + 1 and sample["heap_mb"] > 10
+        assert sample["os_threads"] >= sample["threads"]
     assert len({s["pid"] for s in samples}) == 2  # the kill: a second process
     assert set(report["slopes_per_1000_jobs"]) == {*PROCESS_FIGURES, *DISK_FIGURES}
     check = report["check"]
@@ -120,6 +125,7 @@ def test_bench_soak_runs_the_real_bot_through_a_kill(tmp_path, tiny_models, caps
     assert check["lost"] == 0 and check["duplicated"] == 0 and check["posted_not_done"] == 0, check
     assert len(report["kills"]) == 1 and report["kills"][0]["running"], report["kills"]
     assert report["loop_lag_whole_run"]["count"] > 0
+    assert report["threads_archived"] >= 4  # posts and Continues after archiving lost nothing (the check above)
     assert "slope per 1,000 jobs" in capsys.readouterr().out
 
 

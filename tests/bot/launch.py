@@ -9,12 +9,19 @@ Options (read here only; everything else goes to the bot):
     --size NAME=WxH           redefine a size members can pick (tiny models on a shared CPU: a job in seconds)
     --allocations FILE        on SIGUSR1 start tracing allocations (tracemalloc); then write where the memory
                               allocated since and still alive was allocated, to FILE every 10 s (where a leak lives)
+    --collect                 a full garbage collection before each write of the vitals
+    --trim                    then glibc's malloc_trim: the vitals' RSS counts memory in use, not memory kept free
+    --text-cache N            prompt embeddings the engine keeps (engine.engine.TEXT_CACHE)
+
+On SIGUSR2 it prints Python's small-object allocator's statistics (its arenas, pools and blocks by size class,
+`sys._debugmallocstats`) to standard error: memory that Python's objects hold, or pin, outside the C heap.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import json
 import linecache
 import os
@@ -53,11 +60,14 @@ def point_at(api_base: str, gateway_url: str) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-def write_vitals(path: Path, trim: bool = False) -> None:
-    """Write this process's vitals to `path` atomically (a reader never sees half a file); with `trim`, first hand
-    the C heap's free memory back to the system (glibc's malloc_trim), so that RSS counts only memory in use."""
+def write_vitals(path: Path, trim: bool = False, collect: bool = False) -> None:
+    """Write this process's vitals to `path` atomically (a reader never sees half a file); with `collect`, first run
+    a full garbage collection (objects in reference cycles are freed only by one); with `trim`, then hand the C heap's
+    free memory back to the system (glibc's malloc_trim), so that RSS counts only memory in use."""
     from bot import vitals
 
+    if collect:
+        gc.collect()
     if trim:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -65,14 +75,14 @@ def write_vitals(path: Path, trim: bool = False) -> None:
     os.replace(temporary, path)
 
 
-def start_vitals_writer(path: Path, every: float = 1.0, trim: bool = False) -> threading.Thread:
+def start_vitals_writer(path: Path, every: float = 1.0, trim: bool = False, collect: bool = False) -> threading.Thread:
     """A daemon thread that writes the vitals to `path` now and then every `every` seconds, for as long as the process
     lives (a write that fails is tried again at the next tick)."""
 
     def run() -> None:
         while True:  # a daemon: it ends with the process
             try:
-                write_vitals(path, trim)
+                write_vitals(path, trim, collect)
             except OSError:
                 pass
             time.sleep(every)
@@ -127,9 +137,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--size", type=_size, action="append", default=[])
     parser.add_argument("--allocations", type=Path)
     parser.add_argument("--trim", action="store_true")
+    parser.add_argument("--collect", action="store_true")
     parser.add_argument("--text-cache", type=int)
     args, rest = parser.parse_known_args(argv)
     point_at(args.api_base, args.gateway_url)
+    signal.signal(signal.SIGUSR2, lambda *_: sys._debugmallocstats())
     if args.maintenance_every is not None:
         import bot.client
 
@@ -143,7 +155,7 @@ def main(argv: list[str]) -> int:
 
         SIZES.update(args.size)
     if args.vitals is not None:
-        start_vitals_writer(args.vitals, args.vitals_every, args.trim)
+        start_vitals_writer(args.vitals, args.vitals_every, args.trim, args.collect)
     if args.allocations is not None:
         start_allocation_tracing(args.allocations)
     from bot.__main__ import main as bot_main

@@ -137,6 +137,9 @@ async def test_metrics_after_a_job_moved_by_the_right_amounts(running, stand_in)
     assert after["imagine_capacity", ()] == 1 and after["imagine_gateway_connected", ()] == 1
     assert after["imagine_event_loop_lag_seconds", (("stat", "max"), ("window", "run"))] >= 0
     assert after["process_resident_memory_bytes", ()] > 0
+    anonymous = after["imagine_process_memory_bytes", (("kind", "anonymous"),)]
+    assert 0 < anonymous < after["process_resident_memory_bytes", ()]
+    assert after["imagine_process_memory_bytes", (("kind", "c_heap_in_use"),)] > 0
     # bounded labels: no prompt, member or job id anywhere in the exposition
     text = (await node.get("/metrics"))[1]
     assert "lighthouse" not in text and str(USER_ID) not in text and 'job="' not in text

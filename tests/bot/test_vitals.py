@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import os
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -140,6 +142,24 @@ async def test_the_snapshot_counts_tasks_threads_and_open_files():
     assert during["tasks"] - before["tasks"] == 5 and after["tasks"] == before["tasks"]
     assert during["threads"] - before["threads"] == 2 and after["threads"] == before["threads"]
     assert during["open_fds"] - before["open_fds"] == 3 and after["open_fds"] == before["open_fds"]
+    if before["os_threads"] is not None:  # where /proc says
+        assert during["os_threads"] - before["os_threads"] == 2 and after["os_threads"] == before["os_threads"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="the parts of resident memory come from /proc")
+def test_the_snapshot_parts_resident_memory_into_written_and_file_backed():
+    before = vitals.snapshot()
+    assert before["rss_anon_bytes"] + before["rss_file_bytes"] <= before["rss_bytes"] + 1024 * 1024
+    written = bytearray(b"\x01") * (64 * 1024 * 1024)  # pages written, not merely reserved
+    with tempfile.TemporaryFile(dir=os.path.dirname(__file__)) as file:  # on disk: a tmpfs's pages count as shared
+        file.write(b"\x02" * (32 * 1024 * 1024))
+        file.flush()
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            assert sum(mapped[i] for i in range(0, len(mapped), 4096)) == 2 * (len(mapped) // 4096)  # read each page
+            during = vitals.snapshot()
+    del written
+    assert during["rss_anon_bytes"] - before["rss_anon_bytes"] >= 60 * 1024 * 1024
+    assert during["rss_file_bytes"] - before["rss_file_bytes"] >= 30 * 1024 * 1024
 
 
 async def test_one_monitor_per_process_until_its_last_user_stops():
@@ -171,3 +191,13 @@ def test_the_snapshot_is_read_from_another_thread():
 
     asyncio.run(main())
     assert seen["tasks"] >= 2 and seen["loop_lag"]["count"] >= 2  # main() and the monitor
+
+
+@pytest.mark.skipif(vitals.c_heap() is None, reason="the C heap's account comes from glibc's mallinfo2")
+def test_the_c_heap_counts_what_malloc_handed_out_until_it_is_freed():
+    before = vitals.c_heap()["in_use"]
+    held = bytearray(b"\x01") * (40 * 1024 * 1024)  # a large block: malloc maps it
+    during = vitals.c_heap()["in_use"]
+    del held
+    after = vitals.c_heap()["in_use"]
+    assert during - before >= 40 * 1024 * 1024 and after - before < 4 * 1024 * 1024
