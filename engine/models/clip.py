@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Words whose BPE pieces the tokenizer keeps. open_clip's SimpleTokenizer caches every distinct word it has seen in a
+# dict that only grows (about 150 bytes a word): a bot reading members' prompts for months, or one member typing
+# gibberish, would grow it without end. Past this many it starts again from its special tokens.
+TOKEN_CACHE = 1 << 14
 
 
 class Perceptor(nn.Module):
@@ -27,6 +31,7 @@ class Perceptor(nn.Module):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
+        self._token_seed = dict(getattr(tokenizer, "cache", None) or {})  # SimpleTokenizer's special tokens
         self.name = name
         size = model.visual.image_size
         self.input_size = int(size[0] if isinstance(size, tuple | list) else size)
@@ -50,6 +55,10 @@ class Perceptor(nn.Module):
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Texts -> (P, D) unit vectors (float32)."""
         tokens = self.tokenizer(texts).to(self.device)
+        cache = getattr(self.tokenizer, "cache", None)
+        if isinstance(cache, dict) and len(cache) > TOKEN_CACHE:
+            cache.clear()
+            cache.update(self._token_seed)
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
 

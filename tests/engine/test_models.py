@@ -133,3 +133,22 @@ def test_unknown_clip_architecture(tiny_models):
 
 def test_installed_vqgans(tiny_models):
     assert registry.installed_vqgans(tiny_models) == [TINY_VQGAN, TINY_GUMBEL]
+
+
+def test_the_tokenizers_word_cache_stays_bounded_and_tokens_stay_the_same(tiny_models, monkeypatch):
+    """open_clip's tokenizer keeps every distinct word it has read; the perceptor starts it again from its special
+    tokens past TOKEN_CACHE words, and a word read again after that gives the same embedding."""
+    import random
+    import string
+
+    from engine.models import clip
+
+    monkeypatch.setattr(clip, "TOKEN_CACHE", 50)
+    perceptor = load_clip(TINY_CLIP, models_dir=tiny_models)
+    first = perceptor.encode_text(["a lighthouse at dusk"])
+    rng = random.Random(0)
+    for _ in range(40):  # 5 new words each
+        perceptor.encode_text([" ".join("".join(rng.choices(string.ascii_lowercase, k=7)) for _ in range(5))])
+        assert len(perceptor.tokenizer.cache) <= 50 + 5
+    assert all(perceptor.tokenizer.cache[token] == token for token in perceptor._token_seed)  # specials still there
+    assert torch.equal(perceptor.encode_text(["a lighthouse at dusk"]), first)
