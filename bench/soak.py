@@ -23,14 +23,18 @@ With `--trim` the bot hands the C heap's free memory back (glibc's malloc_trim) 
 slope that vanishes then was memory freed but kept by the allocator, not memory in use. With `--collect` it runs a full
 garbage collection first (every second: slow): a slope that vanishes then was garbage in reference cycles waiting for
 the collector's rare full pass. `--text-cache N` keeps N prompt embeddings in the engine instead of 4,096: every soak
-job has a prompt of its own, so that cache fills for its first thousands of jobs.
+job has a prompt of its own, so that cache fills for its first thousands of jobs. Each soak prompt also has a word of
+its own by default, which fills every cache keyed by words (the word filter's, the tokenizer's: 16,384 words each) as no
+server would; with `--vocabulary N` prompts are 4 to 8 words out of N, and words repeat as members' do.
 
 With `--allocations` the bot traces its Python allocations from the end of the warm-up on (tracemalloc: slower, and
 its RSS is then not comparable), and the report lists the allocation sites whose live memory grew most per 1,000
-jobs. A bounded cache filling up grows too until it has turned over once: a leak keeps growing to the end.
+jobs. A bounded cache filling up grows too until it has turned over once: a leak keeps growing to the end. The bot
+dumps its whole trace on SIGUSR2 (tests/bot/launch.py): two dumps compared give every line's net growth between them.
 
     python -m bench.soak --jobs 1000 --json soak.json
     python -m bench.soak --jobs 900 --kills 0 --warmup 0.34 --allocations
+    python -m bench.soak --jobs 900 --kills 0 --warmup 0.34 --trim --vocabulary 300 --text-cache 64
 """
 
 from __future__ import annotations
@@ -220,6 +224,18 @@ PROCESS_FIGURES = (
 DISK_FIGURES = ("db_mb", "wal_mb", "data_mb", *(f"{name}_mb" for name in FOLDERS))
 
 
+def _word(i: int) -> str:
+    """A made-up word, the ith of a vocabulary (letters only: CLIP's tokenizer splits digits one by one)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    word = ""
+    while True:
+        i, rest = divmod(i, 26)
+        word += letters[rest]
+        if not i:
+            return word + "ish"
+        i -= 1
+
+
 def _mb(count: int | None) -> float | None:
     return None if count is None else round(count / MB, 1)
 
@@ -367,6 +383,14 @@ class Soak:
             return
         self.pending[token] = Pending(member, what, job_id, message_id)
 
+    def prompt(self, n: int) -> str:
+        """The nth /imagine's prompt: a new word in each (every cache keyed by words or prompts fills for thousands of
+        jobs), or with `--vocabulary N`, four to eight words drawn from N (words repeat, as members' do)."""
+        if not self.args.vocabulary:
+            return f"soak {n} a lighthouse"
+        words = random.Random(n).choices(range(self.args.vocabulary), k=random.Random(-n).randint(4, 8))
+        return " ".join(_word(i) for i in words)
+
     async def submit(self) -> None:
         """One more job if the line is short and a member may ask: a Continue when one is due, else an /imagine."""
         asking = sum(1 for p in self.pending.values() if p.what in ("imagine", "continue"))
@@ -390,7 +414,7 @@ class Soak:
             custom_id = next((c for c in self.stand_in.custom_ids(message_id) if c.startswith(wanted)), wanted)
             await self._send("continue", member, lambda: self.stand_in.click(message_id, custom_id, user=member))
             return
-        options = {"prompt": f"soak {self.submitted + asking} a lighthouse", "size": "square-small"}
+        options = {"prompt": self.prompt(self.submitted + asking), "size": "square-small"}
         await self._send("imagine", member, lambda: self.stand_in.slash("imagine", options, user=member))
 
     async def act(self) -> None:
@@ -767,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allocations", action="store_true", help="trace the bot's allocations: where memory grew")
     p.add_argument("--collect", action="store_true", help="a full garbage collection before each sample")
     p.add_argument("--trim", action="store_true", help="malloc_trim before each sample: RSS without the C heap's free")
+    p.add_argument("--vocabulary", type=int, default=0, help="prompts of 4-8 words out of N (0: a new word each)")
     p.add_argument("--text-cache", type=int, help="prompt embeddings the engine keeps (engine.engine.TEXT_CACHE: 4096)")
     p.add_argument("--models", help="a models folder with the tiny models (default: written into --dir)")
     p.add_argument("--dir", help="where the bot's data, log and vitals go (default: a new temporary folder)")

@@ -139,3 +139,18 @@ def test_bench_engine_times_the_quality_presets_on_tiny_models(tmp_path, capsys)
     assert [r["quality"] for r in rows] == ["draft", "best"] and rows[0]["relative_to_first"] == 1.0
     assert rows[1]["clips"] == ["ViT-B-32", "ViT-B-16", "RN50x4"] and rows[1]["activations_mb"] > 0
     assert rows[1]["estimated_relative_cost"] > 1 and "s/step" in capsys.readouterr().out
+
+
+def test_bench_soak_prompts_repeat_words_out_of_a_vocabulary():
+    """By default each soak prompt has a word of its own; with --vocabulary N, prompts of 4 to 8 words out of N made-up
+    words (letters only), so that the caches keyed by words fill up early, as they do on a server."""
+    from types import SimpleNamespace
+
+    from bench.soak import Soak
+
+    prompts = [Soak.prompt(SimpleNamespace(args=SimpleNamespace(vocabulary=30)), n) for n in range(200)]
+    words = [prompt.split() for prompt in prompts]
+    assert all(4 <= len(w) <= 8 and all(x.isalpha() for x in w) for w in words)
+    assert 25 <= len({x for w in words for x in w}) <= 30 and len(set(prompts)) > 190
+    unique = [Soak.prompt(SimpleNamespace(args=SimpleNamespace(vocabulary=0)), n) for n in range(50)]
+    assert len({prompt.split()[1] for prompt in unique}) == 50

@@ -14,7 +14,8 @@ Options (read here only; everything else goes to the bot):
     --text-cache N            prompt embeddings the engine keeps (engine.engine.TEXT_CACHE)
 
 On SIGUSR2 it prints Python's small-object allocator's statistics (its arenas, pools and blocks by size class,
-`sys._debugmallocstats`) to standard error: memory that Python's objects hold, or pin, outside the C heap.
+`sys._debugmallocstats`) to standard error: memory that Python's objects hold, or pin, outside the C heap. While
+allocations are traced it also dumps the whole trace beside FILE (see `on_usr2`).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def start_vitals_writer(path: Path, every: float = 1.0, trim: bool = False, coll
     return thread
 
 
-def start_allocation_tracing(path: Path, every: float = 10.0, top: int = 25) -> threading.Thread:
+def start_allocation_tracing(path: Path, every: float = 10.0, top: int = 60) -> threading.Thread:
     """On SIGUSR1, start tracing allocations (tracemalloc); from then on a daemon thread writes the `top` allocation
     sites (by traceback) of what was allocated since and is still alive to `path` every `every` seconds: after a
     warm-up, that is what grows."""
@@ -120,6 +121,16 @@ def start_allocation_tracing(path: Path, every: float = 10.0, top: int = 25) -> 
     return thread
 
 
+def on_usr2(allocations: Path | None) -> None:
+    """Print pymalloc's statistics; while allocations are traced, also dump the whole trace beside their file
+    (FILE.N.snapshot): two of them, compared (`tracemalloc.Snapshot.load(b).compare_to(load(a), "lineno")`), give
+    every line's net growth between them, where the file lists only the largest sites."""
+    sys._debugmallocstats()
+    if allocations is not None and tracemalloc.is_tracing():
+        dumps = sorted(allocations.parent.glob(f"{allocations.name}.*.snapshot"))
+        tracemalloc.take_snapshot().dump(str(allocations.with_name(f"{allocations.name}.{len(dumps)}.snapshot")))
+
+
 def _size(text: str) -> tuple[str, tuple[int, int]]:
     name, _, dims = text.partition("=")
     width, _, height = dims.partition("x")
@@ -141,7 +152,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--text-cache", type=int)
     args, rest = parser.parse_known_args(argv)
     point_at(args.api_base, args.gateway_url)
-    signal.signal(signal.SIGUSR2, lambda *_: sys._debugmallocstats())
+    signal.signal(signal.SIGUSR2, lambda *_: on_usr2(args.allocations))
     if args.maintenance_every is not None:
         import bot.client
 
