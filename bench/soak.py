@@ -684,6 +684,7 @@ async def soak(args) -> dict:
         launcher += ["--trim"]
     if args.collect:
         launcher += ["--collect"]
+    launcher += ["--census", str(folder / "census.json")]  # on SIGUSR2 (see tests/bot/launch.py)
     if args.text_cache is not None:
         launcher += ["--text-cache", str(args.text_cache)]
     bot = BotProcess(stand_in, folder, bot_env(folder, models, args), launcher)

@@ -10,6 +10,7 @@ Options (read here only; everything else goes to the bot):
     --allocations FILE        on SIGUSR1 start tracing allocations (tracemalloc); then write where the memory
                               allocated since and still alive was allocated, to FILE every 10 s (where a leak lives)
     --collect                 a full garbage collection before each write of the vitals
+    --census FILE             on SIGUSR2, write the count of tracked objects by type to FILE.N (N = 0, 1, ...)
     --trim                    then glibc's malloc_trim: the vitals' RSS counts memory in use, not memory kept free
     --text-cache N            prompt embeddings the engine keeps (engine.engine.TEXT_CACHE)
 
@@ -31,6 +32,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import discord
@@ -121,11 +123,16 @@ def start_allocation_tracing(path: Path, every: float = 10.0, top: int = 60) -> 
     return thread
 
 
-def on_usr2(allocations: Path | None) -> None:
-    """Print pymalloc's statistics; while allocations are traced, also dump the whole trace beside their file
+def on_usr2(allocations: Path | None, census: Path | None) -> None:
+    """Print pymalloc's statistics; with `census`, write how many objects of each type the garbage collector tracks
+    to it (census.json.N); while allocations are traced, also dump the whole trace beside their file
     (FILE.N.snapshot): two of them, compared (`tracemalloc.Snapshot.load(b).compare_to(load(a), "lineno")`), give
     every line's net growth between them, where the file lists only the largest sites."""
     sys._debugmallocstats()
+    if census is not None:
+        counts = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+        written = sorted(census.parent.glob(f"{census.name}.*"))
+        census.with_name(f"{census.name}.{len(written)}").write_text(json.dumps(counts.most_common()))
     if allocations is not None and tracemalloc.is_tracing():
         dumps = sorted(allocations.parent.glob(f"{allocations.name}.*.snapshot"))
         tracemalloc.take_snapshot().dump(str(allocations.with_name(f"{allocations.name}.{len(dumps)}.snapshot")))
@@ -149,10 +156,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--allocations", type=Path)
     parser.add_argument("--trim", action="store_true")
     parser.add_argument("--collect", action="store_true")
+    parser.add_argument("--census", type=Path)
     parser.add_argument("--text-cache", type=int)
     args, rest = parser.parse_known_args(argv)
     point_at(args.api_base, args.gateway_url)
-    signal.signal(signal.SIGUSR2, lambda *_: on_usr2(args.allocations))
+    signal.signal(signal.SIGUSR2, lambda *_: on_usr2(args.allocations, args.census))
     if args.maintenance_every is not None:
         import bot.client
 
