@@ -150,14 +150,17 @@ async def test_the_snapshot_counts_tasks_threads_and_open_files():
 def test_the_snapshot_parts_resident_memory_into_written_and_file_backed():
     before = vitals.snapshot()
     assert before["rss_anon_bytes"] + before["rss_file_bytes"] <= before["rss_bytes"] + 1024 * 1024
-    written = bytearray(b"\x01") * (64 * 1024 * 1024)  # pages written, not merely reserved
+    # a new private anonymous mapping (a shared one counts as shared memory): no freed heap page is reused
+    written = mmap.mmap(-1, 64 * 1024 * 1024, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for page in range(0, len(written), mmap.PAGESIZE):
+        written[page] = 1  # written, not merely reserved
     with tempfile.TemporaryFile(dir=os.path.dirname(__file__)) as file:  # on disk: a tmpfs's pages count as shared
         file.write(b"\x02" * (32 * 1024 * 1024))
         file.flush()
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             assert sum(mapped[i] for i in range(0, len(mapped), 4096)) == 2 * (len(mapped) // 4096)  # read each page
             during = vitals.snapshot()
-    del written
+    written.close()
     assert during["rss_anon_bytes"] - before["rss_anon_bytes"] >= 60 * 1024 * 1024
     assert during["rss_file_bytes"] - before["rss_file_bytes"] >= 30 * 1024 * 1024
 
@@ -201,3 +204,29 @@ def test_the_c_heap_counts_what_malloc_handed_out_until_it_is_freed():
     del held
     after = vitals.c_heap()["in_use"]
     assert during - before >= 40 * 1024 * 1024 and after - before < 4 * 1024 * 1024
+
+
+def test_objects_alive_at_start_up_are_frozen_and_later_cycles_still_collected():
+    """`python -m bot` freezes what start-up made (bot.__main__.freeze_startup_objects): those objects no longer count
+    towards the collector's thresholds, and garbage in reference cycles made afterwards is still collected."""
+    import gc
+    import weakref
+
+    from bot.__main__ import freeze_startup_objects
+
+    class Node:
+        pass
+
+    kept = Node()
+    try:
+        frozen = freeze_startup_objects()
+        assert frozen == gc.get_freeze_count() > 1000  # this process's imports, at least
+        assert gc.is_tracked(kept) and not any(o is kept for o in gc.get_objects())  # frozen: out of every generation
+        cycle = Node()
+        cycle.me = cycle
+        gone = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
