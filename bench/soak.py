@@ -566,7 +566,7 @@ class Soak:
                         self.traced_from = ended
                 else:
                     draining = True  # no new job until the line is empty and the sample taken
-            if ended >= a.jobs and not self.pending and all(r.state in ENDED for r in self.jobs.values()):
+            if ended >= a.jobs and not self.pending and self.idle():
                 break
             if time.monotonic() - last_progress > a.stall:
                 raise RuntimeError(f"no job ended for {a.stall:.0f} s; the bot's log: {self.bot.log}")
