@@ -291,6 +291,7 @@ class JobService:
         """Cancel a waiting job at once, or ask a running one to stop after its current step."""
         if self.queue.remove(job_id):
             self._guilds.pop(job_id, None)
+            self.pace.waiting_steps.pop(job_id, None)
             job = await self.store.set_state(job_id, JobState.CANCELLED, detail="cancelled while waiting")
             await self.presenter.job_cancelled(job, None)
             self.pump()

@@ -108,3 +108,24 @@ async def test_cancelling_one_job_leaves_the_other_running(tmp_path, pool):
         await service.close()
         await backend.close()
         await store.close()
+
+
+async def test_a_job_cancelled_while_waiting_leaves_nothing_behind(tmp_path, pool):
+    """The waiting line's step counts (for ETAs) drop a job cancelled before it started, as they drop one that starts:
+    kept, they would grow with every such job for as long as the bot runs."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    backend = EmbeddedBackend(pool, max_batch=1)
+    service = JobService(store, backend, RecordingPresenter(), tmp_path, max_concurrent=1, snapshot_every=0)
+    try:
+        running = (await service.submit(Origin(None, 1, 10), _spec("running", 30))).job
+        waiting = (await service.submit(Origin(None, 1, 11), _spec("waiting", 8))).job
+        assert set(service.pace.waiting_steps) == {waiting.id}
+        assert await service.cancel(waiting.id)
+        assert (await store.get_job(waiting.id)).state == JobState.CANCELLED
+        assert service.pace.waiting_steps == {}
+        assert await service.cancel(running.id)
+        await asyncio.wait_for(asyncio.gather(*list(service._tasks.values())), 120)
+    finally:
+        await service.close()
+        await backend.close()
+        await store.close()
