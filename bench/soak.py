@@ -31,6 +31,8 @@ With `--allocations` the bot traces its Python allocations from the end of the w
 its RSS is then not comparable), and the report lists the allocation sites whose live memory grew most per 1,000
 jobs. A bounded cache filling up grows too until it has turned over once: a leak keeps growing to the end. The bot
 dumps its whole trace on SIGUSR2 (tests/bot/launch.py): two dumps compared give every line's net growth between them.
+On SIGUSR2 the bot also writes a census of its objects by type to census.json.N in the soak's folder: those alive and,
+apart, the garbage in reference cycles that a full collection frees (what waits for the collector's next full pass).
 
     python -m bench.soak --jobs 1000 --json soak.json
     python -m bench.soak --jobs 900 --kills 0 --warmup 0.34 --allocations

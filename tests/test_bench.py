@@ -154,3 +154,26 @@ def test_bench_soak_prompts_repeat_words_out_of_a_vocabulary():
     assert 25 <= len({x for w in words for x in w}) <= 30 and len(set(prompts)) > 190
     unique = [Soak.prompt(SimpleNamespace(args=SimpleNamespace(vocabulary=0)), n) for n in range(50)]
     assert len({prompt.split()[1] for prompt in unique}) == 50
+
+
+def test_the_soak_launchers_census_tells_cyclic_garbage_from_live_objects():
+    """The bot's census on SIGUSR2 (tests/bot/launch.py `--census`) counts what a full collection frees apart from what
+    stays alive: garbage waiting in reference cycles, the soak's growth, shows as such."""
+    from tests.bot.launch import census_of_objects
+
+    class CensusGarbage:
+        pass
+
+    class CensusLive:
+        pass
+
+    kept = [CensusLive(), CensusLive()]
+    for _ in range(3):
+        cycle = CensusGarbage()
+        cycle.me = cycle
+    del cycle
+    census = {part: dict(rows) for part, rows in census_of_objects().items()}
+    name = f"{__name__}.test_the_soak_launchers_census_tells_cyclic_garbage_from_live_objects.<locals>."
+    assert census["garbage"].get(name + "CensusGarbage") == 3 and name + "CensusLive" not in census["garbage"]
+    assert census["live"].get(name + "CensusLive") == 2 and name + "CensusGarbage" not in census["live"]
+    assert kept

@@ -10,7 +10,8 @@ Options (read here only; everything else goes to the bot):
     --allocations FILE        on SIGUSR1 start tracing allocations (tracemalloc); then write where the memory
                               allocated since and still alive was allocated, to FILE every 10 s (where a leak lives)
     --collect                 a full garbage collection before each write of the vitals
-    --census FILE             on SIGUSR2, write the count of tracked objects by type to FILE.N (N = 0, 1, ...)
+    --census FILE             on SIGUSR2, write the count of tracked objects by type, the live ones and the cyclic
+                              garbage apart, to FILE.N (N = 0, 1, ...)
     --trim                    then glibc's malloc_trim: the vitals' RSS counts memory in use, not memory kept free
     --text-cache N            prompt embeddings the engine keeps (engine.engine.TEXT_CACHE)
 
@@ -123,16 +124,34 @@ def start_allocation_tracing(path: Path, every: float = 10.0, top: int = 60) -> 
     return thread
 
 
+def _kind(o) -> str:
+    return f"{type(o).__module__}.{type(o).__qualname__}"
+
+
+def census_of_objects() -> dict[str, list]:
+    """The objects the garbage collector tracks, by type: `garbage`, those in reference cycles that a full collection
+    frees now (what waits for the collector's next full pass), and `live`, those left (frozen start-up objects
+    aside)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)  # the collection keeps what it would free in gc.garbage, to be counted
+    try:
+        gc.collect()
+        garbage = Counter(_kind(o) for o in gc.garbage)
+        gc.garbage.clear()
+    finally:
+        gc.set_debug(0)
+    gc.collect()  # now freed
+    return {"garbage": garbage.most_common(), "live": Counter(_kind(o) for o in gc.get_objects()).most_common()}
+
+
 def on_usr2(allocations: Path | None, census: Path | None) -> None:
-    """Print pymalloc's statistics; with `census`, write how many objects of each type the garbage collector tracks
-    to it (census.json.N); while allocations are traced, also dump the whole trace beside their file
-    (FILE.N.snapshot): two of them, compared (`tracemalloc.Snapshot.load(b).compare_to(load(a), "lineno")`), give
-    every line's net growth between them, where the file lists only the largest sites."""
+    """Print pymalloc's statistics; with `census`, write `census_of_objects()` to it (census.json.N); while
+    allocations are traced, also dump the whole trace beside their file (FILE.N.snapshot): two of them, compared
+    (`tracemalloc.Snapshot.load(b).compare_to(load(a), "lineno")`), give every line's net growth between them, where
+    the file lists only the largest sites."""
     sys._debugmallocstats()
     if census is not None:
-        counts = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
         written = sorted(census.parent.glob(f"{census.name}.*"))
-        census.with_name(f"{census.name}.{len(written)}").write_text(json.dumps(counts.most_common()))
+        census.with_name(f"{census.name}.{len(written)}").write_text(json.dumps(census_of_objects()))
     if allocations is not None and tracemalloc.is_tracing():
         dumps = sorted(allocations.parent.glob(f"{allocations.name}.*.snapshot"))
         tracemalloc.take_snapshot().dump(str(allocations.with_name(f"{allocations.name}.{len(dumps)}.snapshot")))
