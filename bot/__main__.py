@@ -48,9 +48,9 @@ def freeze_startup_objects() -> int:
     garbage collector's reach; returns how many. A full collection scanned them all, about 0.2 s on the event loop
     each time (the soak's worst loop lag went from about 195 to 98 ms). Python runs a full pass only once the objects
     that reached its oldest generation since the last one number a quarter of what that pass left there: the second
-    collection, after the freeze, takes that count again without the frozen objects. Counted, they made cyclic garbage
-    that outlived a job (its coroutines, its messages) pile up for thousands of jobs, about 7 KB each, before a full
-    pass came. Frozen objects live as long as the process anyway."""
+    collection, after the freeze, takes that count again without the frozen objects. Counted, they held off full passes
+    for over 100,000 objects, and cyclic garbage (the messages discord.py drops from its cache with their reactions)
+    piled up: none came in the soak's 900 jobs. Frozen objects live as long as the process anyway."""
     gc.collect()
     gc.freeze()
     gc.collect()
