@@ -75,6 +75,10 @@ class ImagineBot(commands.Bot):
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
             http_trace=self.metrics.http_trace(),
+            # No message cache: votes come from raw reaction events and a message is fetched when needed. Cached, the
+            # last 1,000 messages took memory for nothing, and each result with its vote reactions (a reference
+            # cycle) waited for a full garbage collection once dropped from the cache.
+            max_messages=None,
         )
         self.settings = settings
         self._backend_factory = backend_factory
