@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import discord
@@ -320,3 +321,26 @@ async def test_the_presenter_keeps_nothing_of_ended_jobs(simcord_env, world, gat
     presenter = simcord_env.bot.presenter
     assert not presenter._status_born and not presenter._similarity and not presenter._prompt
     assert not presenter.pacer._asking and not presenter.pacer._channel and not presenter.pacer._last_edit
+
+
+async def test_results_and_votes_leave_no_message_behind(simcord_env, world, gated):
+    """The bot keeps no copies of Discord messages: it reads votes from raw reaction events and fetches a message when
+    it needs one. discord.py's message cache held the last 1,000 messages for nothing, and each result with its vote
+    reactions became a reference cycle when dropped from it, freed only by a full garbage collection."""
+    guild, channel, u = world
+    await u["alice"].slash(channel, "imagine", prompt="a lighthouse")
+    await simcord_env.settle()
+    assert (await simcord_env.bot.store.get_job(1)).state == JobState.DONE
+    [thread] = channel.threads
+    thread_id = thread.id
+    result = next(m for m in thread.history() if m.attachments)
+    await u["bob"].react(result, "👍")
+    await simcord_env.settle()
+    assert await simcord_env.bot.store.vote_total(1) == 1  # votes come from raw reaction events
+    assert list(simcord_env.bot.cached_messages) == []
+    del result, thread  # this test's own copies
+    gc.collect()
+    alive = [
+        o for o in gc.get_objects() if issubclass(type(o), discord.Message) and o.channel.id in (channel.id, thread_id)
+    ]
+    assert alive == []  # the bot's own, freed as soon as it was done with them
